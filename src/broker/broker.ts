@@ -1,0 +1,261 @@
+// The broker on one node: sessions by client id, the subscription trie, retained messages,
+// wills and $SYS. It routes a message to every matching session once, at the highest
+// granted QoS of that session's overlapping subscriptions.
+import type { Authenticator, Authorizer } from '../auth/types.js';
+import type { Config } from '../config.js';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { RetainedStore, StoredMessage, Subscription } from '../store/types.js';
+import { OutgoingPublish } from '../protocol/publish-encoder.js';
+import { Session, type DropReason, type SessionEvents } from './session.js';
+import { TopicTrie, type SubEntry } from './topic-trie.js';
+import { WillManager } from './wills.js';
+
+export interface BrokerDeps {
+  readonly config: Config;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly authenticator: Authenticator;
+  readonly authorizer: Authorizer;
+  readonly retained: RetainedStore;
+}
+
+/** What the broker's periodic sweep needs from a live connection. */
+export interface LiveConnection {
+  tick(nowMs: number): void;
+}
+
+export const NEVER_EXPIRES = 0xffffffff;
+const VERSION = '0.1.0';
+
+export class Broker {
+  readonly sessions = new Map<string, Session>();
+  readonly connections = new Set<LiveConnection>();
+  readonly wills: WillManager;
+  private readonly offline = new Set<Session>();
+  private readonly trie = new TopicTrie<Session>();
+  private readonly sessionEvents: SessionEvents;
+  private readonly startedAtMs: number;
+  private sweepTimer?: NodeJS.Timeout;
+  private sysTimer?: NodeJS.Timeout;
+  readonly stats = { messagesReceived: 0, messagesSent: 0 };
+
+  // routing scratch (one publish at a time on the main thread)
+  private gen = 0;
+  private routing?: StoredMessage;
+  private readonly targets: Session[] = [];
+  private readonly sharedTargets: SubEntry<Session>[] = [];
+  private readonly visit = (entry: SubEntry<Session>): void => this.collect(entry);
+
+  constructor(readonly deps: BrokerDeps) {
+    this.startedAtMs = deps.clock.now();
+    const { metrics } = deps;
+    const sent = [metrics.messagesOutTotal.labels('0'), metrics.messagesOutTotal.labels('1'), metrics.messagesOutTotal.labels('2')];
+    this.sessionEvents = {
+      dropped: (reason: DropReason) => metrics.messagesDroppedTotal.inc({ reason }),
+      sent: (qos) => {
+        this.stats.messagesSent++;
+        sent[qos].inc();
+      },
+    };
+    this.wills = new WillManager({
+      clock: deps.clock,
+      log: deps.log,
+      metrics,
+      authorizer: deps.authorizer,
+      authenticator: deps.authenticator,
+      willAuthz: deps.config.willAuthz,
+      publish: (m) => this.publish(m),
+    });
+  }
+
+  start(): void {
+    this.sweepTimer = setInterval(() => this.sweep(this.deps.clock.now()), 1000);
+    this.sweepTimer.unref();
+    if (this.deps.config.sysIntervalS > 0) {
+      this.sysTimer = setInterval(() => this.publishSys(), this.deps.config.sysIntervalS * 1000);
+      this.sysTimer.unref();
+    }
+  }
+
+  stop(): void {
+    clearInterval(this.sweepTimer);
+    clearInterval(this.sysTimer);
+  }
+
+  // ---- routing -------------------------------------------------------------------------
+
+  /** Stores a retained message (if flagged) and delivers to every matching subscription. */
+  publish(message: StoredMessage): void {
+    if (message.retain && this.deps.config.retainAvailable) {
+      void this.deps.retained.set(message);
+      this.deps.metrics.retainedMessages.set(this.deps.retained.count() as number);
+    }
+    this.route(message);
+  }
+
+  private route(message: StoredMessage): void {
+    const out = new OutgoingPublish(message, this.deps.clock.now());
+    if (out.expired) return;
+    this.gen++;
+    this.routing = message;
+    const targets = this.targets;
+    const shared = this.sharedTargets;
+    this.trie.match(message.topic, this.visit);
+    this.routing = undefined;
+    for (let i = 0; i < targets.length; i++) {
+      const s = targets[i];
+      const qos = (message.qos < s.matchQos ? message.qos : s.matchQos) as 0 | 1 | 2;
+      s.deliver(out, qos, s.matchRetainAsPublished && message.retain, s.matchIds);
+    }
+    for (let i = 0; i < shared.length; i++) {
+      const { subscriber, sub } = shared[i];
+      const qos = (message.qos < sub.qos ? message.qos : sub.qos) as 0 | 1 | 2;
+      subscriber.deliver(out, qos, sub.retainAsPublished && message.retain, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
+    }
+    targets.length = 0;
+    shared.length = 0;
+  }
+
+  private collect(entry: SubEntry<Session>): void {
+    const { subscriber: s, sub } = entry;
+    const message = this.routing!;
+    if (sub.group !== undefined) {
+      this.sharedTargets.push(entry);
+      return;
+    }
+    if (sub.noLocal && message.origin === s.clientId) return; // [MQTT-3.8.3-3]
+    if (s.matchGen !== this.gen) {
+      s.matchGen = this.gen;
+      s.matchQos = sub.qos;
+      s.matchRetainAsPublished = sub.retainAsPublished;
+      s.matchIds = sub.subscriptionId === undefined ? undefined : [sub.subscriptionId];
+      this.targets.push(s);
+      return;
+    }
+    // overlapping subscriptions of one client: one copy, highest QoS, every identifier [MQTT-3.3.4-2, MQTT-3.3.4-3]
+    if (sub.qos > s.matchQos) s.matchQos = sub.qos;
+    if (sub.retainAsPublished) s.matchRetainAsPublished = true;
+    if (sub.subscriptionId !== undefined) (s.matchIds ??= []).push(sub.subscriptionId);
+  }
+
+  // ---- subscriptions ---------------------------------------------------------------------
+
+  /** Adds or replaces a subscription; returns true when it existed before. */
+  subscribe(session: Session, sub: Subscription): boolean {
+    const key = subscriptionKey(sub);
+    const existed = session.subscriptions.has(key);
+    session.subscriptions.set(key, sub);
+    this.trie.add(session, sub);
+    this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
+    return existed;
+  }
+
+  unsubscribe(session: Session, key: string): boolean {
+    const sub = session.subscriptions.get(key);
+    if (!sub) return false;
+    session.subscriptions.delete(key);
+    this.trie.remove(session.clientId, sub.filter, sub.group);
+    this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
+    return true;
+  }
+
+  retainedFor(filter: string): StoredMessage[] | Promise<StoredMessage[]> {
+    return this.deps.retained.match(filter, this.deps.clock.now());
+  }
+
+  // ---- sessions --------------------------------------------------------------------------
+
+  /**
+   * Opens the session for a new connection [MQTT-3.1.2-4, MQTT-3.1.2-5]: a clean start ends
+   * any previous session (firing its pending will), otherwise the old one is resumed and a
+   * pending will is cancelled [MQTT-3.1.3-9].
+   */
+  openSession(clientId: string, cleanStart: boolean, expiryIntervalS: number): { session: Session; present: boolean } {
+    const existing = this.sessions.get(clientId);
+    if (existing && !cleanStart) {
+      this.offline.delete(existing);
+      existing.expiryIntervalS = expiryIntervalS;
+      existing.epoch++;
+      this.wills.cancel(clientId, 'reconnect');
+      this.updateSessionGauges();
+      return { session: existing, present: true };
+    }
+    if (existing) this.endSession(existing);
+    const session = new Session(clientId, expiryIntervalS, { maxQueued: this.deps.config.maxQueued, overflow: this.deps.config.queueOverflow }, this.sessionEvents);
+    session.epoch = 1;
+    this.sessions.set(clientId, session);
+    this.updateSessionGauges();
+    return { session, present: false };
+  }
+
+  /** The connection is gone: the session stays for its expiry interval, or ends now. */
+  detachSession(session: Session): void {
+    session.link = null;
+    if (this.sessions.get(session.clientId) !== session) return;
+    if (session.expiryIntervalS === 0) {
+      this.endSession(session);
+      return;
+    }
+    if (session.expiryIntervalS !== NEVER_EXPIRES) session.expiresAtMs = this.deps.clock.now() + session.expiryIntervalS * 1000;
+    this.offline.add(session);
+    this.updateSessionGauges();
+  }
+
+  endSession(session: Session): void {
+    for (const sub of session.subscriptions.values()) this.trie.remove(session.clientId, sub.filter, sub.group);
+    session.subscriptions.clear();
+    this.offline.delete(session);
+    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
+    this.wills.sessionEnded(session.clientId);
+    this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
+    this.updateSessionGauges();
+  }
+
+  private updateSessionGauges(): void {
+    const g = this.deps.metrics.sessionsCurrent;
+    g.set({ state: 'offline' }, this.offline.size);
+    g.set({ state: 'online' }, this.sessions.size - this.offline.size);
+  }
+
+  /** Once a second: expire sessions, and let connections check keepalive and timeouts. */
+  sweep(nowMs: number): void {
+    for (const s of this.offline) {
+      if (s.expiresAtMs !== undefined && s.expiresAtMs <= nowMs) {
+        this.deps.metrics.sessionsExpiredTotal.inc();
+        this.endSession(s);
+      }
+    }
+    for (const c of this.connections) c.tick(nowMs);
+    let queued = 0;
+    let inflight = 0;
+    for (const s of this.sessions.values()) {
+      queued += s.queued;
+      inflight += s.inflight.size;
+    }
+    this.deps.metrics.queuedMessages.set(queued);
+    this.deps.metrics.inflightMessages.set(inflight);
+  }
+
+  // ---- $SYS ------------------------------------------------------------------------------
+
+  publishSys(): void {
+    const now = this.deps.clock.now();
+    const put = (topic: string, value: string | number) =>
+      this.publish({ topic: `$SYS/broker/${topic}`, payload: Buffer.from(String(value)), qos: 0, retain: true, origin: '' });
+    put('version', `vigil ${VERSION}`);
+    put('uptime', `${Math.floor((now - this.startedAtMs) / 1000)} seconds`);
+    put('clients/connected', this.sessions.size - this.offline.size);
+    put('clients/disconnected', this.offline.size);
+    put('messages/received', this.stats.messagesReceived);
+    put('messages/sent', this.stats.messagesSent);
+    put('subscriptions/count', this.trie.size);
+    put('retained messages/count', this.deps.retained.count() as number);
+  }
+}
+
+export function subscriptionKey(sub: Pick<Subscription, 'filter' | 'group'>): string {
+  return sub.group === undefined ? sub.filter : `$share/${sub.group}/${sub.filter}`;
+}

@@ -1,0 +1,193 @@
+// A session: subscriptions, the outgoing in-flight window and queue, and incoming QoS 2
+// state. It outlives connections when its expiry interval says so. The attached connection
+// is reached only through SessionLink, so a session never touches a socket.
+import type { PendingMessage, Subscription } from '../store/types.js';
+import type { Subscriber } from './topic-trie.js';
+import { OutgoingPublish } from '../protocol/publish-encoder.js';
+
+/** What a session needs from the connection it is attached to. */
+export interface SessionLink {
+  readonly protocolVersion: number;
+  /** How many QoS 1/2 messages may be unacknowledged at once (client Receive Maximum, capped). */
+  readonly sendQuota: number;
+  /** False while the socket buffer is past its limit. */
+  readonly writable: boolean;
+  /** Writes a PUBLISH; returns false if it was not written (too large for the client, closed). */
+  sendPublish(out: OutgoingPublish, qos: 0 | 1 | 2, retain: boolean, subscriptionIds: readonly number[] | undefined, packetId: number, dup: boolean): boolean;
+  sendPubrel(packetId: number): void;
+  /** Ends the connection because the session queue overflowed (disconnect policy). */
+  closeForQuota(): void;
+}
+
+export type OverflowPolicy = 'drop-oldest' | 'drop-new' | 'disconnect';
+
+export interface SessionLimits {
+  readonly maxQueued: number;
+  readonly overflow: OverflowPolicy;
+}
+
+export type DropReason = 'offline_qos0' | 'backpressure_qos0' | 'queue_full' | 'expired' | 'too_large';
+
+export interface SessionEvents {
+  dropped(reason: DropReason): void;
+  sent(qos: 0 | 1 | 2): void;
+}
+
+export class Session implements Subscriber {
+  readonly subscriptions = new Map<string, Subscription>();
+  readonly inflight = new Map<number, PendingMessage>();
+  readonly incomingQos2 = new Set<number>();
+  private queue: PendingMessage[] = [];
+  private queueHead = 0;
+  private nextPacketId = 1;
+  link: SessionLink | null = null;
+  /** Absolute time the session ends while disconnected, ms; undefined while connected. */
+  expiresAtMs?: number;
+  /** Incarnation counter: bumped on every new connection (cluster fencing). */
+  epoch = 0;
+
+  // Routing scratch space: dedupes overlapping subscriptions within one publish.
+  matchGen = 0;
+  matchQos: 0 | 1 | 2 = 0;
+  matchRetainAsPublished = false;
+  matchIds: number[] | undefined;
+
+  constructor(
+    readonly clientId: string,
+    public expiryIntervalS: number,
+    private readonly limits: SessionLimits,
+    private readonly events: SessionEvents,
+  ) {}
+
+  get online(): boolean {
+    return this.link !== null;
+  }
+
+  get queued(): number {
+    return this.queue.length - this.queueHead;
+  }
+
+  /** Delivers one routed message at the given QoS; queues when it cannot be sent now. */
+  deliver(out: OutgoingPublish, qos: 0 | 1 | 2, retain: boolean, subscriptionIds: number[] | undefined): void {
+    const link = this.link;
+    if (qos === 0) {
+      if (link === null) this.events.dropped('offline_qos0');
+      else if (!link.writable) this.events.dropped('backpressure_qos0');
+      else if (link.sendPublish(out, 0, retain, subscriptionIds, 0, false)) this.events.sent(0);
+      return;
+    }
+    const pending: PendingMessage = { message: out.message, qos, retainFlag: retain, subscriptionIds };
+    if (link !== null && this.queued === 0 && link.writable && this.inflight.size < link.sendQuota) {
+      this.transmit(link, pending, out, false);
+    } else {
+      this.enqueue(pending);
+    }
+  }
+
+  private enqueue(pending: PendingMessage): void {
+    if (this.queued >= this.limits.maxQueued) {
+      switch (this.limits.overflow) {
+        case 'drop-new':
+          this.events.dropped('queue_full');
+          return;
+        case 'disconnect':
+          this.events.dropped('queue_full');
+          this.link?.closeForQuota();
+          return;
+        case 'drop-oldest':
+          if (this.queued === 0) {
+            this.events.dropped('queue_full');
+            return;
+          }
+          this.queueHead++;
+          this.events.dropped('queue_full');
+          break;
+      }
+    }
+    this.queue.push(pending);
+  }
+
+  private transmit(link: SessionLink, pending: PendingMessage, out: OutgoingPublish, dup: boolean): void {
+    const id = this.allocatePacketId();
+    pending.packetId = id;
+    pending.released = false;
+    this.inflight.set(id, pending);
+    if (link.sendPublish(out, pending.qos, pending.retainFlag, pending.subscriptionIds, id, dup)) {
+      this.events.sent(pending.qos);
+    } else {
+      // too large for this client: behave as if delivered [MQTT-3.1.2-25]
+      this.inflight.delete(id);
+    }
+  }
+
+  private allocatePacketId(): number {
+    for (;;) {
+      const id = this.nextPacketId;
+      this.nextPacketId = id === 65535 ? 1 : id + 1;
+      if (!this.inflight.has(id)) return id;
+    }
+  }
+
+  /** Sends queued messages while the window and the socket allow. */
+  pump(nowMs: number): void {
+    const link = this.link;
+    if (link === null) return;
+    while (this.queued > 0 && link.writable && this.inflight.size < link.sendQuota && this.link === link) {
+      const pending = this.queue[this.queueHead++];
+      const out = new OutgoingPublish(pending.message, nowMs);
+      if (out.expired) {
+        this.events.dropped('expired');
+        continue;
+      }
+      this.transmit(link, pending, out, false);
+    }
+    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    }
+  }
+
+  /** PUBACK (QoS 1) or PUBCOMP (QoS 2): the message is done. Returns false for an unknown id. */
+  complete(packetId: number, expectQos: 1 | 2): boolean {
+    const p = this.inflight.get(packetId);
+    if (!p || p.qos !== expectQos) return false;
+    this.inflight.delete(packetId);
+    return true;
+  }
+
+  /** PUBREC: the QoS 2 message arrived; from now on only PUBREL is resent. */
+  received(packetId: number): boolean {
+    const p = this.inflight.get(packetId);
+    if (!p || p.qos !== 2) return false;
+    p.released = true;
+    return true;
+  }
+
+  /** A PUBREC/PUBACK with an error reason code ends the flow for that id [MQTT-4.3.3]. */
+  abandon(packetId: number): void {
+    this.inflight.delete(packetId);
+  }
+
+  /**
+   * On reconnect: resend everything unacknowledged, in order, with DUP set; QoS 2 messages
+   * that were already received get PUBREL again [MQTT-4.4.0-1].
+   */
+  resume(link: SessionLink, nowMs: number): void {
+    this.link = link;
+    this.expiresAtMs = undefined;
+    for (const [id, pending] of this.inflight) {
+      if (pending.released) {
+        link.sendPubrel(id);
+        continue;
+      }
+      const out = new OutgoingPublish(pending.message, nowMs);
+      if (!link.sendPublish(out, pending.qos, pending.retainFlag, pending.subscriptionIds, id, true)) this.inflight.delete(id);
+    }
+    this.pump(nowMs);
+  }
+
+  /** Everything pending, for persistence and admin views. */
+  pendingMessages(): PendingMessage[] {
+    return [...this.inflight.values(), ...this.queue.slice(this.queueHead)];
+  }
+}

@@ -1,0 +1,124 @@
+// Wills: held while their delay runs, then published — or not, and then always with a log
+// line and a metric saying why. Every will decision goes through willAuthorizedAtFire: the
+// identity proven at authentication, the policy in force now and the revocation list. The
+// token is never verified again, so a rotated key or an expired token cannot lose a will.
+import type { Authenticator, Authorizer, Verdict } from '../auth/types.js';
+import type { WillRecord, StoredMessage } from '../store/types.js';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+
+export type WillAuthzMode = 'connect+fire' | 'fire' | 'connect';
+
+export interface WillDeps {
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly authorizer: Authorizer;
+  readonly authenticator: Authenticator;
+  readonly willAuthz: WillAuthzMode;
+  publish(message: StoredMessage): void;
+}
+
+/** The decision for a will about to fire. Pure apart from reading current policy. */
+export function willAuthorizedAtFire(record: WillRecord, deps: Pick<WillDeps, 'authorizer' | 'authenticator' | 'willAuthz'>): Verdict | Promise<Verdict> {
+  if (deps.authenticator.isRevoked(record.identity)) return { allowed: false, reason: 'revoked' };
+  if (deps.willAuthz === 'connect' || deps.authorizer.allowAll) return { allowed: true };
+  return deps.authorizer.check(record.identity, 'publish', record.message.topic);
+}
+
+interface PendingWill {
+  readonly record: WillRecord;
+  readonly timer: { cancel(): void };
+  readonly dueAtMs: number;
+}
+
+export class WillManager {
+  private readonly pending = new Map<string, PendingWill>();
+
+  constructor(private readonly deps: WillDeps) {}
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  pendingFor(clientId: string): { record: WillRecord; dueAtMs: number } | undefined {
+    return this.pending.get(clientId);
+  }
+
+  /**
+   * The connection ended without a normal DISCONNECT: the will goes at the earlier of its
+   * delay and the end of the session [MQTT-3.1.3-9].
+   */
+  disconnected(record: WillRecord, sessionExpiryS: number): void {
+    this.cancel(record.clientId, 'replaced');
+    const delayS = Math.min(record.delayS, sessionExpiryS);
+    if (delayS <= 0) {
+      void this.fire(record);
+      return;
+    }
+    const ms = delayS * 1000;
+    const timer = this.deps.clock.setTimeout(() => {
+      this.pending.delete(record.clientId);
+      this.deps.metrics.willsPending.set(this.pending.size);
+      void this.fire(record);
+    }, ms);
+    this.pending.set(record.clientId, { record, timer, dueAtMs: this.deps.clock.now() + ms });
+    this.deps.metrics.willsPending.set(this.pending.size);
+  }
+
+  /** A new connection to the session before the delay ended: the will is not sent. */
+  cancel(clientId: string, cause: 'reconnect' | 'replaced' | 'normal'): boolean {
+    const p = this.pending.get(clientId);
+    if (!p) return false;
+    p.timer.cancel();
+    this.pending.delete(clientId);
+    this.deps.metrics.willsPending.set(this.pending.size);
+    if (cause !== 'replaced') {
+      this.deps.metrics.willsCancelledTotal.inc({ cause });
+      this.deps.log.info({ clientId, cause }, 'will cancelled');
+    }
+    return true;
+  }
+
+  /** The session ended (expiry, or replaced by a clean start): a pending will goes now. */
+  sessionEnded(clientId: string): void {
+    const p = this.pending.get(clientId);
+    if (!p) return;
+    p.timer.cancel();
+    this.pending.delete(clientId);
+    this.deps.metrics.willsPending.set(this.pending.size);
+    void this.fire(p.record);
+  }
+
+  /** Fires every pending will now (shutdown keeps nothing pending on a single node). */
+  flushAll(): Promise<void>[] {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    return all.map((p) => {
+      p.timer.cancel();
+      return this.fire(p.record);
+    });
+  }
+
+  async fire(record: WillRecord): Promise<void> {
+    let verdict: Verdict;
+    try {
+      verdict = await willAuthorizedAtFire(record, this.deps);
+    } catch (err) {
+      verdict = { allowed: false, reason: 'authorization_error' };
+      this.deps.log.error({ clientId: record.clientId, err: (err as Error).message }, 'will authorization failed');
+    }
+    const m = record.message;
+    if (!verdict.allowed) {
+      this.deps.metrics.willsDeniedTotal.inc({ reason: verdict.reason });
+      this.deps.log.warn({ clientId: record.clientId, username: record.identity.username, topic: m.topic, reason: verdict.reason }, 'will denied');
+      return;
+    }
+    this.deps.metrics.willsFiredTotal.inc();
+    this.deps.log.info({ clientId: record.clientId, username: record.identity.username, topic: m.topic }, 'will published');
+    // the Message Expiry Interval of a will counts from when it is published [MQTT-3.1.3-?]
+    const expiresAtMs = record.messageExpiryS === undefined ? undefined : this.deps.clock.now() + record.messageExpiryS * 1000;
+    this.deps.publish({ ...m, expiresAtMs });
+  }
+}

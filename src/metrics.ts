@@ -1,0 +1,75 @@
+// Every metric Vigil exports, in one module. Names follow Prometheus conventions:
+// vigil_<thing>_<unit>, counters end in _total. Each node has its own registry so several
+// brokers in one process (tests) do not collide; `node` is a default label.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export function createMetrics(nodeId: string, options: { processMetrics?: boolean } = {}) {
+  const registry = new Registry();
+  registry.setDefaultLabels({ node: nodeId });
+  if (options.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'vigil_' });
+  const r = [registry];
+
+  const m = {
+    registry,
+    // --- connections ---
+    connectionsCurrent: new Gauge({ name: 'vigil_connections_current', help: 'Open MQTT connections (all listeners)', labelNames: ['listener'], registers: r }),
+    connectionsOpenedTotal: new Counter({ name: 'vigil_connections_opened_total', help: 'Sockets accepted', labelNames: ['listener'], registers: r }),
+    connectionsClosedTotal: new Counter({ name: 'vigil_connections_closed_total', help: 'Connections closed, by reason', labelNames: ['reason'], registers: r }),
+    connectionsRefusedTotal: new Counter({ name: 'vigil_connections_refused_total', help: 'Sockets refused before CONNECT, by reason', labelNames: ['reason'], registers: r }),
+    connectOutcomesTotal: new Counter({ name: 'vigil_connect_outcomes_total', help: 'CONNECT results by MQTT 5 reason code', labelNames: ['code', 'version'], registers: r }),
+    protocolErrorsTotal: new Counter({ name: 'vigil_protocol_errors_total', help: 'Connections closed for a protocol violation or malformed packet', labelNames: ['reason'], registers: r }),
+    takeoversTotal: new Counter({ name: 'vigil_takeovers_total', help: 'Session takeovers (a second connection with the same client id)', labelNames: ['scope'], registers: r }),
+
+    // --- messages ---
+    messagesInTotal: new Counter({ name: 'vigil_messages_in_total', help: 'PUBLISH packets received from clients', labelNames: ['qos'], registers: r }),
+    messagesOutTotal: new Counter({ name: 'vigil_messages_out_total', help: 'PUBLISH packets sent to clients', labelNames: ['qos'], registers: r }),
+    bytesInTotal: new Counter({ name: 'vigil_bytes_in_total', help: 'Bytes read from client sockets', registers: r }),
+    bytesOutTotal: new Counter({ name: 'vigil_bytes_out_total', help: 'Bytes written to client sockets', registers: r }),
+    messagesDroppedTotal: new Counter({ name: 'vigil_messages_dropped_total', help: 'Messages not delivered, by reason', labelNames: ['reason'], registers: r }),
+    retainedMessages: new Gauge({ name: 'vigil_retained_messages', help: 'Retained messages stored', registers: r }),
+
+    // --- sessions ---
+    sessionsCurrent: new Gauge({ name: 'vigil_sessions_current', help: 'Sessions on this node, by state', labelNames: ['state'], registers: r }),
+    subscriptionsCurrent: new Gauge({ name: 'vigil_subscriptions_current', help: 'Subscriptions held by sessions on this node', registers: r }),
+    queuedMessages: new Gauge({ name: 'vigil_queued_messages', help: 'Messages waiting in session queues (offline or beyond in-flight)', registers: r }),
+    inflightMessages: new Gauge({ name: 'vigil_inflight_messages', help: 'Outgoing QoS 1/2 messages awaiting acknowledgement', registers: r }),
+    sessionsExpiredTotal: new Counter({ name: 'vigil_sessions_expired_total', help: 'Persistent sessions removed at expiry', registers: r }),
+
+    // --- identity ---
+    authVerificationsTotal: new Counter({ name: 'vigil_auth_verifications_total', help: 'Authentication attempts by outcome and reason', labelNames: ['outcome', 'reason'], registers: r }),
+    authVerifySeconds: new Histogram({ name: 'vigil_auth_verify_seconds', help: 'Time to verify a token in the pool', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: r }),
+    authPoolQueueDepth: new Gauge({ name: 'vigil_auth_pool_queue_depth', help: 'Tasks waiting for a pool worker', registers: r }),
+    authPoolWaitSeconds: new Histogram({ name: 'vigil_auth_pool_wait_seconds', help: 'Time a task waited for a pool worker', buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1], registers: r }),
+    authPoolTasksTotal: new Counter({ name: 'vigil_auth_pool_tasks_total', help: 'Tasks run in the auth pool, by task', labelNames: ['task'], registers: r }),
+    authTokenCacheHitsTotal: new Counter({ name: 'vigil_auth_token_cache_hits_total', help: 'CONNECTs answered from the verified-token cache', registers: r }),
+    jwksRefreshesTotal: new Counter({ name: 'vigil_jwks_refreshes_total', help: 'JWKS loads by trigger and outcome', labelNames: ['trigger', 'outcome'], registers: r }),
+    jwksKeys: new Gauge({ name: 'vigil_jwks_keys', help: 'Keys known, by state (active, retired)', labelNames: ['state'], registers: r }),
+    aclVerdictCacheTotal: new Counter({ name: 'vigil_acl_verdict_cache_total', help: 'ACL verdict cache lookups by result (hit, miss)', labelNames: ['result'], registers: r }),
+    aclDeniesTotal: new Counter({ name: 'vigil_acl_denies_total', help: 'Authorization denials by action', labelNames: ['action'], registers: r }),
+    aclReloadsTotal: new Counter({ name: 'vigil_acl_reloads_total', help: 'ACL policy reloads by outcome', labelNames: ['outcome'], registers: r }),
+    revocationsTotal: new Counter({ name: 'vigil_revocations_total', help: 'Revocations received, by kind (subject, jti)', labelNames: ['kind'], registers: r }),
+    tokenExpiriesTotal: new Counter({ name: 'vigil_token_expiries_total', help: 'Connections whose token expired, by action taken', labelNames: ['action'], registers: r }),
+    reauthTotal: new Counter({ name: 'vigil_reauth_total', help: 'MQTT 5 re-authentications by outcome', labelNames: ['outcome'], registers: r }),
+
+    // --- wills ---
+    willsRegisteredTotal: new Counter({ name: 'vigil_wills_registered_total', help: 'Wills stored at CONNECT', registers: r }),
+    willsFiredTotal: new Counter({ name: 'vigil_wills_fired_total', help: 'Wills published', registers: r }),
+    willsDeniedTotal: new Counter({ name: 'vigil_wills_denied_total', help: 'Wills not published, by reason', labelNames: ['reason'], registers: r }),
+    willsCancelledTotal: new Counter({ name: 'vigil_wills_cancelled_total', help: 'Wills discarded without publishing, by cause (normal, reconnect)', labelNames: ['cause'], registers: r }),
+    willsPending: new Gauge({ name: 'vigil_wills_pending', help: 'Wills waiting for their delay to end', registers: r }),
+    willFireLatencySeconds: new Histogram({ name: 'vigil_will_fire_latency_seconds', help: 'Time from the holding node\'s death to the will being published', buckets: [0.1, 0.5, 1, 2, 3, 4, 5, 7.5, 10, 30], registers: r }),
+
+    // --- cluster ---
+    clusterNodes: new Gauge({ name: 'vigil_cluster_nodes', help: 'Live nodes seen in the cluster', registers: r }),
+    leaseRenewalsTotal: new Counter({ name: 'vigil_lease_renewals_total', help: 'Lease renewals by outcome', labelNames: ['outcome'], registers: r }),
+    crossNodeMessagesTotal: new Counter({ name: 'vigil_cross_node_messages_total', help: 'Messages forwarded between nodes, by direction', labelNames: ['direction'], registers: r }),
+    redisCommandSeconds: new Histogram({ name: 'vigil_redis_command_seconds', help: 'Redis command latency', labelNames: ['command'], buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5], registers: r }),
+    redisErrorsTotal: new Counter({ name: 'vigil_redis_errors_total', help: 'Redis errors by kind', labelNames: ['kind'], registers: r }),
+
+    // --- limits ---
+    limitHitsTotal: new Counter({ name: 'vigil_limit_hits_total', help: 'Times a configured limit refused or cut something, by limit', labelNames: ['limit'], registers: r }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,301 @@
+// The MQTT protocol state machine of one connection. It takes decoded packets and answers
+// through ChannelIO; it never touches a socket, so the same code runs over TCP, TLS and
+// WebSocket, and a test can drive it without one. Packet handling lives in handlers/.
+import mqttPacket from 'mqtt-packet';
+import type { Packet } from 'mqtt-packet';
+import type { Authenticator, Authorizer, Identity } from '../auth/types.js';
+import type { Broker, LiveConnection } from '../broker/broker.js';
+import type { Session, SessionLink } from '../broker/session.js';
+import type { Clock } from '../clock.js';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { WillRecord } from '../store/types.js';
+import { withPacketId, type OutgoingPublish } from './publish-encoder.js';
+import { ProtocolViolation, RC, reasonName } from './reason-codes.js';
+import { handleConnect } from './handlers/connect.js';
+import { handlePublish, handlePubrel, handlePuback, handlePubrec, handlePubcomp } from './handlers/publish.js';
+import { handleSubscribe, handleUnsubscribe } from './handlers/subscribe.js';
+import { handleDisconnect } from './handlers/disconnect.js';
+import { handleAuth } from './handlers/auth.js';
+
+/** What the transport provides to a channel. */
+export interface ChannelIO {
+  write(bytes: Buffer): void;
+  /** Bytes written but not yet flushed to the socket. */
+  readonly bufferedBytes: number;
+  /** Flush what is written, then close. */
+  end(): void;
+  readonly remoteAddress: string;
+  readonly listener: string;
+  readonly certSubject?: string;
+}
+
+export interface ChannelContext {
+  readonly broker: Broker;
+  readonly config: Config;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly authenticator: Authenticator;
+  readonly authorizer: Authorizer;
+}
+
+export type ChannelState = 'awaiting-connect' | 'authenticating' | 'connected' | 'reauthenticating' | 'closing' | 'closed';
+
+/** Packets that arrive while an asynchronous step (authentication, authorization) runs wait here. */
+const MAX_BACKLOG = 1000;
+
+export class Channel implements SessionLink, LiveConnection {
+  state: ChannelState = 'awaiting-connect';
+  protocolVersion: 3 | 4 | 5 = 4;
+  clientId = '';
+  session: Session | null = null;
+  identity?: Identity;
+  will?: WillRecord;
+  /** Authentication Method from CONNECT (MQTT 5); AUTH is allowed only with one. */
+  authMethod?: string;
+  keepaliveMs = 0;
+  lastRxMs: number;
+  readonly openedAtMs: number;
+  sendQuota: number;
+  clientMaxPacketSize = 0;
+  clientTopicAliasMax = 0;
+  /** MQTT 5: the client id we assigned, and the keep alive we imposed, for CONNACK. */
+  assignedClientId?: string;
+  serverKeepAlive?: number;
+  /** Whether reason strings and user properties may be sent (MQTT 5 Request Problem Information). */
+  problemInfo = true;
+  readonly inboundAliases = new Map<number, string>();
+  /** Set when the client ended with DISCONNECT 0x00: no will [MQTT-3.14.4-3]. */
+  normalDisconnect = false;
+  closeReason = 'socket_closed';
+  private backlog: Packet[] = [];
+  /** An asynchronous step is running: later packets wait in the backlog to keep order. */
+  private busy = false;
+  private draining = false;
+
+  constructor(readonly ctx: ChannelContext, readonly io: ChannelIO) {
+    this.openedAtMs = this.lastRxMs = ctx.clock.now();
+    this.sendQuota = ctx.config.maxInflight;
+    ctx.broker.connections.add(this);
+  }
+
+  get writable(): boolean {
+    return this.io.bufferedBytes < this.ctx.config.outputBufferBytes;
+  }
+
+  get connected(): boolean {
+    return this.state === 'connected' || this.state === 'reauthenticating';
+  }
+
+  // ---- input ---------------------------------------------------------------------------
+
+  handlePacket(packet: Packet): void {
+    this.lastRxMs = this.ctx.clock.now();
+    if (this.state === 'closing' || this.state === 'closed') return;
+    if (this.busy || this.state === 'authenticating') {
+      if (packet.cmd === 'connect') return this.protocolError(RC.PROTOCOL_ERROR, 'second CONNECT'); // [MQTT-3.1.0-2]
+      if (this.backlog.length >= MAX_BACKLOG) return this.protocolError(RC.RECEIVE_MAXIMUM_EXCEEDED, 'too many packets while waiting');
+      this.backlog.push(packet);
+      return;
+    }
+    this.dispatch(packet);
+  }
+
+  private dispatch(packet: Packet): void {
+    try {
+      if (this.state === 'awaiting-connect') {
+        if (packet.cmd !== 'connect') return this.protocolError(RC.PROTOCOL_ERROR, `${packet.cmd} before CONNECT`); // [MQTT-3.1.0-1]
+        return handleConnect(this, packet);
+      }
+      switch (packet.cmd) {
+        case 'publish': return handlePublish(this, packet);
+        case 'puback': return handlePuback(this, packet);
+        case 'pubrec': return handlePubrec(this, packet);
+        case 'pubrel': return handlePubrel(this, packet);
+        case 'pubcomp': return handlePubcomp(this, packet);
+        case 'subscribe': return handleSubscribe(this, packet);
+        case 'unsubscribe': return handleUnsubscribe(this, packet);
+        case 'pingreq': return this.io.write(PINGRESP);
+        case 'disconnect': return handleDisconnect(this, packet);
+        case 'auth':
+          if (this.protocolVersion !== 5) return this.protocolError(RC.PROTOCOL_ERROR, 'AUTH in MQTT 3.1.1');
+          return handleAuth(this, packet);
+        case 'connect': return this.protocolError(RC.PROTOCOL_ERROR, 'second CONNECT'); // [MQTT-3.1.0-2]
+        default: return this.protocolError(RC.PROTOCOL_ERROR, `${packet.cmd} is not sent by clients`);
+      }
+    } catch (err) {
+      if (err instanceof ProtocolViolation) return this.protocolError(err.reasonCode, err.message);
+      this.ctx.log.error({ clientId: this.clientId, err: (err as Error).stack }, 'internal error handling packet');
+      this.protocolError(RC.IMPLEMENTATION_SPECIFIC_ERROR, 'internal error');
+    }
+  }
+
+  /** Runs an asynchronous step; packets arriving meanwhile wait and are handled after it, in order. */
+  waitFor<T>(promise: Promise<T>, then: (value: T) => void): void {
+    this.busy = true;
+    promise.then(
+      (value) => {
+        this.busy = false;
+        if (this.state === 'closing' || this.state === 'closed') return;
+        try {
+          then(value);
+        } catch (err) {
+          if (err instanceof ProtocolViolation) return this.protocolError(err.reasonCode, err.message);
+          this.ctx.log.error({ clientId: this.clientId, err: (err as Error).stack }, 'internal error after async step');
+          return this.protocolError(RC.IMPLEMENTATION_SPECIFIC_ERROR, 'internal error');
+        }
+        this.drainBacklog();
+      },
+      (err) => {
+        this.busy = false;
+        this.ctx.log.error({ clientId: this.clientId, err: (err as Error)?.message }, 'async step failed');
+        this.protocolError(RC.UNSPECIFIED_ERROR, 'internal error');
+      },
+    );
+  }
+
+  /** Handles packets that waited while an asynchronous step ran. */
+  drainBacklog(): void {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      while (this.backlog.length > 0 && !this.busy && this.state !== 'authenticating' && this.state !== 'closing' && this.state !== 'closed') {
+        this.dispatch(this.backlog.shift()!);
+      }
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  /** Malformed input from the framing layer [MQTT-4.13.1-1]. */
+  handleFramingError(message: string, reasonCode: number = RC.MALFORMED_PACKET): void {
+    this.ctx.metrics.protocolErrorsTotal.inc({ reason: reasonName(reasonCode) });
+    this.ctx.log.info({ clientId: this.clientId, remote: this.io.remoteAddress, reason: message }, 'malformed input, closing');
+    this.close(reasonCode, message);
+  }
+
+  // ---- output --------------------------------------------------------------------------
+
+  send(packet: Packet): void {
+    if (this.state === 'closed') return;
+    let bytes = mqttPacket.generate(packet, { protocolVersion: this.protocolVersion });
+    // Reason strings and user properties are the first to go when a packet would be too large [MQTT-3.1.2-25]
+    const props = (packet as { properties?: { reasonString?: string; userProperties?: unknown } }).properties;
+    if (this.clientMaxPacketSize && bytes.length > this.clientMaxPacketSize && props) {
+      delete props.reasonString;
+      delete props.userProperties;
+      bytes = mqttPacket.generate(packet, { protocolVersion: this.protocolVersion });
+    }
+    this.io.write(bytes);
+  }
+
+  /** Adds a reason string to a packet's properties when the client accepts them. */
+  reasonString(text: string): { reasonString?: string } {
+    return this.protocolVersion === 5 && this.problemInfo ? { reasonString: text } : {};
+  }
+
+  sendPublish(out: OutgoingPublish, qos: 0 | 1 | 2, retain: boolean, subscriptionIds: readonly number[] | undefined, packetId: number, dup: boolean): boolean {
+    if (this.state === 'closing' || this.state === 'closed') return qos > 0; // keep it in flight for the next connection
+    const form = out.encode(this.protocolVersion, qos, retain, subscriptionIds);
+    if (this.clientMaxPacketSize && form.bytes.length > this.clientMaxPacketSize) {
+      this.ctx.metrics.messagesDroppedTotal.inc({ reason: 'too_large' });
+      return false;
+    }
+    this.io.write(qos === 0 ? form.bytes : withPacketId(form, packetId, dup));
+    return true;
+  }
+
+  sendPubrel(packetId: number): void {
+    this.io.write(ack(0x62, packetId));
+  }
+
+  closeForQuota(): void {
+    this.ctx.metrics.limitHitsTotal.inc({ limit: 'max_queued' });
+    this.close(RC.QUOTA_EXCEEDED, 'session queue full');
+  }
+
+  /** The socket can take more: send what waited in the session queue. */
+  drained(): void {
+    if (this.session && this.session.link === this) this.session.pump(this.ctx.clock.now());
+  }
+
+  // ---- closing -------------------------------------------------------------------------
+
+  protocolError(reasonCode: number, message: string): void {
+    this.ctx.metrics.protocolErrorsTotal.inc({ reason: reasonName(reasonCode) });
+    this.ctx.log.info({ clientId: this.clientId, remote: this.io.remoteAddress, reason: message }, 'protocol error, closing');
+    this.close(reasonCode, message);
+  }
+
+  /**
+   * Closes the connection; a 5.0 client that completed CONNECT gets DISCONNECT with the
+   * reason first [MQTT-4.13.2-1]. The will follows the normal rules when the socket is gone.
+   */
+  close(reasonCode: number | undefined, why: string): void {
+    if (this.state === 'closing' || this.state === 'closed') return;
+    if (this.protocolVersion === 5 && reasonCode !== undefined && this.connected) {
+      this.send({ cmd: 'disconnect', reasonCode, properties: this.reasonString(why) });
+    }
+    this.closeReason = reasonCode === undefined ? why : reasonName(reasonCode);
+    this.state = 'closing';
+    this.io.end();
+  }
+
+  /** Another connection took this client id [MQTT-3.1.4-3]: close now and settle the session. */
+  takeover(): void {
+    this.ctx.metrics.takeoversTotal.inc({ scope: 'local' });
+    this.close(RC.SESSION_TAKEN_OVER, 'session taken over');
+    this.closed();
+  }
+
+  /** The transport reports the socket is gone. Runs once; settles will and session. */
+  closed(): void {
+    if (this.state === 'closed') return;
+    const wasConnected = this.session !== null;
+    this.state = 'closed';
+    this.ctx.broker.connections.delete(this);
+    this.backlog = [];
+    this.ctx.metrics.connectionsClosedTotal.inc({ reason: this.closeReason });
+    const session = this.session;
+    if (!wasConnected || !session || session.link !== this) return;
+    if (this.will && !this.normalDisconnect) this.ctx.broker.wills.disconnected(this.will, session.expiryIntervalS);
+    this.ctx.broker.detachSession(session);
+  }
+
+  // ---- timers --------------------------------------------------------------------------
+
+  tick(nowMs: number): void {
+    if (this.state === 'awaiting-connect' || this.state === 'authenticating') {
+      if (nowMs - this.openedAtMs > this.ctx.config.connectTimeoutS * 1000) {
+        this.ctx.metrics.limitHitsTotal.inc({ limit: 'connect_timeout' });
+        this.close(undefined, 'connect_timeout');
+      }
+      return;
+    }
+    if (!this.connected) return;
+    // [MQTT-3.1.2-24] one and a half times the keep alive without a packet
+    if (this.keepaliveMs > 0 && nowMs - this.lastRxMs > this.keepaliveMs * 1.5) {
+      this.close(RC.KEEP_ALIVE_TIMEOUT, 'keep alive timeout');
+      return;
+    }
+    const exp = this.identity?.expiresAtMs;
+    if (exp !== undefined && nowMs >= exp && this.ctx.config.tokenExpiry === 'disconnect') {
+      this.ctx.metrics.tokenExpiriesTotal.inc({ action: 'disconnect' });
+      this.ctx.log.info({ clientId: this.clientId, username: this.identity?.username }, 'token expired, disconnecting');
+      this.close(RC.NOT_AUTHORIZED, 'token expired');
+    }
+  }
+}
+
+const PINGRESP = Buffer.from([0xd0, 0x00]);
+
+/** PUBACK / PUBREC / PUBREL / PUBCOMP with success: four bytes, no encoder needed. */
+export function ack(firstByte: number, packetId: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b[0] = firstByte;
+  b[1] = 2;
+  b.writeUInt16BE(packetId, 2);
+  return b;
+}

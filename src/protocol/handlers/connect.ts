@@ -1,0 +1,179 @@
+// CONNECT, as named steps: validate → authenticate → authorize the will → take over →
+// open the session → CONNACK. A step that fails returns an MQTT 5 reason code; refuse()
+// is the one place that turns it into the CONNACK of the client's protocol version.
+import { randomBytes } from 'node:crypto';
+import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
+import type { AuthOutcome, Identity } from '../../auth/types.js';
+import { NEVER_EXPIRES } from '../../broker/broker.js';
+import type { WillRecord, MessageProperties } from '../../store/types.js';
+import type { Channel } from '../channel.js';
+import { connackCode311, RC, reasonName } from '../reason-codes.js';
+import { validTopicName } from '../topics.js';
+
+interface Refusal {
+  readonly code: number;
+  readonly reason: string;
+}
+
+export function handleConnect(ch: Channel, packet: IConnectPacket): void {
+  const version = packet.protocolVersion ?? 4;
+  ch.protocolVersion = version;
+  const refusal = validate(ch, packet);
+  if (refusal) return refuse(ch, refusal);
+
+  ch.state = 'authenticating';
+  const outcome = ch.ctx.authenticator.authenticate({
+    clientId: ch.clientId,
+    username: packet.username,
+    password: packet.password,
+    authMethod: packet.properties?.authenticationMethod,
+    authData: packet.properties?.authenticationData,
+    protocolVersion: version,
+    remoteAddress: ch.io.remoteAddress,
+    certSubject: ch.io.certSubject,
+  });
+  if (outcome instanceof Promise) ch.waitFor(outcome, (o) => authenticated(ch, packet, o));
+  else authenticated(ch, packet, outcome);
+}
+
+function validate(ch: Channel, packet: IConnectPacket): Refusal | undefined {
+  const { config } = ch.ctx;
+  const v5 = ch.protocolVersion === 5;
+  let clientId = packet.clientId ?? '';
+  if (clientId === '') {
+    // [MQTT-3.1.3-6, MQTT-3.1.3-8] a server-assigned id only for a clean session in 3.1.1
+    if (ch.protocolVersion === 3 || (!v5 && !packet.clean)) return { code: RC.CLIENT_IDENTIFIER_NOT_VALID, reason: 'empty client id needs clean session' };
+    clientId = `vigil-${randomBytes(9).toString('base64url')}`;
+    ch.assignedClientId = v5 ? clientId : undefined;
+  } else if (ch.protocolVersion === 3 && clientId.length > 23) {
+    return { code: RC.CLIENT_IDENTIFIER_NOT_VALID, reason: 'MQTT 3.1 client ids are at most 23 characters' };
+  }
+  ch.clientId = clientId;
+
+  if (v5) {
+    const p = packet.properties ?? {};
+    if (p.receiveMaximum === 0 || p.maximumPacketSize === 0) return { code: RC.PROTOCOL_ERROR, reason: 'zero receive maximum or packet size' }; // [MQTT-3.1.2-?]
+    ch.sendQuota = Math.min(p.receiveMaximum ?? 65535, config.maxInflight);
+    ch.clientMaxPacketSize = p.maximumPacketSize ?? 0;
+    ch.clientTopicAliasMax = p.topicAliasMaximum ?? 0;
+    ch.problemInfo = p.requestProblemInformation !== false;
+    ch.authMethod = p.authenticationMethod;
+    if (p.authenticationData && !p.authenticationMethod) return { code: RC.PROTOCOL_ERROR, reason: 'authentication data without method' };
+  }
+
+  const keepalive = packet.keepalive ?? 0;
+  if (v5 && (keepalive > config.maxKeepaliveS || (keepalive === 0 && config.maxKeepaliveS < 65535))) {
+    ch.serverKeepAlive = config.maxKeepaliveS; // [MQTT-3.2.2-21]
+  } else if (!v5 && keepalive > config.maxKeepaliveS) {
+    // 3.1.1 has no way to tell the client a smaller keep alive: refuse rather than cut it off later
+    return { code: RC.CLIENT_IDENTIFIER_NOT_VALID, reason: `keep alive above ${config.maxKeepaliveS} s` };
+  }
+  ch.keepaliveMs = (ch.serverKeepAlive ?? keepalive) * 1000;
+
+  const will = packet.will;
+  if (will) {
+    if (!validTopicName(will.topic, config)) return { code: RC.TOPIC_NAME_INVALID, reason: 'invalid will topic' };
+    if (will.retain && !config.retainAvailable) return { code: RC.RETAIN_NOT_SUPPORTED, reason: 'retain not supported' };
+  }
+  return undefined;
+}
+
+function authenticated(ch: Channel, packet: IConnectPacket, outcome: AuthOutcome): void {
+  if (ch.state !== 'authenticating') return;
+  if (!outcome.ok) return refuse(ch, { code: outcome.reasonCode, reason: outcome.reason });
+  ch.identity = outcome.identity;
+  const will = packet.will;
+  if (will && ch.ctx.config.willAuthz !== 'fire' && !ch.ctx.authorizer.allowAll) {
+    // the client learns at once that its will could never be published [MQTT-3.1.2-?]
+    const verdict = ch.ctx.authorizer.check(outcome.identity, 'publish', will.topic);
+    const decide = (allowed: boolean) => (allowed ? accept(ch, packet) : refuse(ch, { code: RC.NOT_AUTHORIZED, reason: 'will topic not allowed' }));
+    if (verdict instanceof Promise) ch.waitFor(verdict, (v) => ch.state === 'authenticating' && decide(v.allowed));
+    else decide(verdict.allowed);
+    return;
+  }
+  accept(ch, packet);
+}
+
+function accept(ch: Channel, packet: IConnectPacket): void {
+  const { broker, config, metrics, clock, log } = ch.ctx;
+  const v5 = ch.protocolVersion === 5;
+  const identity = ch.identity!;
+
+  // one live connection per client id [MQTT-3.1.4-3]
+  const existing = broker.sessions.get(ch.clientId);
+  if (existing?.link) (existing.link as Channel).takeover();
+
+  const requested = v5 ? (packet.properties?.sessionExpiryInterval ?? 0) : packet.clean ? 0 : NEVER_EXPIRES;
+  const expiryS = Math.min(requested, config.maxSessionExpiryS);
+  const cleanStart = packet.clean !== false;
+  const { session, present } = broker.openSession(ch.clientId, cleanStart, expiryS);
+  ch.session = session;
+  ch.will = packet.will ? willRecord(ch, packet, identity, session.epoch) : undefined;
+  if (ch.will) metrics.willsRegisteredTotal.inc();
+
+  const connack: IConnackPacket = { cmd: 'connack', sessionPresent: present };
+  if (v5) {
+    connack.reasonCode = RC.SUCCESS;
+    const props: NonNullable<IConnackPacket['properties']> = {
+      receiveMaximum: config.maxInflight,
+      maximumPacketSize: config.maxPacketSize,
+      topicAliasMaximum: config.topicAliasMax,
+    };
+    if (!config.retainAvailable) props.retainAvailable = false;
+    if (ch.assignedClientId) props.assignedClientIdentifier = ch.assignedClientId;
+    if (ch.serverKeepAlive !== undefined) props.serverKeepAlive = ch.serverKeepAlive;
+    if (expiryS !== requested) props.sessionExpiryInterval = expiryS;
+    if (ch.authMethod) props.authenticationMethod = ch.authMethod;
+    connack.properties = props;
+  } else {
+    connack.returnCode = 0;
+  }
+  ch.state = 'connected';
+  ch.send(connack);
+  metrics.connectOutcomesTotal.inc({ code: 'success', version: String(ch.protocolVersion) });
+  log.debug({ clientId: ch.clientId, username: identity.username, version: ch.protocolVersion, present }, 'client connected');
+  session.resume(ch, clock.now()); // [MQTT-4.4.0-1] resend unacknowledged messages
+  ch.drainBacklog();
+}
+
+function willRecord(ch: Channel, packet: IConnectPacket, identity: Identity, epoch: number): WillRecord {
+  const w = packet.will!;
+  const wp = w.properties ?? {};
+  const properties: MessageProperties = {};
+  if (wp.payloadFormatIndicator !== undefined) properties.payloadFormatIndicator = wp.payloadFormatIndicator;
+  if (wp.contentType !== undefined) properties.contentType = wp.contentType;
+  if (wp.responseTopic !== undefined) properties.responseTopic = wp.responseTopic;
+  if (wp.correlationData !== undefined) properties.correlationData = wp.correlationData;
+  if (wp.userProperties !== undefined) properties.userProperties = wp.userProperties;
+  const v5 = ch.protocolVersion === 5;
+  return {
+    clientId: ch.clientId,
+    message: {
+      topic: w.topic,
+      payload: Buffer.isBuffer(w.payload) ? w.payload : Buffer.from(w.payload ?? ''),
+      qos: (w.qos ?? 0) as 0 | 1 | 2,
+      retain: !!w.retain,
+      properties: v5 ? properties : undefined,
+      origin: ch.clientId,
+    },
+    // 3.1.1 has no Will Delay Interval: VIGIL_WILL_GRACE_MS holds the will so a quick reconnect cancels it
+    delayS: v5 ? (wp.willDelayInterval ?? 0) : ch.ctx.config.willGraceMs / 1000,
+    identity,
+    epoch,
+    protocolVersion: ch.protocolVersion,
+    messageExpiryS: v5 ? wp.messageExpiryInterval : undefined,
+  };
+}
+
+/** The one place a CONNECT refusal becomes a CONNACK for the client's version [MQTT-3.2.2-?]. */
+export function refuse(ch: Channel, refusal: Refusal): void {
+  const { metrics, log } = ch.ctx;
+  metrics.connectOutcomesTotal.inc({ code: reasonName(refusal.code), version: String(ch.protocolVersion) });
+  log.info({ clientId: ch.clientId, remote: ch.io.remoteAddress, code: reasonName(refusal.code), reason: refusal.reason }, 'connect refused');
+  if (ch.protocolVersion === 5) {
+    ch.send({ cmd: 'connack', sessionPresent: false, reasonCode: refusal.code, properties: ch.reasonString(refusal.reason) });
+  } else {
+    ch.send({ cmd: 'connack', sessionPresent: false, returnCode: connackCode311(refusal.code) });
+  }
+  ch.close(undefined, `connect_refused_${reasonName(refusal.code)}`);
+}

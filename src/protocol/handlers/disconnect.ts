@@ -1,0 +1,20 @@
+// DISCONNECT from a client: 0x00 discards the will, 0x04 keeps it [MQTT-3.14.4-3]; MQTT 5 may
+// change the session expiry, but not from zero [MQTT-3.14.2-2].
+import type { IDisconnectPacket } from 'mqtt-packet';
+import type { Channel } from '../channel.js';
+import { ProtocolViolation, RC } from '../reason-codes.js';
+
+export function handleDisconnect(ch: Channel, packet: IDisconnectPacket): void {
+  const session = ch.session!;
+  const requestedExpiry = packet.properties?.sessionExpiryInterval;
+  if (ch.protocolVersion === 5 && requestedExpiry !== undefined) {
+    if (session.expiryIntervalS === 0 && requestedExpiry !== 0) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'session expiry changed from 0');
+    session.expiryIntervalS = Math.min(requestedExpiry, ch.ctx.config.maxSessionExpiryS);
+  }
+  const reason = packet.reasonCode ?? 0;
+  if (reason !== RC.DISCONNECT_WITH_WILL) {
+    ch.normalDisconnect = true;
+    if (ch.will) ch.ctx.metrics.willsCancelledTotal.inc({ cause: 'normal' });
+  }
+  ch.close(undefined, reason === 0 ? 'client_disconnect' : `client_disconnect_0x${reason.toString(16)}`);
+}

@@ -1,0 +1,137 @@
+// PUBLISH from a client and the acknowledgements of both directions. Steps: resolve the
+// topic alias → validate → flow control → exactly-once check → authorize → route → ack.
+import type { IPubackPacket, IPubcompPacket, IPublishPacket, IPubrecPacket, IPubrelPacket } from 'mqtt-packet';
+import type { Verdict } from '../../auth/types.js';
+import type { MessageProperties, StoredMessage } from '../../store/types.js';
+import { ack, type Channel } from '../channel.js';
+import { ProtocolViolation, RC } from '../reason-codes.js';
+import { validTopicName } from '../topics.js';
+
+const PUBACK = 0x40;
+const PUBREC = 0x50;
+const PUBCOMP = 0x70;
+
+export function handlePublish(ch: Channel, packet: IPublishPacket): void {
+  const { config, metrics, authorizer } = ch.ctx;
+  const session = ch.session!;
+  const qos = packet.qos;
+  const props = packet.properties;
+  let topic = packet.topic;
+
+  if (ch.protocolVersion === 5 && props?.topicAlias !== undefined) {
+    const alias = props.topicAlias;
+    if (alias === 0 || alias > config.topicAliasMax) throw new ProtocolViolation(RC.TOPIC_ALIAS_INVALID, 'topic alias out of range'); // [MQTT-3.3.2-9]
+    if (topic === '') {
+      const known = ch.inboundAliases.get(alias);
+      if (known === undefined) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'unknown topic alias'); // [MQTT-3.3.4-?]
+      topic = known;
+    } else {
+      ch.inboundAliases.set(alias, topic);
+    }
+  }
+  if (!validTopicName(topic, config)) throw new ProtocolViolation(RC.TOPIC_NAME_INVALID, 'invalid topic name');
+  if (packet.retain && !config.retainAvailable) throw new ProtocolViolation(RC.RETAIN_NOT_SUPPORTED, 'retain not supported'); // [MQTT-3.3.1-?]
+
+  if (qos === 2 && session.incomingQos2.has(packet.messageId!)) {
+    // a retransmission of a QoS 2 message we already routed: acknowledge again, deliver nothing [MQTT-4.3.3-9]
+    ch.io.write(ack(PUBREC, packet.messageId!));
+    return;
+  }
+  if (qos === 2 && session.incomingQos2.size >= config.maxInflight) {
+    metrics.limitHitsTotal.inc({ limit: 'receive_maximum' });
+    throw new ProtocolViolation(RC.RECEIVE_MAXIMUM_EXCEEDED, 'receive maximum exceeded'); // [MQTT-3.3.4-7]
+  }
+
+  metrics.messagesInTotal.inc({ qos: String(qos) });
+  ch.ctx.broker.stats.messagesReceived++;
+
+  const message: StoredMessage = {
+    topic,
+    payload: packet.payload as Buffer,
+    qos,
+    retain: packet.retain,
+    properties: ch.protocolVersion === 5 && props ? forwardable(props) : undefined,
+    expiresAtMs: props?.messageExpiryInterval !== undefined ? ch.ctx.clock.now() + props.messageExpiryInterval * 1000 : undefined,
+    origin: ch.clientId,
+  };
+
+  if (authorizer.allowAll) return routeAndAck(ch, packet, message);
+  const verdict = authorizer.check(ch.identity!, 'publish', topic);
+  if (verdict instanceof Promise) ch.waitFor(verdict, (v) => decided(ch, packet, message, v));
+  else decided(ch, packet, message, verdict);
+}
+
+function decided(ch: Channel, packet: IPublishPacket, message: StoredMessage, verdict: Verdict): void {
+  if (verdict.allowed) return routeAndAck(ch, packet, message);
+  const { metrics, log, config } = ch.ctx;
+  metrics.aclDeniesTotal.inc({ action: 'publish' });
+  metrics.messagesDroppedTotal.inc({ reason: 'not_authorized' });
+  log.info({ clientId: ch.clientId, username: ch.identity?.username, topic: message.topic, reason: verdict.reason }, 'publish denied');
+  const id = packet.messageId!;
+  if (ch.protocolVersion === 5) {
+    if (packet.qos === 1) ch.send({ cmd: 'puback', messageId: id, reasonCode: RC.NOT_AUTHORIZED, properties: ch.reasonString('not authorized') });
+    if (packet.qos === 2) ch.send({ cmd: 'pubrec', messageId: id, reasonCode: RC.NOT_AUTHORIZED, properties: ch.reasonString('not authorized') });
+    return;
+  }
+  // 3.1.1 cannot say no in a PUBACK
+  if (config.deniedPublish311 === 'disconnect') return ch.close(undefined, 'publish_not_authorized');
+  if (packet.qos === 1) ch.io.write(ack(PUBACK, id));
+  if (packet.qos === 2) {
+    ch.session!.incomingQos2.add(id);
+    ch.io.write(ack(PUBREC, id));
+  }
+}
+
+function routeAndAck(ch: Channel, packet: IPublishPacket, message: StoredMessage): void {
+  ch.ctx.broker.publish(message);
+  if (packet.qos === 1) ch.io.write(ack(PUBACK, packet.messageId!));
+  else if (packet.qos === 2) {
+    ch.session!.incomingQos2.add(packet.messageId!);
+    ch.io.write(ack(PUBREC, packet.messageId!));
+  }
+}
+
+/** Properties forwarded unaltered to subscribers [MQTT-3.3.2-?]; the alias and expiry are per hop. */
+function forwardable(p: NonNullable<IPublishPacket['properties']>): MessageProperties | undefined {
+  let out: MessageProperties | undefined;
+  if (p.payloadFormatIndicator !== undefined) (out ??= {}).payloadFormatIndicator = p.payloadFormatIndicator;
+  if (p.contentType !== undefined) (out ??= {}).contentType = p.contentType;
+  if (p.responseTopic !== undefined) (out ??= {}).responseTopic = p.responseTopic;
+  if (p.correlationData !== undefined) (out ??= {}).correlationData = p.correlationData;
+  if (p.userProperties !== undefined) (out ??= {}).userProperties = p.userProperties;
+  return out;
+}
+
+export function handlePubrel(ch: Channel, packet: IPubrelPacket): void {
+  const id = packet.messageId!;
+  const known = ch.session!.incomingQos2.delete(id);
+  if (!known && ch.protocolVersion === 5) {
+    ch.send({ cmd: 'pubcomp', messageId: id, reasonCode: RC.PACKET_IDENTIFIER_NOT_FOUND });
+    return;
+  }
+  ch.io.write(ack(PUBCOMP, id));
+}
+
+export function handlePuback(ch: Channel, packet: IPubackPacket): void {
+  const session = ch.session!;
+  if (session.complete(packet.messageId!, 1)) session.pump(ch.ctx.clock.now());
+}
+
+export function handlePubrec(ch: Channel, packet: IPubrecPacket): void {
+  const session = ch.session!;
+  const id = packet.messageId!;
+  if ((packet.reasonCode ?? 0) >= 0x80) {
+    // the receiver refused it: the flow ends here [MQTT-4.3.3-?]
+    session.abandon(id);
+    session.pump(ch.ctx.clock.now());
+    return;
+  }
+  if (session.received(id)) ch.sendPubrel(id);
+  else if (ch.protocolVersion === 5) ch.send({ cmd: 'pubrel', messageId: id, reasonCode: RC.PACKET_IDENTIFIER_NOT_FOUND });
+  else ch.sendPubrel(id);
+}
+
+export function handlePubcomp(ch: Channel, packet: IPubcompPacket): void {
+  const session = ch.session!;
+  if (session.complete(packet.messageId!, 2)) session.pump(ch.ctx.clock.now());
+}

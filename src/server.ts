@@ -1,0 +1,149 @@
+// One Vigil node: listeners, the broker, identity, metrics and the HTTP endpoints.
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { Authenticator, Authorizer } from './auth/types.js';
+import { Broker } from './broker/broker.js';
+import { systemClock, type Clock } from './clock.js';
+import type { Config } from './config.js';
+import { createLogger, type Logger } from './log.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import type { ChannelContext } from './protocol/channel.js';
+import { RC } from './protocol/reason-codes.js';
+import { MemoryRetainedStore } from './store/memory/retained.js';
+import { attachConnection } from './transport/connection.js';
+import type { Channel } from './protocol/channel.js';
+
+export interface ServerOptions {
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+}
+
+export class VigilServer {
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly clock: Clock;
+  broker!: Broker;
+  private ctx!: ChannelContext;
+  private mqttServer?: net.Server;
+  private httpServer?: http.Server;
+  private readonly sockets = new Set<net.Socket>();
+  private draining = false;
+  private authenticator!: Authenticator;
+  private authorizer!: Authorizer;
+
+  constructor(readonly config: Config, options: ServerOptions = {}) {
+    this.clock = options.clock ?? systemClock;
+    this.log = options.logger ?? createLogger(config.logLevel, config.nodeId);
+    this.metrics = createMetrics(config.nodeId);
+  }
+
+  get mqttPort(): number {
+    return (this.mqttServer?.address() as AddressInfo | null)?.port ?? 0;
+  }
+
+  get metricsPort(): number {
+    return (this.httpServer?.address() as AddressInfo | null)?.port ?? 0;
+  }
+
+  get ready(): boolean {
+    return !this.draining && !!this.mqttServer?.listening;
+  }
+
+  async start(): Promise<void> {
+    const { config, log } = this;
+    if (config.auth === 'none') log.warn('VIGIL_AUTH=none: anonymous clients are allowed');
+    this.authenticator = anonymousAuthenticator(this.clock);
+    this.authorizer = { allowAll: true, generation: 0, check: () => ({ allowed: true }), close: async () => undefined };
+    this.broker = new Broker({
+      config,
+      metrics: this.metrics,
+      log,
+      clock: this.clock,
+      authenticator: this.authenticator,
+      authorizer: this.authorizer,
+      retained: new MemoryRetainedStore(),
+    });
+    this.ctx = { broker: this.broker, config, metrics: this.metrics, log, clock: this.clock, authenticator: this.authenticator, authorizer: this.authorizer };
+    this.broker.start();
+
+    this.mqttServer = net.createServer((socket) => this.accept(socket, 'tcp'));
+    this.mqttServer.maxConnections = config.maxConnections;
+    this.httpServer = http.createServer((req, res) => void this.handleHttp(req, res));
+    await listen(this.mqttServer, config.mqttPort, config.bind);
+    await listen(this.httpServer, config.metricsPort, config.metricsBind);
+    log.info({ mqttPort: this.mqttPort, metricsPort: this.metricsPort, auth: config.auth, cluster: !!config.redisUrl }, 'vigil listening');
+  }
+
+  private accept(socket: net.Socket, listener: string): void {
+    if (this.draining) {
+      socket.destroy();
+      return;
+    }
+    if (this.sockets.size >= this.config.maxConnections) {
+      this.metrics.connectionsRefusedTotal.inc({ reason: 'max_connections' });
+      this.metrics.limitHitsTotal.inc({ limit: 'max_connections' });
+      socket.destroy();
+      return;
+    }
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    attachConnection(socket, this.ctx, listener);
+  }
+
+  private async handleHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    try {
+      if (url.pathname === '/metrics') {
+        const body = await this.metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(body);
+      } else if (url.pathname === '/healthz') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'ok' }));
+      } else if (url.pathname === '/readyz') {
+        const ready = this.ready;
+        res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready }));
+      } else {
+        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'not found' }));
+      }
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, path: url.pathname }, 'http handler failed');
+      if (!res.headersSent) res.writeHead(500).end();
+    }
+  }
+
+  /** Graceful stop: refuse new sockets, tell 5.0 clients 0x8B, let writes flush, close. */
+  async stop(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    this.mqttServer?.close();
+    for (const c of [...this.broker.connections] as Channel[]) c.close(RC.SERVER_SHUTTING_DOWN, 'server shutting down');
+    const deadline = Date.now() + this.config.shutdownGraceMs;
+    while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const s of this.sockets) s.destroy();
+    await Promise.all(this.broker.wills.flushAll());
+    this.broker.stop();
+    await new Promise<void>((resolve) => (this.httpServer ? this.httpServer.close(() => resolve()) : resolve()));
+    this.httpServer?.closeAllConnections();
+    await this.authenticator.close();
+    await this.authorizer.close();
+  }
+}
+
+function listen(server: net.Server | http.Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function anonymousAuthenticator(clock: Clock): Authenticator {
+  return {
+    mode: 'none',
+    authenticate: (req) => ({ ok: true, identity: { username: req.username ?? '', clientId: req.clientId, roles: ['anonymous'], authenticatedAtMs: clock.now() } }),
+    isRevoked: () => false,
+    close: async () => undefined,
+  };
+}

@@ -1,0 +1,107 @@
+// The transport: bytes in, packets to the channel; packets out, batched per event-loop
+// turn (cork/uncork gives one writev for everything a turn produced). Oversized packets are
+// refused from the fixed header, before their body is buffered.
+import type { Duplex } from 'node:stream';
+import mqttPacket from 'mqtt-packet';
+import type { Packet } from 'mqtt-packet';
+import { Channel, type ChannelContext, type ChannelIO } from '../protocol/channel.js';
+import { RC } from '../protocol/reason-codes.js';
+
+/** Socket-like streams: net.Socket, tls.TLSSocket, or a WebSocket stream. */
+export type ByteStream = Duplex & { remoteAddress?: string; setNoDelay?(noDelay?: boolean): unknown; cork(): void; uncork(): void };
+
+class StreamIO implements ChannelIO {
+  private corked = false;
+  private pendingBytesOut = 0;
+
+  constructor(
+    private readonly stream: ByteStream,
+    private readonly ctx: ChannelContext,
+    readonly remoteAddress: string,
+    readonly listener: string,
+    readonly certSubject: string | undefined,
+  ) {}
+
+  write(bytes: Buffer): void {
+    if (this.stream.destroyed) return;
+    if (!this.corked) {
+      this.corked = true;
+      this.stream.cork();
+      process.nextTick(uncork, this);
+    }
+    this.pendingBytesOut += bytes.length;
+    this.stream.write(bytes);
+  }
+
+  flush(): void {
+    this.corked = false;
+    this.stream.uncork();
+    if (this.pendingBytesOut > 0) {
+      this.ctx.metrics.bytesOutTotal.inc(this.pendingBytesOut);
+      this.pendingBytesOut = 0;
+    }
+  }
+
+  get bufferedBytes(): number {
+    return this.stream.writableLength;
+  }
+
+  end(): void {
+    if (this.stream.destroyed) return;
+    if (this.corked) this.flush();
+    this.stream.end();
+    // a peer that never reads must not keep the socket open
+    setTimeout(() => this.stream.destroy(), 2000).unref();
+  }
+}
+
+function uncork(io: StreamIO): void {
+  io.flush();
+}
+
+export function attachConnection(stream: ByteStream, ctx: ChannelContext, listener: string, certSubject?: string): Channel {
+  const remote = stream.remoteAddress ?? 'unknown';
+  const io = new StreamIO(stream, ctx, remote, listener, certSubject);
+  const channel = new Channel(ctx, io);
+  const parser = mqttPacket.parser({ protocolVersion: 4 });
+  const max = ctx.config.maxPacketSize;
+  const gauge = ctx.metrics.connectionsCurrent.labels(listener);
+  gauge.inc();
+  ctx.metrics.connectionsOpenedTotal.inc({ listener });
+  stream.setNoDelay?.(true);
+
+  parser.on('packet', (packet: Packet) => {
+    if ((packet.length ?? 0) > max) return tooLarge(channel);
+    channel.handlePacket(packet);
+  });
+  parser.on('error', (err: Error) => {
+    if (channel.state !== 'closing' && channel.state !== 'closed') channel.handleFramingError(err.message);
+  });
+  stream.on('data', (chunk: Buffer) => {
+    if (channel.state === 'closing' || channel.state === 'closed') return;
+    ctx.metrics.bytesInTotal.inc(chunk.length);
+    try {
+      parser.parse(chunk);
+    } catch (err) {
+      // mqtt-packet can throw on some malformed input instead of emitting 'error'
+      channel.handleFramingError((err as Error).message);
+      return;
+    }
+    // the header is parsed and the body is still coming: refuse before buffering it [MQTT-3.2.2-?]
+    const pendingLength = (parser as unknown as { packet: { length: number } }).packet.length;
+    if (pendingLength > max) tooLarge(channel);
+  });
+  stream.on('drain', () => channel.drained());
+  stream.on('error', () => undefined); // 'close' follows; nothing a peer does may crash the process
+  stream.on('close', () => {
+    gauge.dec();
+    channel.closed();
+  });
+  return channel;
+}
+
+function tooLarge(channel: Channel): void {
+  if (channel.state === 'closing' || channel.state === 'closed') return;
+  channel.ctx.metrics.limitHitsTotal.inc({ limit: 'max_packet_size' });
+  channel.handleFramingError('packet exceeds maximum packet size', RC.PACKET_TOO_LARGE);
+}
