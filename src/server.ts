@@ -11,7 +11,7 @@ import { createMetrics, type Metrics } from './metrics.js';
 import type { ChannelContext } from './protocol/channel.js';
 import { RC } from './protocol/reason-codes.js';
 import { MemoryRetainedStore } from './store/memory/retained.js';
-import { attachConnection } from './transport/connection.js';
+import { attachConnection, type ByteStream } from './transport/connection.js';
 import type { Channel } from './protocol/channel.js';
 
 export interface ServerOptions {
@@ -67,7 +67,7 @@ export class VigilServer {
     this.ctx = { broker: this.broker, config, metrics: this.metrics, log, clock: this.clock, authenticator: this.authenticator, authorizer: this.authorizer };
     this.broker.start();
 
-    this.mqttServer = net.createServer((socket) => this.accept(socket, 'tcp'));
+    this.mqttServer = net.createServer((socket) => this.acceptSocket(socket, 'tcp'));
     this.mqttServer.maxConnections = config.maxConnections;
     this.httpServer = http.createServer((req, res) => void this.handleHttp(req, res));
     await listen(this.mqttServer, config.mqttPort, config.bind);
@@ -75,7 +75,12 @@ export class VigilServer {
     log.info({ mqttPort: this.mqttPort, metricsPort: this.metricsPort, auth: config.auth, cluster: !!config.redisUrl }, 'vigil listening');
   }
 
-  private accept(socket: net.Socket, listener: string): void {
+  /** Runs the MQTT protocol over any byte stream (a test's in-memory duplex, a WebSocket stream). */
+  attachStream(stream: ByteStream, listener: string, certSubject?: string): Channel {
+    return attachConnection(stream, this.ctx, listener, certSubject);
+  }
+
+  private acceptSocket(socket: net.Socket, listener: string): void {
     if (this.draining) {
       socket.destroy();
       return;

@@ -41,6 +41,8 @@ export class Broker {
   private sweepTimer?: NodeJS.Timeout;
   private sysTimer?: NodeJS.Timeout;
   readonly stats = { messagesReceived: 0, messagesSent: 0 };
+  /** Per-QoS counters bound once: label lookups stay off the per-message path. */
+  private readonly receivedByQos: { inc(): void }[];
 
   // routing scratch (one publish at a time on the main thread)
   private gen = 0;
@@ -53,6 +55,7 @@ export class Broker {
     this.startedAtMs = deps.clock.now();
     const { metrics } = deps;
     const sent = [metrics.messagesOutTotal.labels('0'), metrics.messagesOutTotal.labels('1'), metrics.messagesOutTotal.labels('2')];
+    this.receivedByQos = [metrics.messagesInTotal.labels('0'), metrics.messagesInTotal.labels('1'), metrics.messagesInTotal.labels('2')];
     this.sessionEvents = {
       dropped: (reason: DropReason) => metrics.messagesDroppedTotal.inc({ reason }),
       sent: (qos) => {
@@ -86,6 +89,12 @@ export class Broker {
   }
 
   // ---- routing -------------------------------------------------------------------------
+
+  /** Counts a PUBLISH received from a client. */
+  received(qos: 0 | 1 | 2): void {
+    this.stats.messagesReceived++;
+    this.receivedByQos[qos].inc();
+  }
 
   /** Stores a retained message (if flagged) and delivers to every matching subscription. */
   publish(message: StoredMessage): void {

@@ -42,8 +42,7 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
     throw new ProtocolViolation(RC.RECEIVE_MAXIMUM_EXCEEDED, 'receive maximum exceeded'); // [MQTT-3.3.4-7]
   }
 
-  metrics.messagesInTotal.inc({ qos: String(qos) });
-  ch.ctx.broker.stats.messagesReceived++;
+  ch.ctx.broker.received(qos);
 
   const message: StoredMessage = {
     topic,

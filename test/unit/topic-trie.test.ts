@@ -1,0 +1,72 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { TopicTrie, type Subscriber } from '../../src/broker/topic-trie.js';
+import type { Subscription } from '../../src/store/types.js';
+import { topicMatches } from '../../src/protocol/topics.js';
+
+const sub = (filter: string, group?: string): Subscription => ({ filter, group, qos: 0, noLocal: false, retainAsPublished: false, retainHandling: 0 });
+const client = (clientId: string, online = true): Subscriber => ({ clientId, online });
+
+function matches(trie: TopicTrie<Subscriber>, topic: string): string[] {
+  const out: string[] = [];
+  trie.match(topic, (e) => out.push(`${e.subscriber.clientId}:${e.sub.group ?? ''}${e.sub.filter}`));
+  return out.sort();
+}
+
+test('trie matches exact, + and # subscriptions and not $ topics by leading wildcards', () => {
+  const t = new TopicTrie<Subscriber>();
+  t.add(client('a'), sub('x/y'));
+  t.add(client('b'), sub('x/+'));
+  t.add(client('c'), sub('x/#'));
+  t.add(client('d'), sub('#'));
+  t.add(client('e'), sub('$SYS/#'));
+  assert.deepEqual(matches(t, 'x/y'), ['a:x/y', 'b:x/+', 'c:x/#', 'd:#']);
+  assert.deepEqual(matches(t, 'x'), ['c:x/#', 'd:#']);
+  assert.deepEqual(matches(t, '$SYS/broker'), ['e:$SYS/#']);
+  assert.equal(t.size, 5);
+});
+
+test('remove prunes and reports existence; add reports replacement', () => {
+  const t = new TopicTrie<Subscriber>();
+  assert.equal(t.add(client('a'), sub('x/y')), false);
+  assert.equal(t.add(client('a'), sub('x/y')), true);
+  assert.equal(t.remove('a', 'x/y'), true);
+  assert.equal(t.remove('a', 'x/y'), false);
+  assert.deepEqual(matches(t, 'x/y'), []);
+  assert.equal(t.size, 0);
+});
+
+test('a shared group yields one member per message, round robin, connected members first', () => {
+  const t = new TopicTrie<Subscriber>();
+  t.add(client('a'), sub('s/#', 'g'));
+  t.add(client('b'), sub('s/#', 'g'));
+  t.add(client('c', false), sub('s/#', 'g'));
+  const picks = Array.from({ length: 6 }, () => matches(t, 's/1')[0]);
+  assert.deepEqual(picks, ['a:gs/#', 'b:gs/#', 'a:gs/#', 'b:gs/#', 'a:gs/#', 'b:gs/#']);
+  t.remove('a', 's/#', 'g');
+  t.remove('b', 's/#', 'g');
+  assert.deepEqual(matches(t, 's/1'), ['c:gs/#']);
+});
+
+test('property: the trie agrees with topicMatches for random filters and topics', () => {
+  const level = fc.constantFrom('a', 'b', 'c', '', '$x');
+  const topic = fc.array(level, { minLength: 1, maxLength: 4 }).map((l) => l.join('/'));
+  const filter = fc
+    .tuple(fc.array(fc.oneof(level, fc.constant('+')), { minLength: 1, maxLength: 4 }), fc.boolean())
+    .map(([l, hash]) => (hash ? [...l, '#'] : l).join('/'));
+  fc.assert(
+    fc.property(fc.uniqueArray(filter, { maxLength: 12 }), topic, (filters, t) => {
+      const trie = new TopicTrie<Subscriber>();
+      filters.forEach((f, i) => trie.add(client(`c${i}`), sub(f)));
+      const got = matches(trie, t);
+      const want = filters
+        .map((f, i) => [f, i] as const)
+        .filter(([f]) => topicMatches(f, t))
+        .map(([f, i]) => `c${i}:${f}`)
+        .sort();
+      assert.deepEqual(got, want);
+    }),
+    { numRuns: 500 },
+  );
+});
