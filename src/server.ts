@@ -2,7 +2,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import type { Authenticator, Authorizer } from './auth/types.js';
+import { createIdentity, type IdentityModule, type RevocationEntry } from './auth/index.js';
 import { Broker } from './broker/broker.js';
 import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config.js';
@@ -29,8 +29,7 @@ export class VigilServer {
   private httpServer?: http.Server;
   private readonly sockets = new Set<net.Socket>();
   private draining = false;
-  private authenticator!: Authenticator;
-  private authorizer!: Authorizer;
+  identity!: IdentityModule;
 
   constructor(readonly config: Config, options: ServerOptions = {}) {
     this.clock = options.clock ?? systemClock;
@@ -53,18 +52,19 @@ export class VigilServer {
   async start(): Promise<void> {
     const { config, log } = this;
     if (config.auth === 'none') log.warn('VIGIL_AUTH=none: anonymous clients are allowed');
-    this.authenticator = anonymousAuthenticator(this.clock);
-    this.authorizer = { allowAll: true, generation: 0, check: () => ({ allowed: true }), close: async () => undefined };
+    this.identity = await createIdentity(config, this.metrics, log);
+    const { authenticator, authorizer } = this.identity;
+    this.identity.revocations.onRevoked((entry) => this.disconnectRevoked(entry));
     this.broker = new Broker({
       config,
       metrics: this.metrics,
       log,
       clock: this.clock,
-      authenticator: this.authenticator,
-      authorizer: this.authorizer,
+      authenticator,
+      authorizer,
       retained: new MemoryRetainedStore(),
     });
-    this.ctx = { broker: this.broker, config, metrics: this.metrics, log, clock: this.clock, authenticator: this.authenticator, authorizer: this.authorizer };
+    this.ctx = { broker: this.broker, config, metrics: this.metrics, log, clock: this.clock, authenticator, authorizer };
     this.broker.start();
 
     this.mqttServer = net.createServer((socket) => this.acceptSocket(socket, 'tcp'));
@@ -129,8 +129,19 @@ export class VigilServer {
     this.broker.stop();
     await new Promise<void>((resolve) => (this.httpServer ? this.httpServer.close(() => resolve()) : resolve()));
     this.httpServer?.closeAllConnections();
-    await this.authenticator.close();
-    await this.authorizer.close();
+    await this.identity.close();
+  }
+
+  /** A revoked subject or token loses its live connections; its wills are then denied at fire time. */
+  private disconnectRevoked(entry: RevocationEntry): void {
+    for (const c of [...this.broker.connections] as Channel[]) {
+      const id = c.identity;
+      if (!id) continue;
+      if ((entry.kind === 'subject' && id.username === entry.value) || (entry.kind === 'jti' && id.jti === entry.value)) {
+        this.log.info({ clientId: c.clientId, username: id.username, kind: entry.kind }, 'identity revoked, disconnecting');
+        c.close(RC.NOT_AUTHORIZED, 'identity revoked');
+      }
+    }
   }
 }
 
@@ -142,13 +153,4 @@ function listen(server: net.Server | http.Server, port: number, host: string): P
       resolve();
     });
   });
-}
-
-function anonymousAuthenticator(clock: Clock): Authenticator {
-  return {
-    mode: 'none',
-    authenticate: (req) => ({ ok: true, identity: { username: req.username ?? '', clientId: req.clientId, roles: ['anonymous'], authenticatedAtMs: clock.now() } }),
-    isRevoked: () => false,
-    close: async () => undefined,
-  };
 }

@@ -8,7 +8,7 @@ export interface Identity {
   readonly username: string;
   readonly clientId: string;
   readonly roles: readonly string[];
-  /** Optional per-token ACL claim; semantics are documented in README (it narrows the role grants). */
+  /** Optional per-token ACL claim; it narrows the role grants (docs/acl.md). */
   readonly tokenAcl?: TokenAcl;
   readonly jti?: string;
   /** Token expiry, ms since epoch; undefined = never (none mode). */

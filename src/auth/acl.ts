@@ -1,0 +1,209 @@
+// ACL policy: compile once, match many. Pure functions (no I/O, no clock) so the same code
+// runs in the auth worker pool and in unit tests. The document format is described in
+// docs/acl.md; `compilePolicy` validates it strictly so a typo fails the reload (and the
+// previous policy stays) instead of silently granting or denying.
+import type { AuthAction, TokenAcl } from './types.js';
+import { covers, innerFilter, isValidTopicFilter, isValidTopicName, matches, overlaps, splitLevels, type Levels } from './topic-filter.js';
+
+export class AclPolicyError extends Error {}
+
+/** One filter of the policy, split into levels; `templated` when a level holds %u or %c. */
+export interface CompiledRule {
+  readonly filter: string;
+  readonly levels: readonly string[];
+  readonly templated: boolean;
+  /** Where it came from, for explain views: e.g. "roles.server.publish". */
+  readonly source: string;
+}
+
+export interface CompiledGrants {
+  readonly publish: readonly CompiledRule[];
+  readonly subscribe: readonly CompiledRule[];
+}
+
+export interface CompiledPolicy {
+  /** Grants for every client, whatever its roles. */
+  readonly allow: CompiledGrants;
+  /** Denials for every client; they win over every grant. */
+  readonly deny: CompiledGrants;
+  readonly roles: Readonly<Record<string, { readonly allow: CompiledGrants; readonly deny: CompiledGrants }>>;
+}
+
+/** What authorization needs to know about a client; a subset of Identity, cloneable. */
+export interface AclSubject {
+  readonly username: string;
+  readonly clientId: string;
+  readonly roles: readonly string[];
+  readonly tokenAcl?: TokenAcl;
+}
+
+export type AclReason = 'granted' | 'allow_all' | 'invalid_topic' | 'deny_rule' | 'no_grant' | 'token_acl' | 'revoked';
+
+export interface AclDecision {
+  readonly allowed: boolean;
+  readonly reason: AclReason;
+  /** The rule that decided, e.g. "deny.publish: $SYS/#" (absent for default deny). */
+  readonly rule?: string;
+}
+
+const ACTIONS: readonly AuthAction[] = ['publish', 'subscribe'];
+const EMPTY_GRANTS: CompiledGrants = { publish: [], subscribe: [] };
+
+// ---------------------------------------------------------------------------------------
+// Compile
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function checkKeys(obj: Record<string, unknown>, allowed: readonly string[], where: string): void {
+  for (const key of Object.keys(obj)) {
+    if (!allowed.includes(key)) throw new AclPolicyError(`${where}: unknown key ${JSON.stringify(key)} (expected ${allowed.join(', ')})`);
+  }
+}
+
+function compileRule(filter: unknown, source: string): CompiledRule {
+  if (typeof filter !== 'string' || !isValidTopicFilter(filter)) {
+    throw new AclPolicyError(`${source}: ${JSON.stringify(filter)} is not a valid topic filter`);
+  }
+  if (filter.startsWith('$share/')) throw new AclPolicyError(`${source}: write the inner filter, not ${filter} (shared subscriptions are authorized on their inner filter)`);
+  const levels = splitLevels(filter);
+  return { filter, levels, templated: levels.some((l) => l.includes('%u') || l.includes('%c')), source };
+}
+
+function compileGrants(value: unknown, where: string): CompiledGrants {
+  if (value === undefined || value === null) return EMPTY_GRANTS;
+  if (!isRecord(value)) throw new AclPolicyError(`${where}: expected a mapping with publish and/or subscribe`);
+  checkKeys(value, ACTIONS, where);
+  const out: Record<AuthAction, CompiledRule[]> = { publish: [], subscribe: [] };
+  for (const action of ACTIONS) {
+    const list = value[action];
+    if (list === undefined || list === null) continue;
+    if (!Array.isArray(list)) throw new AclPolicyError(`${where}.${action}: expected a list of topic filters`);
+    out[action] = list.map((f) => compileRule(f, `${where}.${action}`));
+  }
+  return out;
+}
+
+/** Validates and compiles a parsed policy document (YAML or JSON). Throws AclPolicyError. */
+export function compilePolicy(doc: unknown): CompiledPolicy {
+  if (doc === null || doc === undefined) doc = {};
+  if (!isRecord(doc)) throw new AclPolicyError('policy: expected a mapping with roles, allow and/or deny');
+  checkKeys(doc, ['version', 'roles', 'allow', 'deny'], 'policy');
+  if (doc.version !== undefined && doc.version !== 1) throw new AclPolicyError(`version: only version 1 is known, got ${JSON.stringify(doc.version)}`);
+  const roles: Record<string, { allow: CompiledGrants; deny: CompiledGrants }> = Object.create(null);
+  if (doc.roles !== undefined && doc.roles !== null) {
+    if (!isRecord(doc.roles)) throw new AclPolicyError('roles: expected a mapping of role name to grants');
+    for (const [name, spec] of Object.entries(doc.roles)) {
+      const where = `roles.${name}`;
+      if (spec === null) {
+        roles[name] = { allow: EMPTY_GRANTS, deny: EMPTY_GRANTS };
+        continue;
+      }
+      if (!isRecord(spec)) throw new AclPolicyError(`${where}: expected a mapping with publish, subscribe and/or deny`);
+      checkKeys(spec, ['publish', 'subscribe', 'deny'], where);
+      const { deny, ...allow } = spec;
+      roles[name] = { allow: compileGrants(allow, where), deny: compileGrants(deny, `${where}.deny`) };
+    }
+  }
+  return { allow: compileGrants(doc.allow, 'allow'), deny: compileGrants(doc.deny, 'deny'), roles };
+}
+
+/** Validates a token `acl` claim. Returns undefined when it is not a valid claim. */
+export function parseTokenAcl(claim: unknown): TokenAcl | undefined {
+  if (!isRecord(claim)) return undefined;
+  const out: { publish?: string[]; subscribe?: string[] } = {};
+  for (const [key, list] of Object.entries(claim)) {
+    if (key !== 'publish' && key !== 'subscribe') return undefined;
+    if (!Array.isArray(list) || !list.every((f) => typeof f === 'string' && isValidTopicFilter(f))) return undefined;
+    out[key] = list as string[];
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Evaluate
+
+/**
+ * A username or client id can be substituted into a level only when it cannot change the
+ * shape of the filter: no level separator, no wildcard, not empty, and no leading '$' (which
+ * would reach system topics). An identity with such a value never matches a templated rule.
+ */
+export function isSafeSubstitution(value: string): boolean {
+  return value.length > 0 && !/[+#/\u0000]/.test(value) && !value.startsWith('$');
+}
+
+function ruleLevels(rule: CompiledRule, subject: AclSubject): Levels | undefined {
+  if (!rule.templated) return rule.levels;
+  const out: string[] = [];
+  for (const level of rule.levels) {
+    if (!level.includes('%')) {
+      out.push(level);
+      continue;
+    }
+    if (level.includes('%u') && !isSafeSubstitution(subject.username)) return undefined;
+    if (level.includes('%c') && !isSafeSubstitution(subject.clientId)) return undefined;
+    out.push(level.replaceAll('%u', subject.username).replaceAll('%c', subject.clientId));
+  }
+  return out;
+}
+
+function firstMatch(rules: readonly CompiledRule[], subject: AclSubject, test: (rule: Levels) => boolean): CompiledRule | undefined {
+  for (const rule of rules) {
+    const levels = ruleLevels(rule, subject);
+    if (levels !== undefined && test(levels)) return rule;
+  }
+  return undefined;
+}
+
+function describe(rule: CompiledRule): string {
+  return `${rule.source}: ${rule.filter}`;
+}
+
+/**
+ * Decides one action. `policy` null means "no policy file" in jwt mode: nothing is granted
+ * except what the token's acl claim grants. With a policy, a topic must be granted by the
+ * subject's roles (or the top-level allow), not hit by any deny rule, and — when the token
+ * carries an acl claim — also be granted by the claim (the claim narrows, never widens).
+ */
+export function evaluate(policy: CompiledPolicy | null, subject: AclSubject, action: AuthAction, topic: string): AclDecision {
+  let target: string | undefined = topic;
+  if (action === 'subscribe') {
+    target = innerFilter(topic);
+    if (target === undefined || !isValidTopicFilter(target)) return { allowed: false, reason: 'invalid_topic' };
+  } else if (!isValidTopicName(topic)) {
+    return { allowed: false, reason: 'invalid_topic' };
+  }
+  const levels = splitLevels(target);
+  // Publish: the topic name is matched. Subscribe: an allowed filter must cover the requested
+  // filter entirely, and a deny filter that overlaps it at all refuses the whole subscription
+  // (a SUBACK cannot grant part of a filter).
+  const grants = action === 'publish' ? (rule: Levels) => matches(rule, levels) : (rule: Levels) => covers(rule, levels);
+  const denies = action === 'publish' ? grants : (rule: Levels) => overlaps(rule, levels);
+
+  if (policy !== null) {
+    const roleSpecs = subject.roles.filter((r) => Object.hasOwn(policy.roles, r)).map((r) => policy.roles[r]!);
+    const denied = firstMatch(policy.deny[action], subject, denies) ?? firstOf(roleSpecs, (s) => firstMatch(s.deny[action], subject, denies));
+    if (denied) return { allowed: false, reason: 'deny_rule', rule: describe(denied) };
+    const granted = firstMatch(policy.allow[action], subject, grants) ?? firstOf(roleSpecs, (s) => firstMatch(s.allow[action], subject, grants));
+    if (!granted) return { allowed: false, reason: 'no_grant' };
+    if (subject.tokenAcl && !claimGrants(subject.tokenAcl, action, grants)) return { allowed: false, reason: 'token_acl', rule: describe(granted) };
+    return { allowed: true, reason: 'granted', rule: describe(granted) };
+  }
+  if (subject.tokenAcl && claimGrants(subject.tokenAcl, action, grants)) return { allowed: true, reason: 'granted', rule: `token acl claim` };
+  return { allowed: false, reason: subject.tokenAcl ? 'token_acl' : 'no_grant' };
+}
+
+function firstOf<T, R>(items: readonly T[], fn: (item: T) => R | undefined): R | undefined {
+  for (const item of items) {
+    const r = fn(item);
+    if (r !== undefined) return r;
+  }
+  return undefined;
+}
+
+/** A claim without a list for this action grants nothing for it: a present claim is the whole allowance. */
+function claimGrants(claim: TokenAcl, action: AuthAction, grants: (rule: Levels) => boolean): boolean {
+  const list = claim[action];
+  return list !== undefined && list.some((f) => grants(splitLevels(f)));
+}

@@ -1,0 +1,204 @@
+// Authorization at the moment of every send (PUBLISH, SUBSCRIBE, and a will when it fires).
+//
+// `check` answers synchronously from a main-thread verdict cache; only a miss goes to the
+// pool's evaluateAcl task, and concurrent misses for the same question share that task. The
+// cache is keyed by the Identity object (WeakMap), so a session that re-authenticates gets a
+// new Identity and naturally starts from an empty cache, and a closed session's verdicts are
+// garbage with it. A policy reload or a revocation flushes everything (bumps `generation`).
+//
+// Authorization uses the identity snapshot proven at CONNECT plus the *current* policy and
+// revocation list. It does not look at the token again: a will firing after the token expired
+// or after its signing key was rotated out is judged on who the client was and what the
+// policy allows now — which is exactly the question the seed issue asks to get right.
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { evaluate, type AclDecision, type AclSubject } from './acl.js';
+import type { AclPolicyFile, LoadedPolicy } from './acl-file.js';
+import type { AuthPool } from './pool.js';
+import type { RevocationList } from './revocation.js';
+import type { AuthAction, Authorizer, Identity, Verdict } from './types.js';
+import { preciseNowMs } from './worker.js';
+
+export interface PolicyAuthorizerOptions {
+  readonly pool: AuthPool;
+  /** Null: no policy file. Then `allowAll` decides (none mode) or only token acl claims grant (jwt mode). */
+  readonly policyFile: AclPolicyFile | null;
+  readonly allowAll: boolean;
+  readonly revocations: RevocationList;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  /** Verdicts kept per identity before its cache is cleared. */
+  readonly maxVerdictsPerIdentity?: number;
+  /** Verdicts kept in all before every cache is cleared. */
+  readonly maxVerdicts?: number;
+}
+
+interface IdentityVerdicts {
+  version: number;
+  readonly verdicts: Map<string, Verdict>;
+  readonly pending: Map<string, Promise<Verdict>>;
+}
+
+const ALLOWED: Verdict = Object.freeze({ allowed: true });
+const REVOKED: Verdict = Object.freeze({ allowed: false, reason: 'revoked' });
+
+export class PolicyAuthorizer implements Authorizer {
+  private readonly cache = new WeakMap<Identity, IdentityVerdicts>();
+  private readonly maxPerIdentity: number;
+  private readonly maxTotal: number;
+  private readonly unsubscribe: (() => void)[] = [];
+  private policyGeneration: number;
+  private revocationsSeen = 0;
+  /** Every cached verdict of an older version is stale; bumped by generation changes and overflow. */
+  private version = 0;
+  private cachedVerdicts = 0;
+
+  constructor(private readonly options: PolicyAuthorizerOptions) {
+    this.maxPerIdentity = options.maxVerdictsPerIdentity ?? 1000;
+    this.maxTotal = options.maxVerdicts ?? 200_000;
+    this.policyGeneration = options.policyFile?.current.generation ?? 0;
+    if (options.policyFile) {
+      this.unsubscribe.push(options.policyFile.onReload((p) => {
+        this.policyGeneration = p.generation;
+        this.flush();
+      }));
+    }
+    this.unsubscribe.push(options.revocations.onRevoked(() => {
+      this.revocationsSeen++;
+      this.flush();
+    }));
+  }
+
+  get allowAll(): boolean {
+    return this.options.allowAll && this.options.policyFile === null;
+  }
+
+  get generation(): number {
+    return this.policyGeneration + this.revocationsSeen;
+  }
+
+  check(identity: Identity, action: AuthAction, topic: string): Verdict | Promise<Verdict> {
+    if (this.options.revocations.isRevoked(identity)) return this.deny(action, REVOKED);
+    if (this.allowAll) return ALLOWED;
+    const entry = this.entryFor(identity);
+    const key = action === 'publish' ? `p${topic}` : `s${topic}`;
+    const hit = entry.verdicts.get(key);
+    if (hit) {
+      this.options.metrics.aclVerdictCacheTotal.inc({ result: 'hit' });
+      return hit.allowed ? hit : this.deny(action, hit);
+    }
+    this.options.metrics.aclVerdictCacheTotal.inc({ result: 'miss' });
+    const pending = entry.pending.get(key);
+    if (pending) return pending;
+
+    const policy = this.policy();
+    const version = this.version;
+    const subject = toSubject(identity);
+    if (this.options.pool.saturated) {
+      // The pool is for keeping the main thread free, not a reason to refuse: evaluate here.
+      return this.settle(entry, key, version, action, evaluate(policy?.policy ?? null, subject, action, topic));
+    }
+    const task = this.options.pool
+      .run('evaluateAcl', {
+        policy: policy ? { generation: policy.generation, json: policy.json } : null,
+        subject,
+        action,
+        topic,
+        submittedAtMs: preciseNowMs(),
+      })
+      .then(
+        (out) => {
+          if (out.ok) return out.decision;
+          this.options.logger.error({ err: out.error }, 'evaluateAcl failed in the pool; evaluating on the main thread');
+          return evaluate(policy?.policy ?? null, subject, action, topic);
+        },
+        (err) => {
+          this.options.logger.error({ err: String(err) }, 'auth pool unavailable; evaluating on the main thread');
+          return evaluate(policy?.policy ?? null, subject, action, topic);
+        },
+      )
+      .then((decision) => this.settle(entry, key, version, action, decision))
+      .finally(() => {
+        if (entry.pending.get(key) === task) entry.pending.delete(key);
+      });
+    entry.pending.set(key, task);
+    return task;
+  }
+
+  /**
+   * The full decision with the rule that made it, evaluated on the main thread and never
+   * cached: for the admin API's explain view and for tests.
+   */
+  explain(identity: Identity, action: AuthAction, topic: string): AclDecision & { readonly generation: number } {
+    const generation = this.generation;
+    if (this.options.revocations.isRevoked(identity)) return { allowed: false, reason: 'revoked', generation };
+    if (this.allowAll) return { allowed: true, reason: 'allow_all', generation };
+    return { ...evaluate(this.policy()?.policy ?? null, toSubject(identity), action, topic), generation };
+  }
+
+  /** Drops the cached verdicts of one identity (e.g. its session's grants changed). */
+  forget(identity: Identity): void {
+    this.cache.delete(identity);
+  }
+
+  /** Drops every cached verdict. */
+  flush(): void {
+    this.version++;
+    this.cachedVerdicts = 0;
+  }
+
+  async close(): Promise<void> {
+    for (const off of this.unsubscribe) off();
+    this.flush();
+  }
+
+  // -------------------------------------------------------------------------------------
+
+  private policy(): LoadedPolicy | null {
+    return this.options.policyFile?.current ?? null;
+  }
+
+  private entryFor(identity: Identity): IdentityVerdicts {
+    let entry = this.cache.get(identity);
+    if (!entry) {
+      entry = { version: this.version, verdicts: new Map(), pending: new Map() };
+      this.cache.set(identity, entry);
+    } else if (entry.version !== this.version) {
+      entry.version = this.version;
+      entry.verdicts.clear();
+      // Evaluations in flight answer their own callers; later checks must ask the new policy.
+      entry.pending.clear();
+    }
+    return entry;
+  }
+
+  private settle(entry: IdentityVerdicts, key: string, version: number, action: AuthAction, decision: AclDecision): Verdict {
+    const verdict: Verdict = decision.allowed ? ALLOWED : Object.freeze({ allowed: false, reason: decision.reason });
+    // A verdict computed against an older policy answers the check that asked, but is not kept.
+    if (version === this.version && entry.version === version) {
+      if (entry.verdicts.size >= this.maxPerIdentity) {
+        this.cachedVerdicts -= entry.verdicts.size;
+        entry.verdicts.clear();
+      }
+      if (this.cachedVerdicts >= this.maxTotal) this.flush();
+      else {
+        entry.verdicts.set(key, verdict);
+        this.cachedVerdicts++;
+      }
+    }
+    if (!verdict.allowed) {
+      this.options.logger.debug({ action, topic: key.slice(1), reason: decision.reason, rule: decision.rule }, 'authorization denied');
+      return this.deny(action, verdict);
+    }
+    return verdict;
+  }
+
+  private deny(action: AuthAction, verdict: Verdict): Verdict {
+    this.options.metrics.aclDeniesTotal.inc({ action });
+    return verdict;
+  }
+}
+
+function toSubject(identity: Identity): AclSubject {
+  return { username: identity.username, clientId: identity.clientId, roles: identity.roles, tokenAcl: identity.tokenAcl };
+}

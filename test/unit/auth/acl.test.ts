@@ -1,0 +1,124 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { AclPolicyError, compilePolicy, evaluate, parseTokenAcl, type AclSubject } from '../../../src/auth/acl.js';
+
+const policy = compilePolicy({
+  roles: {
+    server: { publish: ['trusted/%u/#'], subscribe: ['trusted/%u/cmd/#'], deny: { publish: ['trusted/%u/secret'] } },
+    monitor: { subscribe: ['trusted/+/dvs/server/state', 'trusted/+/dvs/#'] },
+    device: { publish: ['devices/%c/telemetry'] },
+    admin: { publish: ['#'], subscribe: ['#'] },
+  },
+  allow: { subscribe: ['public/#'] },
+  deny: { publish: ['$SYS/#', 'trusted/+/forbidden'], subscribe: ['trusted/+/dvs/private/#'] },
+});
+
+const subject = (username: string, roles: string[], extra: Partial<AclSubject> = {}): AclSubject => ({ username, clientId: `${username}-c`, roles, ...extra });
+const server = subject('x3000c0s9b0n0', ['server']);
+
+describe('ACL policy', () => {
+  it('grants by role with %u substitution and denies by default', () => {
+    assert.equal(evaluate(policy, server, 'publish', 'trusted/x3000c0s9b0n0/dvs/server/state').allowed, true);
+    const other = evaluate(policy, server, 'publish', 'trusted/someone-else/dvs/server/state');
+    assert.deepEqual([other.allowed, other.reason], [false, 'no_grant']);
+    assert.equal(evaluate(policy, subject('nobody', []), 'publish', 'anything').reason, 'no_grant');
+  });
+
+  it('lets deny rules win over allows, role and top level', () => {
+    const roleDeny = evaluate(policy, server, 'publish', 'trusted/x3000c0s9b0n0/secret');
+    assert.deepEqual([roleDeny.allowed, roleDeny.reason], [false, 'deny_rule']);
+    assert.match(roleDeny.rule!, /roles\.server\.deny\.publish/);
+    const admin = subject('root', ['admin']);
+    assert.equal(evaluate(policy, admin, 'publish', 'a/b').allowed, true);
+    assert.equal(evaluate(policy, admin, 'publish', '$SYS/broker/load').reason, 'deny_rule');
+    assert.equal(evaluate(policy, admin, 'publish', 'trusted/x/forbidden').reason, 'deny_rule');
+    assert.equal(evaluate(policy, subject('root', ['admin', 'server']), 'publish', 'trusted/root/secret').reason, 'deny_rule', 'a deny of one role beats an allow of another');
+  });
+
+  it('substitutes %c with the client id', () => {
+    const dev = { username: 'd', clientId: 'sensor-17', roles: ['device'] };
+    assert.equal(evaluate(policy, dev, 'publish', 'devices/sensor-17/telemetry').allowed, true);
+    assert.equal(evaluate(policy, dev, 'publish', 'devices/sensor-18/telemetry').allowed, false);
+  });
+
+  it('never lets a username or client id with wildcards or separators widen a grant', () => {
+    for (const username of ['#', '+', 'a/b', 'x/#', '', '$SYS']) {
+      const s = subject(username, ['server']);
+      for (const topic of ['trusted/a/b', 'trusted/x/y/z', 'trusted/#', 'trusted/+/q', 'trusted//q']) {
+        assert.equal(evaluate(policy, s, 'publish', topic.includes('#') || topic.includes('+') ? 'trusted/q' : topic).allowed, false, `${username} ${topic}`);
+      }
+      assert.equal(evaluate(policy, s, 'subscribe', 'trusted/#').allowed, false, username);
+      assert.equal(evaluate(policy, s, 'subscribe', `trusted/${username}/cmd/x`).allowed, false, username);
+    }
+    const dev = { username: 'd', clientId: '+', roles: ['device'] };
+    assert.equal(evaluate(policy, dev, 'publish', 'devices/anyone/telemetry').allowed, false);
+  });
+
+  it('authorizes subscriptions by filter coverage; an overlapping deny refuses the whole filter', () => {
+    const mon = subject('m', ['monitor']);
+    assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/+/dvs/server/state').allowed, true);
+    assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/x/dvs/a/#').allowed, true);
+    assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/x/other/#').reason, 'no_grant', 'wider than any grant');
+    assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/#').allowed, false);
+    assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/+/dvs/#').reason, 'deny_rule', 'overlaps trusted/+/dvs/private/#');
+    assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/x/dvs/private/keys').reason, 'deny_rule');
+    assert.equal(evaluate(policy, mon, 'subscribe', 'public/news').allowed, true, 'top-level allow applies to everyone');
+  });
+
+  it('authorizes $share subscriptions on the inner filter', () => {
+    const mon = subject('m', ['monitor']);
+    assert.equal(evaluate(policy, mon, 'subscribe', '$share/g/trusted/+/dvs/server/state').allowed, true);
+    assert.equal(evaluate(policy, mon, 'subscribe', '$share/g/trusted/#').allowed, false);
+    assert.equal(evaluate(policy, mon, 'subscribe', '$share/g').reason, 'invalid_topic');
+  });
+
+  it('refuses invalid topics and filters', () => {
+    assert.equal(evaluate(policy, server, 'publish', 'trusted/x3000c0s9b0n0/+').reason, 'invalid_topic');
+    assert.equal(evaluate(policy, server, 'subscribe', 'trusted/#/x').reason, 'invalid_topic');
+  });
+
+  it('lets a token acl claim narrow, never widen, the role grants', () => {
+    const narrowed = { ...server, tokenAcl: { publish: ['trusted/x3000c0s9b0n0/dvs/server/state'] } };
+    assert.equal(evaluate(policy, narrowed, 'publish', 'trusted/x3000c0s9b0n0/dvs/server/state').allowed, true);
+    assert.equal(evaluate(policy, narrowed, 'publish', 'trusted/x3000c0s9b0n0/other').reason, 'token_acl');
+    assert.equal(evaluate(policy, narrowed, 'subscribe', 'trusted/x3000c0s9b0n0/cmd/a').reason, 'token_acl', 'a claim without subscribe grants no subscribe');
+    const widening = { ...server, tokenAcl: { publish: ['#'] } };
+    assert.equal(evaluate(policy, widening, 'publish', 'elsewhere/topic').reason, 'no_grant');
+    assert.equal(evaluate(policy, widening, 'publish', 'trusted/x3000c0s9b0n0/secret').reason, 'deny_rule');
+  });
+
+  it('without a policy (jwt mode, no ACL file) grants only what the token claim grants', () => {
+    assert.equal(evaluate(null, server, 'publish', 'trusted/x3000c0s9b0n0/a').reason, 'no_grant');
+    const withClaim = { ...server, tokenAcl: { publish: ['trusted/x3000c0s9b0n0/#'], subscribe: ['cmd/+'] } };
+    assert.equal(evaluate(null, withClaim, 'publish', 'trusted/x3000c0s9b0n0/a').allowed, true);
+    assert.equal(evaluate(null, withClaim, 'publish', 'trusted/other/a').reason, 'token_acl');
+    assert.equal(evaluate(null, withClaim, 'subscribe', 'cmd/x').allowed, true);
+    assert.equal(evaluate(null, withClaim, 'subscribe', 'cmd/#').allowed, false);
+  });
+
+  it('ignores roles the policy does not define, including prototype names', () => {
+    for (const role of ['unknown', 'constructor', '__proto__', 'toString']) {
+      assert.equal(evaluate(policy, subject('u', [role]), 'publish', 'a').reason, 'no_grant');
+    }
+  });
+
+  it('validates policy documents strictly', () => {
+    assert.throws(() => compilePolicy({ roles: { a: { publsh: ['x'] } } }), AclPolicyError);
+    assert.throws(() => compilePolicy({ roles: { a: { publish: ['a/#/b'] } } }), /not a valid topic filter/);
+    assert.throws(() => compilePolicy({ roles: { a: { publish: 'x' } } }), /expected a list/);
+    assert.throws(() => compilePolicy({ rules: {} }), /unknown key/);
+    assert.throws(() => compilePolicy({ roles: { a: { subscribe: ['$share/g/x'] } } }), /inner filter/);
+    assert.throws(() => compilePolicy({ version: 2 }), /version/);
+    assert.throws(() => compilePolicy(['x']), AclPolicyError);
+    assert.doesNotThrow(() => compilePolicy(null));
+    assert.doesNotThrow(() => compilePolicy({ roles: { empty: null } }));
+  });
+
+  it('parses token acl claims', () => {
+    assert.deepEqual(parseTokenAcl({ publish: ['a/#'] }), { publish: ['a/#'] });
+    assert.equal(parseTokenAcl({ publish: 'a/#' }), undefined);
+    assert.equal(parseTokenAcl({ publish: ['a/#/b'] }), undefined);
+    assert.equal(parseTokenAcl({ write: ['a'] }), undefined);
+    assert.equal(parseTokenAcl(['a']), undefined);
+  });
+});

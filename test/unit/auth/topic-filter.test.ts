@@ -1,0 +1,66 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { covers, innerFilter, isValidTopicFilter, isValidTopicName, matches, overlaps, splitLevels } from '../../../src/auth/topic-filter.js';
+
+const m = (f: string, t: string) => matches(splitLevels(f), splitLevels(t));
+const c = (outer: string, inner: string) => covers(splitLevels(outer), splitLevels(inner));
+const o = (a: string, b: string) => overlaps(splitLevels(a), splitLevels(b));
+
+describe('topic filter algebra', () => {
+  it('matches topic names against filters', () => {
+    assert.ok(m('trusted/+/dvs/#', 'trusted/x/dvs/server/state'));
+    assert.ok(m('a/#', 'a'), '# matches the parent level [MQTT-4.7.1-2]');
+    assert.ok(m('#', 'a/b/c'));
+    assert.ok(m('+/+', 'a/b'));
+    assert.ok(m('a/+', 'a/'), '+ matches an empty level');
+    assert.ok(!m('a/+', 'a/b/c'));
+    assert.ok(!m('a/b', 'a/b/c'));
+    assert.ok(!m('a/b/c', 'a/b'));
+    assert.ok(!m('#', '$SYS/broker'), 'wildcards do not match $ topics [MQTT-4.7.2-1]');
+    assert.ok(!m('+/broker', '$SYS/broker'));
+    assert.ok(m('$SYS/#', '$SYS/broker'));
+  });
+
+  it('covers: an allowed filter covers a requested filter only if every matched topic is allowed', () => {
+    assert.ok(c('trusted/+/dvs/#', 'trusted/x/dvs/state'));
+    assert.ok(c('trusted/+/dvs/#', 'trusted/+/dvs/a/#'));
+    assert.ok(c('trusted/+/dvs/#', 'trusted/x/dvs'), '# covers the parent level');
+    assert.ok(!c('trusted/+/dvs/#', 'trusted/#'));
+    assert.ok(!c('trusted/+/dvs/#', 'trusted/+/#'));
+    assert.ok(!c('trusted/x/dvs/#', 'trusted/+/dvs/#'), 'a literal does not cover +');
+    assert.ok(c('a/+', 'a/+'));
+    assert.ok(!c('a/+', 'a/#'), '+ does not cover #');
+    assert.ok(c('#', '#'));
+    assert.ok(c('#', 'a/+/b'));
+    assert.ok(!c('#', '$SYS/#'));
+    assert.ok(!c('a/b', 'a/b/c'));
+    assert.ok(!c('a/b/c', 'a/b'));
+  });
+
+  it('overlaps: there is a topic both filters match', () => {
+    assert.ok(o('trusted/#', 'trusted/x/secret'));
+    assert.ok(o('trusted/+/secret', 'trusted/x/#'));
+    assert.ok(o('a/#', 'a'));
+    assert.ok(o('+/b', 'a/+'));
+    assert.ok(!o('a/b/#', 'a'));
+    assert.ok(!o('a/b', 'a/c'));
+    assert.ok(!o('a/+', 'a/b/c'));
+    assert.ok(!o('#', '$SYS/x'));
+    assert.ok(o('$SYS/#', '$SYS/x'));
+  });
+
+  it('validates names and filters', () => {
+    assert.ok(isValidTopicName('a/b'));
+    for (const bad of ['', 'a/+', 'a/#', 'a\u0000b']) assert.ok(!isValidTopicName(bad), bad);
+    for (const good of ['#', '+', 'a/+/b', 'a/#', '/']) assert.ok(isValidTopicFilter(good), good);
+    for (const bad of ['', 'a/#/b', 'a/b#', 'a+/b', '##']) assert.ok(!isValidTopicFilter(bad), bad);
+  });
+
+  it('unwraps shared subscriptions', () => {
+    assert.equal(innerFilter('$share/g1/trusted/+/state'), 'trusted/+/state');
+    assert.equal(innerFilter('plain/topic'), 'plain/topic');
+    assert.equal(innerFilter('$share/g1'), undefined);
+    assert.equal(innerFilter('$share//a'), undefined);
+    assert.equal(innerFilter('$share/g+/a'), undefined);
+  });
+});
