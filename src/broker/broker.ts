@@ -184,11 +184,14 @@ export class Broker {
    */
   openSession(clientId: string, cleanStart: boolean, expiryIntervalS: number): { session: Session; present: boolean } {
     const existing = this.sessions.get(clientId);
+    const pendingWill = this.wills.pendingFor(clientId);
+    // a 3.1.1 grace will is dropped by any reconnect of the client id; a 5.0 delayed will by a
+    // reconnect to the same session, while a clean start ends the session and sends it (endSession)
+    if (pendingWill && (pendingWill.record.protocolVersion !== 5 || !cleanStart)) this.wills.cancel(clientId, 'reconnect');
     if (existing && !cleanStart) {
       this.offline.delete(existing);
       existing.expiryIntervalS = expiryIntervalS;
       existing.epoch++;
-      this.wills.cancel(clientId, 'reconnect');
       this.updateSessionGauges();
       return { session: existing, present: true };
     }

@@ -52,7 +52,8 @@ export class WillManager {
    */
   disconnected(record: WillRecord, sessionExpiryS: number): void {
     this.cancel(record.clientId, 'replaced');
-    const delayS = Math.min(record.delayS, sessionExpiryS);
+    // the 3.1.1 grace (VIGIL_WILL_GRACE_MS) is Vigil's, not the session's: it is not cut short by the session ending
+    const delayS = record.protocolVersion === 5 ? Math.min(record.delayS, sessionExpiryS) : record.delayS;
     if (delayS <= 0) {
       void this.fire(record);
       return;
@@ -84,7 +85,7 @@ export class WillManager {
   /** The session ended (expiry, or replaced by a clean start): a pending will goes now. */
   sessionEnded(clientId: string): void {
     const p = this.pending.get(clientId);
-    if (!p) return;
+    if (!p || p.record.protocolVersion !== 5) return;
     p.timer.cancel();
     this.pending.delete(clientId);
     this.deps.metrics.willsPending.set(this.pending.size);

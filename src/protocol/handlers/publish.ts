@@ -63,7 +63,6 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
 function decided(ch: Channel, packet: IPublishPacket, message: StoredMessage, verdict: Verdict): void {
   if (verdict.allowed) return routeAndAck(ch, packet, message);
   const { metrics, log, config } = ch.ctx;
-  metrics.aclDeniesTotal.inc({ action: 'publish' });
   metrics.messagesDroppedTotal.inc({ reason: 'not_authorized' });
   log.info({ clientId: ch.clientId, username: ch.identity?.username, topic: message.topic, reason: verdict.reason }, 'publish denied');
   const id = packet.messageId!;

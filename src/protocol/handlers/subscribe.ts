@@ -68,7 +68,6 @@ function granted(ch: Channel, packet: ISubscribePacket, requested: Requested[], 
       continue;
     }
     if (!verdicts[i].allowed) {
-      metrics.aclDeniesTotal.inc({ action: 'subscribe' });
       log.info({ clientId: ch.clientId, username: ch.identity?.username, filter: sub.filter, reason: (verdicts[i] as { reason?: string }).reason }, 'subscribe denied');
       codes.push(v5 ? RC.NOT_AUTHORIZED : 0x80);
       continue;
