@@ -2,6 +2,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createIdentity, type IdentityModule, type RevocationEntry } from './auth/index.js';
 import { Broker } from './broker/broker.js';
 import { systemClock, type Clock } from './clock.js';
@@ -12,6 +13,10 @@ import type { ChannelContext } from './protocol/channel.js';
 import { RC } from './protocol/reason-codes.js';
 import { MemoryRetainedStore } from './store/memory/retained.js';
 import { attachConnection, type ByteStream } from './transport/connection.js';
+import { listenersFromConfig, type MqttListener } from './transport/listeners.js';
+import { createAdminHandler, type AdminHandler } from './http/admin.js';
+import { localAdminDeps } from './http/admin-local.js';
+import { willAuthorizedAtFire } from './broker/wills.js';
 import type { Channel } from './protocol/channel.js';
 
 export interface ServerOptions {
@@ -27,7 +32,9 @@ export class VigilServer {
   private ctx!: ChannelContext;
   private mqttServer?: net.Server;
   private httpServer?: http.Server;
-  private readonly sockets = new Set<net.Socket>();
+  private readonly sockets = new Set<Duplex>();
+  private listeners: { listener: MqttListener; port: number }[] = [];
+  private admin!: AdminHandler;
   private draining = false;
   identity!: IdentityModule;
 
@@ -43,6 +50,11 @@ export class VigilServer {
 
   get metricsPort(): number {
     return (this.httpServer?.address() as AddressInfo | null)?.port ?? 0;
+  }
+
+  /** Port of the TLS / WebSocket listener, 0 when off. */
+  listenerPort(name: 'tls' | 'ws'): number {
+    return this.listeners.find((l) => l.listener.name === name)?.listener.port ?? 0;
   }
 
   get ready(): boolean {
@@ -66,11 +78,30 @@ export class VigilServer {
     });
     this.ctx = { broker: this.broker, config, metrics: this.metrics, log, clock: this.clock, authenticator, authorizer };
     this.broker.start();
+    const revocations = this.identity.revocations;
+    this.admin = createAdminHandler({
+      token: config.adminToken,
+      log,
+      deps: localAdminDeps({
+        broker: this.broker,
+        nodeId: config.nodeId,
+        clock: this.clock,
+        willAuthz: config.willAuthz,
+        decide: (record) => willAuthorizedAtFire(record, { authenticator, authorizer, willAuthz: config.willAuthz }),
+        revoke: (kind, value, ttlS) => {
+          const options = { untilMs: ttlS ? this.clock.now() + ttlS * 1000 : undefined, note: 'admin API' };
+          return kind === 'subject' ? revocations.revokeSubject(value, options) : revocations.revokeJti(value, options);
+        },
+      }),
+    });
+    // throws naming the file when a TLS certificate, key or CA cannot be read
+    this.listeners = listenersFromConfig(config, { ctx: this.ctx, admit: (stream, name) => this.admit(stream, name) });
 
     this.mqttServer = net.createServer((socket) => this.acceptSocket(socket, 'tcp'));
     this.mqttServer.maxConnections = config.maxConnections;
     this.httpServer = http.createServer((req, res) => void this.handleHttp(req, res));
     await listen(this.mqttServer, config.mqttPort, config.bind);
+    for (const { listener, port } of this.listeners) await listener.listen(port, config.bind);
     await listen(this.httpServer, config.metricsPort, config.metricsBind);
     log.info({ mqttPort: this.mqttPort, metricsPort: this.metricsPort, auth: config.auth, cluster: !!config.redisUrl }, 'vigil listening');
   }
@@ -81,19 +112,24 @@ export class VigilServer {
   }
 
   private acceptSocket(socket: net.Socket, listener: string): void {
-    if (this.draining) {
+    if (!this.admit(socket, listener)) {
       socket.destroy();
       return;
     }
+    attachConnection(socket, this.ctx, listener);
+  }
+
+  /** Every listener asks here: no new connections while draining or at the limit; tracked for stop(). */
+  private admit(stream: Duplex, _listener: string): boolean {
+    if (this.draining) return false;
     if (this.sockets.size >= this.config.maxConnections) {
       this.metrics.connectionsRefusedTotal.inc({ reason: 'max_connections' });
       this.metrics.limitHitsTotal.inc({ limit: 'max_connections' });
-      socket.destroy();
-      return;
+      return false;
     }
-    this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
-    attachConnection(socket, this.ctx, listener);
+    this.sockets.add(stream);
+    stream.once('close', () => this.sockets.delete(stream));
+    return true;
   }
 
   private async handleHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -107,6 +143,8 @@ export class VigilServer {
       } else if (url.pathname === '/readyz') {
         const ready = this.ready;
         res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready }));
+      } else if (await this.admin(req, res)) {
+        // answered by the admin API (/admin/...)
       } else {
         res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'not found' }));
       }
@@ -125,6 +163,7 @@ export class VigilServer {
     const deadline = Date.now() + this.config.shutdownGraceMs;
     while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const s of this.sockets) s.destroy();
+    await Promise.all(this.listeners.map(({ listener }) => listener.close()));
     await Promise.all(this.broker.wills.flushAll());
     this.broker.stop();
     await new Promise<void>((resolve) => (this.httpServer ? this.httpServer.close(() => resolve()) : resolve()));
