@@ -11,6 +11,7 @@ import { createLogger, type Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import type { ChannelContext } from './protocol/channel.js';
 import { RC } from './protocol/reason-codes.js';
+import { FailureLimiter, RateLimiter } from './limits/rate-limiter.js';
 import { MemoryRetainedStore } from './store/memory/retained.js';
 import { attachConnection, type ByteStream } from './transport/connection.js';
 import { listenersFromConfig, type MqttListener } from './transport/listeners.js';
@@ -36,6 +37,7 @@ export class VigilServer {
   private listeners: { listener: MqttListener; port: number }[] = [];
   private admin!: AdminHandler;
   private draining = false;
+  private connectRate!: RateLimiter;
   identity!: IdentityModule;
 
   constructor(readonly config: Config, options: ServerOptions = {}) {
@@ -76,7 +78,20 @@ export class VigilServer {
       authorizer,
       retained: new MemoryRetainedStore(),
     });
-    this.ctx = { broker: this.broker, config, metrics: this.metrics, log, clock: this.clock, authenticator, authorizer };
+    this.ctx = {
+      broker: this.broker,
+      config,
+      metrics: this.metrics,
+      log,
+      clock: this.clock,
+      authenticator,
+      authorizer,
+      limits: {
+        authFailuresByAddress: new FailureLimiter(config.authFailuresPerAddress),
+        authFailuresByUsername: new FailureLimiter(config.authFailuresPerUsername),
+      },
+    };
+    this.connectRate = new RateLimiter(config.connectRatePerAddress, config.connectRatePerAddress * 2);
     this.broker.start();
     const revocations = this.identity.revocations;
     this.admin = createAdminHandler({
@@ -122,6 +137,12 @@ export class VigilServer {
   /** Every listener asks here: no new connections while draining or at the limit; tracked for stop(). */
   private admit(stream: Duplex, _listener: string): boolean {
     if (this.draining) return false;
+    const address = (stream as { remoteAddress?: string }).remoteAddress ?? 'unknown';
+    if (!this.connectRate.take(address, this.clock.now())) {
+      this.metrics.connectionsRefusedTotal.inc({ reason: 'connect_rate' });
+      this.metrics.limitHitsTotal.inc({ limit: 'connect_rate' });
+      return false;
+    }
     if (this.sockets.size >= this.config.maxConnections) {
       this.metrics.connectionsRefusedTotal.inc({ reason: 'max_connections' });
       this.metrics.limitHitsTotal.inc({ limit: 'max_connections' });

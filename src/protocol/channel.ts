@@ -11,6 +11,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { WillRecord } from '../store/types.js';
+import type { FailureLimiter } from '../limits/rate-limiter.js';
 import { withPacketId, type OutgoingPublish } from './publish-encoder.js';
 import { ProtocolViolation, RC, reasonName } from './reason-codes.js';
 import { handleConnect } from './handlers/connect.js';
@@ -31,8 +32,15 @@ export interface ChannelIO {
   readonly certSubject?: string;
 }
 
+/** Limiters shared by every connection of a node. */
+export interface ChannelLimits {
+  readonly authFailuresByAddress: FailureLimiter;
+  readonly authFailuresByUsername: FailureLimiter;
+}
+
 export interface ChannelContext {
   readonly broker: Broker;
+  readonly limits: ChannelLimits;
   readonly config: Config;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -176,6 +184,17 @@ export class Channel implements SessionLink, LiveConnection {
     this.close(reasonCode, message);
   }
 
+  /**
+   * A CONNECT with a protocol level we do not speak [MQTT-3.1.2-2]: CONNACK 0x01 in the 3.1.1
+   * form (the only one a client of unknown version can be expected to read), then close.
+   */
+  refuseProtocolLevel(): void {
+    this.ctx.metrics.connectOutcomesTotal.inc({ code: reasonName(RC.UNSUPPORTED_PROTOCOL_VERSION), version: 'unknown' });
+    this.ctx.log.info({ remote: this.io.remoteAddress }, 'unsupported protocol level, closing');
+    this.io.write(CONNACK_UNACCEPTABLE_PROTOCOL_LEVEL);
+    this.close(undefined, 'connect_refused_unsupported_protocol_version');
+  }
+
   // ---- output --------------------------------------------------------------------------
 
   send(packet: Packet): void {
@@ -290,6 +309,7 @@ export class Channel implements SessionLink, LiveConnection {
 }
 
 const PINGRESP = Buffer.from([0xd0, 0x00]);
+const CONNACK_UNACCEPTABLE_PROTOCOL_LEVEL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
 
 /** PUBACK / PUBREC / PUBREL / PUBCOMP with success: four bytes, no encoder needed. */
 export function ack(firstByte: number, packetId: number): Buffer {

@@ -1,6 +1,7 @@
 // A ChannelContext built the way src/server.ts builds one (broker, metrics, anonymous
 // authenticator, allow-all authorizer), for tests that drive a listener or the transport
 // without a whole VigilServer.
+import { FailureLimiter } from '../../src/limits/rate-limiter.js';
 import type { Authenticator, Authorizer } from '../../src/auth/types.js';
 import { Broker } from '../../src/broker/broker.js';
 import { systemClock } from '../../src/clock.js';
@@ -34,7 +35,7 @@ export function createTestContext(overrides: Partial<Config> = {}): TestContext 
   const broker = new Broker({ config, metrics, log, clock, authenticator, authorizer, retained: new MemoryRetainedStore() });
   broker.start();
   return {
-    ctx: { broker, config, metrics, log, clock, authenticator, authorizer },
+    ctx: { broker, config, metrics, log, clock, authenticator, authorizer, limits: { authFailuresByAddress: new FailureLimiter(0), authFailuresByUsername: new FailureLimiter(0) } },
     close: () => broker.stop(),
   };
 }

@@ -7,8 +7,11 @@ import type { AuthOutcome, Identity } from '../../auth/types.js';
 import { NEVER_EXPIRES } from '../../broker/broker.js';
 import type { WillRecord, MessageProperties } from '../../store/types.js';
 import type { Channel } from '../channel.js';
-import { connackCode311, RC, reasonName } from '../reason-codes.js';
+import { connackCode311, ProtocolViolation, RC, reasonName } from '../reason-codes.js';
 import { validTopicName } from '../topics.js';
+
+/** Refusals that count towards the authentication back-off (not busy / unavailable). */
+const CREDENTIAL_FAILURES = new Set<number>([RC.BAD_USERNAME_OR_PASSWORD, RC.NOT_AUTHORIZED, RC.BAD_AUTHENTICATION_METHOD]);
 
 interface Refusal {
   readonly code: number;
@@ -18,8 +21,18 @@ interface Refusal {
 export function handleConnect(ch: Channel, packet: IConnectPacket): void {
   const version = packet.protocolVersion ?? 4;
   ch.protocolVersion = version;
+  // mqtt-packet checks the other CONNECT flags but lets Will QoS 3 through [MQTT-3.1.2-14]
+  if ((packet.will?.qos ?? 0) > 2) throw new ProtocolViolation(RC.MALFORMED_PACKET, 'will QoS 3');
   const refusal = validate(ch, packet);
   if (refusal) return refuse(ch, refusal);
+
+  // authentication failures back off per address and per username, before any crypto
+  const { limits, clock } = ch.ctx;
+  const now = clock.now();
+  if (limits.authFailuresByAddress.blockedFor(ch.io.remoteAddress, now) > 0 || (packet.username && limits.authFailuresByUsername.blockedFor(packet.username, now) > 0)) {
+    ch.ctx.metrics.limitHitsTotal.inc({ limit: 'auth_failures' });
+    return refuse(ch, { code: RC.CONNECTION_RATE_EXCEEDED, reason: 'too many failed authentications, back off' });
+  }
 
   ch.state = 'authenticating';
   const outcome = ch.ctx.authenticator.authenticate({
@@ -80,7 +93,15 @@ function validate(ch: Channel, packet: IConnectPacket): Refusal | undefined {
 
 function authenticated(ch: Channel, packet: IConnectPacket, outcome: AuthOutcome): void {
   if (ch.state !== 'authenticating') return;
-  if (!outcome.ok) return refuse(ch, { code: outcome.reasonCode, reason: outcome.reason });
+  const { limits, clock } = ch.ctx;
+  if (!outcome.ok) {
+    if (CREDENTIAL_FAILURES.has(outcome.reasonCode)) {
+      limits.authFailuresByAddress.failed(ch.io.remoteAddress, clock.now());
+      if (packet.username) limits.authFailuresByUsername.failed(packet.username, clock.now());
+    }
+    return refuse(ch, { code: outcome.reasonCode, reason: outcome.reason });
+  }
+  if (packet.username) limits.authFailuresByUsername.succeeded(packet.username);
   ch.identity = outcome.identity;
   const will = packet.will;
   if (will && ch.ctx.config.willAuthz !== 'fire' && !ch.ctx.authorizer.allowAll) {

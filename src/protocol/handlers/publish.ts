@@ -17,6 +17,7 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
   const qos = packet.qos;
   const props = packet.properties;
   let topic = packet.topic;
+  if (qos > 0 && !packet.messageId) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'packet id 0'); // [MQTT-2.2.1-3]
 
   if (ch.protocolVersion === 5 && props?.topicAlias !== undefined) {
     const alias = props.topicAlias;

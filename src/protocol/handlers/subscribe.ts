@@ -19,6 +19,7 @@ export function handleSubscribe(ch: Channel, packet: ISubscribePacket): void {
   const { config, authorizer } = ch.ctx;
   const v5 = ch.protocolVersion === 5;
   const subscriptionId = packet.properties?.subscriptionIdentifier;
+  if (!packet.messageId) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'packet id 0'); // [MQTT-2.2.1-3]
   if (subscriptionId === 0) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0'); // [MQTT-3.8.2-?]
   if (!packet.subscriptions || packet.subscriptions.length === 0) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without filters'); // [MQTT-3.8.3-3]
 
@@ -105,6 +106,7 @@ function sendRetained(ch: Channel, sub: Subscription, messages: readonly import(
 
 export function handleUnsubscribe(ch: Channel, packet: IUnsubscribePacket): void {
   const session = ch.session!;
+  if (!packet.messageId) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'packet id 0'); // [MQTT-2.2.1-3]
   if (!packet.unsubscriptions || packet.unsubscriptions.length === 0) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'UNSUBSCRIBE without filters'); // [MQTT-3.10.3-2]
   const codes = packet.unsubscriptions.map((raw) => {
     const shared = parseShared(raw);
