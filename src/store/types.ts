@@ -26,8 +26,13 @@ export interface StoredMessage {
 }
 
 export interface RetainedStore {
-  /** Stores or (empty payload) deletes the retained message of a topic. */
-  set(message: StoredMessage): void | Promise<void>;
+  /**
+   * Stores or (empty payload) deletes the retained message of a topic. `writerEpoch` is the
+   * incarnation of the publishing client (for a will: the will record's epoch): a write is
+   * ignored when the topic's last write came from the same client with a higher epoch
+   * (docs/cluster.md, "Retained fencing"). Without it the write is not fenced.
+   */
+  set(message: StoredMessage, writerEpoch?: number): void | Promise<void>;
   /** Retained messages whose topic matches a filter (expired ones are left out and removed). */
   match(filter: string, nowMs: number): StoredMessage[] | Promise<StoredMessage[]>;
   count(): number | Promise<number>;
@@ -80,4 +85,32 @@ export interface PendingMessage {
   /** Set once sent: the packet id and whether PUBREC arrived (QoS 2, waiting for PUBCOMP). */
   packetId?: number;
   released?: boolean;
+  /** Position in the persistent session store (SessionStore), set by load / appendPending. */
+  storeSeq?: number;
+}
+
+/**
+ * Persistent sessions that outlive the node holding them (cluster: Redis; single node: memory).
+ * Every write names the incarnation (epoch) making it: save()/delete() are refused with
+ * StaleEpochError when a newer epoch has saved, the incremental operations unless the stored
+ * epoch is exactly theirs. A session exists once save() ran for it.
+ */
+export interface SessionStore {
+  load(clientId: string): Promise<SessionSnapshot | undefined>;
+  /** Replaces the whole session; returns the storeSeq given to each pending message, in order. */
+  save(snapshot: SessionSnapshot): Promise<number[]>;
+  /** Ends the session; false when there was none. */
+  delete(clientId: string, epoch: number): Promise<boolean>;
+  /** Adds an outgoing message at the end of the pending list; returns its storeSeq. */
+  appendPending(clientId: string, epoch: number, pending: PendingMessage): Promise<number>;
+  /** Records the packet id a pending message was sent with, and whether PUBREC arrived. */
+  markPending(clientId: string, epoch: number, storeSeq: number, packetId: number, released: boolean): Promise<boolean>;
+  /** PUBACK / PUBCOMP / dropped: the message is done. False when unknown. */
+  removePending(clientId: string, epoch: number, storeSeq: number): Promise<boolean>;
+  putSubscription(clientId: string, epoch: number, sub: Subscription): Promise<void>;
+  removeSubscription(clientId: string, epoch: number, filter: string, group?: string): Promise<boolean>;
+  addIncomingQos2(clientId: string, epoch: number, packetId: number): Promise<boolean>;
+  removeIncomingQos2(clientId: string, epoch: number, packetId: number): Promise<boolean>;
+  /** Disconnected: the session ends in `ms`; connected again: undefined (no end). */
+  setExpiry(clientId: string, epoch: number, ms: number | undefined): Promise<void>;
 }

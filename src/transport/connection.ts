@@ -1,9 +1,10 @@
 // The transport: bytes in, packets to the channel; packets out, batched per event-loop
 // turn (cork/uncork gives one writev for everything a turn produced). Oversized packets are
 // refused from the fixed header, before their body is buffered.
+import { isUtf8 } from 'node:buffer';
 import type { Duplex } from 'node:stream';
 import mqttPacket from 'mqtt-packet';
-import type { Packet } from 'mqtt-packet';
+import type { Packet, Parser } from 'mqtt-packet';
 import { Channel, type ChannelContext, type ChannelIO } from '../protocol/channel.js';
 import { RC } from '../protocol/reason-codes.js';
 
@@ -64,6 +65,7 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
   const io = new StreamIO(stream, ctx, remote, listener, certSubject);
   const channel = new Channel(ctx, io);
   const parser = mqttPacket.parser({ protocolVersion: 4 });
+  strictUtf8Strings(parser);
   const max = ctx.config.maxPacketSize;
   const gauge = ctx.metrics.connectionsCurrent.labels(listener);
   gauge.inc();
@@ -71,11 +73,13 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
   stream.setNoDelay?.(true);
 
   parser.on('packet', (packet: Packet) => {
-    if ((packet.length ?? 0) > max) return tooLarge(channel);
+    if (packetSize(packet.length ?? 0) > max) return tooLarge(channel);
     channel.handlePacket(packet);
   });
   parser.on('error', (err: Error) => {
-    if (channel.state !== 'closing' && channel.state !== 'closed') channel.handleFramingError(err.message);
+    if (channel.state === 'closing' || channel.state === 'closed') return;
+    if (channel.state === 'awaiting-connect' && err.message === 'Invalid protocol version') channel.refuseProtocolLevel();
+    else channel.handleFramingError(err.message);
   });
   stream.on('data', (chunk: Buffer) => {
     if (channel.state === 'closing' || channel.state === 'closed') return;
@@ -89,7 +93,7 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
     }
     // the header is parsed and the body is still coming: refuse before buffering it [MQTT-3.2.2-?]
     const pendingLength = (parser as unknown as { packet: { length: number } }).packet.length;
-    if (pendingLength > max) tooLarge(channel);
+    if (pendingLength > 0 && packetSize(pendingLength) > max) tooLarge(channel);
   });
   stream.on('drain', () => channel.drained());
   stream.on('error', () => undefined); // 'close' follows; nothing a peer does may crash the process
@@ -98,6 +102,29 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
     channel.closed();
   });
   return channel;
+}
+
+/** Maximum Packet Size counts the whole packet: fixed header byte, remaining length, body [MQTT-3.2.2-15]. */
+function packetSize(remainingLength: number): number {
+  const lengthBytes = remainingLength < 128 ? 1 : remainingLength < 16384 ? 2 : remainingLength < 2097152 ? 3 : 4;
+  return 1 + lengthBytes + remainingLength;
+}
+
+/**
+ * mqtt-packet decodes strings leniently, turning ill-formed UTF-8 (and encoded surrogates)
+ * into U+FFFD; such a string makes the packet malformed [MQTT-1.5.4-1]. Only a string that
+ * decoded to U+FFFD needs the exact check, so well-formed traffic pays one scan at most.
+ */
+function strictUtf8Strings(parser: Parser): void {
+  const internals = parser as unknown as { _parseString(): string | null; _pos: number; _list: { slice(start: number, end: number): Buffer } };
+  const lenient = internals._parseString;
+  internals._parseString = function (this: typeof internals): string | null {
+    const start = this._pos;
+    const s = lenient.call(this);
+    // null makes the parser report the packet as malformed ("Cannot parse topic", ...)
+    if (s !== null && s.includes('\uFFFD') && !isUtf8(this._list.slice(start + 2, this._pos))) return null;
+    return s;
+  };
 }
 
 function tooLarge(channel: Channel): void {

@@ -11,7 +11,11 @@ export class MemoryRetainedStore implements RetainedStore {
   private readonly root = new Node();
   private size = 0;
 
-  set(message: StoredMessage): void {
+  /** Last fenced writer per topic (kept after a delete, so it keeps fencing). */
+  private readonly writers = new Map<string, { clientId: string; epoch: number }>();
+
+  set(message: StoredMessage, writerEpoch?: number): void {
+    if (!this.admit(message, writerEpoch)) return;
     const levels = message.topic.split('/');
     if (message.payload.length === 0) {
       this.delete(levels);
@@ -28,6 +32,19 @@ export class MemoryRetainedStore implements RetainedStore {
     }
     if (!node.message) this.size++;
     node.message = message;
+  }
+
+  /** The retained fencing rule (same as retain-set.lua): false = ignore this write. */
+  private admit(message: StoredMessage, writerEpoch: number | undefined): boolean {
+    const clientId = message.origin;
+    const last = this.writers.get(message.topic);
+    if (writerEpoch === undefined || clientId === '') {
+      if (last && last.clientId !== clientId) this.writers.delete(message.topic);
+      return true;
+    }
+    if (last && last.clientId === clientId && last.epoch > writerEpoch) return false;
+    this.writers.set(message.topic, { clientId, epoch: writerEpoch });
+    return true;
   }
 
   match(filter: string, nowMs: number): StoredMessage[] {
