@@ -33,6 +33,7 @@ export class ClientPool {
   async connect(url: string, options: IClientOptions = {}, timeoutMs = 3000): Promise<TestClient> {
     const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: timeoutMs, ...options });
     this.clients.add(client);
+    client.on('error', () => undefined); // errors are asserted through events and CONNACK, never thrown
     const messages: Received[] = [];
     const waiters = new Set<() => void>();
     client.on('message', (topic, payload, packet) => {
@@ -50,7 +51,6 @@ export class ClientPool {
         reject(err);
       });
     });
-    client.on('error', () => undefined); // later errors are asserted through events, not thrown
     let disconnectPacket: { reasonCode?: number } | undefined;
     let closed = false;
     client.on('disconnect', (p) => (disconnectPacket = p));

@@ -1,0 +1,138 @@
+// Wills [MQTT-3.1.2-8..10, MQTT-3.14.4-3]: published when the connection ends without a normal
+// DISCONNECT or with DISCONNECT 0x04, not after DISCONNECT 0x00; MQTT 5 Will Delay Interval:
+// a reconnect within the delay cancels it, and it goes at the earlier of delay end and session end.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { startBroker, type TestBroker } from '../helpers/broker.js';
+import { ClientPool, sleep, uniqueId, VERSIONS, versionName, type TestClient } from '../helpers/mqtt.js';
+import { RawClient } from '../helpers/raw-client.js';
+
+describe('wills', { timeout: 30000, concurrency: true }, () => {
+  let broker: TestBroker;
+  const pool = new ClientPool();
+  const raws: RawClient[] = [];
+  before(async () => {
+    broker = await startBroker();
+  });
+  // the tests wait on timers, so they run concurrently and clean up together
+  after(async () => {
+    await pool.closeAll();
+    for (const r of raws.splice(0)) r.close();
+    await broker.close();
+  });
+
+  async function watch(topic: string): Promise<TestClient> {
+    const watcher = await pool.connect(broker.url, { protocolVersion: 5, clientId: uniqueId('watch') });
+    await watcher.mqtt.subscribeAsync(topic, { qos: 1 });
+    return watcher;
+  }
+
+  for (const v of VERSIONS) {
+    describe(versionName(v), { concurrency: true }, () => {
+      it('a connection lost without DISCONNECT publishes the will', async () => {
+        const w = await watch(`will/${v}/lost`);
+        const { client } = await RawClient.connect(broker.port, v, { clientId: uniqueId(), will: { topic: `will/${v}/lost`, payload: Buffer.from('gone'), qos: 1, retain: false } });
+        raws.push(client);
+        client.close();
+        const [m] = await w.waitForMessages(1);
+        assert.equal(m.payload, 'gone');
+      });
+
+      it('a normal DISCONNECT discards the will', async () => {
+        const w = await watch(`will/${v}/normal`);
+        const c = await pool.connect(broker.url, { protocolVersion: v, clientId: uniqueId(), will: { topic: `will/${v}/normal`, payload: 'no', qos: 1, retain: false } });
+        await c.mqtt.endAsync();
+        await sleep(300);
+        assert.deepEqual(w.messages, []);
+      });
+
+      it('a retained will is stored as retained', async () => {
+        const { client } = await RawClient.connect(broker.port, v, { clientId: uniqueId(), will: { topic: `will/${v}/retained`, payload: Buffer.from('kept'), qos: 1, retain: true } });
+        raws.push(client);
+        client.close();
+        await client.waitForClose();
+        await sleep(100);
+        const w = await watch(`will/${v}/retained`);
+        const [m] = await w.waitForMessages(1);
+        assert.equal(m.payload, 'kept');
+        assert.equal(m.packet.retain, true);
+      });
+
+      it('a protocol error closes the connection and publishes the will', async () => {
+        const w = await watch(`will/${v}/error`);
+        const { client } = await RawClient.connect(broker.port, v, { clientId: uniqueId(), will: { topic: `will/${v}/error`, payload: Buffer.from('err'), qos: 0, retain: false } });
+        raws.push(client);
+        client.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: v, clean: true, clientId: 'x', keepalive: 0 });
+        const [m] = await w.waitForMessages(1);
+        assert.equal(m.payload, 'err');
+      });
+    });
+  }
+
+  describe('MQTT 5.0', { concurrency: true }, () => {
+    const willConnect = (clientId: string, topic: string, delayS: number, expiryS: number) =>
+      RawClient.connect(broker.port, 5, {
+        clientId,
+        clean: false,
+        properties: { sessionExpiryInterval: expiryS },
+        will: { topic, payload: Buffer.from('delayed'), qos: 1, retain: false, properties: { willDelayInterval: delayS } },
+      });
+
+    it('DISCONNECT 0x04 (disconnect with will) publishes the will', async () => {
+      const w = await watch('will/5/rc4');
+      const c = await pool.connect(broker.url, { protocolVersion: 5, clientId: uniqueId(), will: { topic: 'will/5/rc4', payload: 'asked for', qos: 1, retain: false } });
+      await c.mqtt.endAsync(false, { reasonCode: 0x04 });
+      const [m] = await w.waitForMessages(1);
+      assert.equal(m.payload, 'asked for');
+    });
+
+    it('the will waits for its delay', async () => {
+      const w = await watch('will/5/delay');
+      const { client } = await willConnect(uniqueId(), 'will/5/delay', 1, 60);
+      raws.push(client);
+      const lostAt = Date.now();
+      client.close();
+      await sleep(600);
+      assert.equal(w.messages.length, 0, 'not before the delay');
+      await w.waitForMessages(1, 2000);
+      assert.ok(Date.now() - lostAt >= 950, 'published after about a second');
+    });
+
+    it('a reconnect within the will delay cancels the will', async () => {
+      const w = await watch('will/5/cancel');
+      const id = uniqueId();
+      const first = await willConnect(id, 'will/5/cancel', 1, 60);
+      raws.push(first.client);
+      first.client.close();
+      await first.client.waitForClose();
+      await sleep(200);
+      const again = await RawClient.connect(broker.port, 5, { clientId: id, clean: false, properties: { sessionExpiryInterval: 60 } });
+      raws.push(again.client);
+      assert.equal(again.connack.sessionPresent, true);
+      await sleep(1500);
+      assert.deepEqual(w.messages, []); // [MQTT-3.1.3-9]
+    });
+
+    it('the will goes when the session ends, if that comes before the delay', async () => {
+      const w = await watch('will/5/session-end');
+      const { client } = await willConnect(uniqueId(), 'will/5/session-end', 30, 1);
+      raws.push(client);
+      client.close();
+      const [m] = await w.waitForMessages(1, 2500);
+      assert.equal(m.payload, 'delayed');
+    });
+
+    it('a clean start by the same client id ends the session and publishes a pending will', async () => {
+      const w = await watch('will/5/clean');
+      const id = uniqueId();
+      const { client } = await willConnect(id, 'will/5/clean', 30, 60);
+      raws.push(client);
+      client.close();
+      await client.waitForClose();
+      await sleep(100);
+      assert.equal(w.messages.length, 0);
+      await pool.connect(broker.url, { protocolVersion: 5, clientId: id, clean: true });
+      await w.waitForMessages(1);
+    });
+  });
+});
