@@ -118,7 +118,7 @@ export class WillManager {
     }
     this.deps.metrics.willsFiredTotal.inc();
     this.deps.log.info({ clientId: record.clientId, username: record.identity.username, topic: m.topic }, 'will published');
-    // the Message Expiry Interval of a will counts from when it is published [MQTT-3.1.3-?]
+    // the Message Expiry Interval of a will counts from when it is published (MQTT 5 §3.1.3.2.4)
     const expiresAtMs = record.messageExpiryS === undefined ? undefined : this.deps.clock.now() + record.messageExpiryS * 1000;
     this.deps.publish({ ...m, expiresAtMs });
   }

@@ -5,7 +5,7 @@
 //   ...
 //   await reauthenticate(client, freshToken);   // resolves on AUTH 0x00, rejects if refused
 //
-// The connection must have been opened with Authentication Method `JWT` [MQTT-4.12.0-?]:
+// The connection must have been opened with Authentication Method `JWT` (MQTT 5 §4.12):
 // a client that sent its token as the CONNECT password cannot re-authenticate in place.
 
 /** The parts of an mqtt.js v5 MqttClient this helper uses. */

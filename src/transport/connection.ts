@@ -91,7 +91,7 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
       channel.handleFramingError((err as Error).message);
       return;
     }
-    // the header is parsed and the body is still coming: refuse before buffering it [MQTT-3.2.2-?]
+    // the header is parsed and the body is still coming: refuse before buffering it (MQTT 5 §3.2.2.3.6)
     const pendingLength = (parser as unknown as { packet: { length: number } }).packet.length;
     if (pendingLength > 0 && packetSize(pendingLength) > max) tooLarge(channel);
   });

@@ -9,7 +9,7 @@ import { ProtocolViolation, RC } from '../reason-codes.js';
 
 export function handleAuth(ch: Channel, packet: IAuthPacket): void {
   const method = packet.properties?.authenticationMethod;
-  // [MQTT-4.12.0-?] AUTH only when CONNECT named a method, and with the same method
+  // MQTT 5 §4.12: AUTH only when CONNECT named a method, and with the same method
   if (!ch.authMethod || method !== ch.authMethod) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'AUTH without the CONNECT authentication method');
   if (packet.reasonCode !== RC.REAUTHENTICATE) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'only re-authentication (0x19) is supported');
   if (ch.state === 'reauthenticating') throw new ProtocolViolation(RC.PROTOCOL_ERROR, 're-authentication already in progress');
@@ -25,7 +25,7 @@ export function handleAuth(ch: Channel, packet: IAuthPacket): void {
     requireSubject: ch.identity?.username,
   });
   if (outcome instanceof Promise) {
-    // publishing goes on while the token is checked [MQTT-4.12.1-?]: do not hold the backlog
+    // publishing goes on while the token is checked (MQTT 5 §4.12.1): do not hold the backlog
     outcome.then((o) => reauthenticated(ch, o), () => reauthenticated(ch, { ok: false, reasonCode: RC.UNSPECIFIED_ERROR, reason: 'internal error' }));
   } else {
     reauthenticated(ch, outcome);

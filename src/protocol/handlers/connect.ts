@@ -65,7 +65,7 @@ function validate(ch: Channel, packet: IConnectPacket): Refusal | undefined {
 
   if (v5) {
     const p = packet.properties ?? {};
-    if (p.receiveMaximum === 0 || p.maximumPacketSize === 0) return { code: RC.PROTOCOL_ERROR, reason: 'zero receive maximum or packet size' }; // [MQTT-3.1.2-?]
+    if (p.receiveMaximum === 0 || p.maximumPacketSize === 0) return { code: RC.PROTOCOL_ERROR, reason: 'zero receive maximum or packet size' }; // MQTT 5 §3.1.2.11.3, §3.1.2.11.4
     ch.sendQuota = Math.min(p.receiveMaximum ?? 65535, config.maxInflight);
     ch.clientMaxPacketSize = p.maximumPacketSize ?? 0;
     ch.clientTopicAliasMax = p.topicAliasMaximum ?? 0;
@@ -105,7 +105,7 @@ function authenticated(ch: Channel, packet: IConnectPacket, outcome: AuthOutcome
   ch.identity = outcome.identity;
   const will = packet.will;
   if (will && ch.ctx.config.willAuthz !== 'fire' && !ch.ctx.authorizer.allowAll) {
-    // the client learns at once that its will could never be published [MQTT-3.1.2-?]
+    // VIGIL_WILL_AUTHZ: the client learns at once that its will could never be published
     const verdict = ch.ctx.authorizer.check(outcome.identity, 'publish', will.topic);
     const decide = (allowed: boolean) => (allowed ? accept(ch, packet) : refuse(ch, { code: RC.NOT_AUTHORIZED, reason: 'will topic not allowed' }));
     if (verdict instanceof Promise) ch.waitFor(verdict, (v) => ch.state === 'authenticating' && decide(v.allowed));
@@ -186,7 +186,7 @@ function willRecord(ch: Channel, packet: IConnectPacket, identity: Identity, epo
   };
 }
 
-/** The one place a CONNECT refusal becomes a CONNACK for the client's version [MQTT-3.2.2-?]. */
+/** The one place a CONNECT refusal becomes a CONNACK for the client's version (MQTT 5 §3.2.2.2; 3.1.1 table 3.1). */
 export function refuse(ch: Channel, refusal: Refusal): void {
   const { metrics, log } = ch.ctx;
   metrics.connectOutcomesTotal.inc({ code: reasonName(refusal.code), version: String(ch.protocolVersion) });

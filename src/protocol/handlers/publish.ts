@@ -24,14 +24,14 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
     if (alias === 0 || alias > config.topicAliasMax) throw new ProtocolViolation(RC.TOPIC_ALIAS_INVALID, 'topic alias out of range'); // [MQTT-3.3.2-9]
     if (topic === '') {
       const known = ch.inboundAliases.get(alias);
-      if (known === undefined) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'unknown topic alias'); // [MQTT-3.3.4-?]
+      if (known === undefined) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'unknown topic alias'); // MQTT 5 §3.3.2.3.4
       topic = known;
     } else {
       ch.inboundAliases.set(alias, topic);
     }
   }
   if (!validTopicName(topic, config)) throw new ProtocolViolation(RC.TOPIC_NAME_INVALID, 'invalid topic name');
-  if (packet.retain && !config.retainAvailable) throw new ProtocolViolation(RC.RETAIN_NOT_SUPPORTED, 'retain not supported'); // [MQTT-3.3.1-?]
+  if (packet.retain && !config.retainAvailable) throw new ProtocolViolation(RC.RETAIN_NOT_SUPPORTED, 'retain not supported'); // MQTT 5 §3.2.2.3.5
 
   if (qos === 2 && session.incomingQos2.has(packet.messageId!)) {
     // a retransmission of a QoS 2 message we already routed: acknowledge again, deliver nothing [MQTT-4.3.3-9]
@@ -90,7 +90,7 @@ function routeAndAck(ch: Channel, packet: IPublishPacket, message: StoredMessage
   }
 }
 
-/** Properties forwarded unaltered to subscribers [MQTT-3.3.2-?]; the alias and expiry are per hop. */
+/** Properties forwarded unaltered to subscribers [MQTT-3.3.2-4, MQTT-3.3.2-15..17, MQTT-3.3.2-20]; the alias and expiry are per hop. */
 function forwardable(p: NonNullable<IPublishPacket['properties']>): MessageProperties | undefined {
   let out: MessageProperties | undefined;
   if (p.payloadFormatIndicator !== undefined) (out ??= {}).payloadFormatIndicator = p.payloadFormatIndicator;
@@ -120,7 +120,7 @@ export function handlePubrec(ch: Channel, packet: IPubrecPacket): void {
   const session = ch.session!;
   const id = packet.messageId!;
   if ((packet.reasonCode ?? 0) >= 0x80) {
-    // the receiver refused it: the flow ends here [MQTT-4.3.3-?]
+    // the receiver refused it: the flow ends here (MQTT 5 §4.3.3)
     session.abandon(id);
     session.pump(ch.ctx.clock.now());
     return;

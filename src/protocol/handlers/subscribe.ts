@@ -20,7 +20,7 @@ export function handleSubscribe(ch: Channel, packet: ISubscribePacket): void {
   const v5 = ch.protocolVersion === 5;
   const subscriptionId = packet.properties?.subscriptionIdentifier;
   if (!packet.messageId) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'packet id 0'); // [MQTT-2.2.1-3]
-  if (subscriptionId === 0) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0'); // [MQTT-3.8.2-?]
+  if (subscriptionId === 0) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier 0'); // MQTT 5 §3.8.2.1.2
   if (!packet.subscriptions || packet.subscriptions.length === 0) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'SUBSCRIBE without filters'); // [MQTT-3.8.3-3]
 
   const requested: Requested[] = packet.subscriptions.map((s) => parse(ch, s, v5 ? subscriptionId : undefined));
@@ -81,7 +81,7 @@ function granted(ch: Channel, packet: ISubscribePacket, requested: Requested[], 
     }
     const existed = broker.subscribe(session, sub);
     codes.push(sub.qos);
-    // [MQTT-3.3.1-9..11] retain handling; shared subscriptions get no retained messages [MQTT-4.8.2-?]
+    // [MQTT-3.3.1-9..11] retain handling; shared subscriptions get no retained messages (MQTT 5 §4.8.2)
     if (sub.group === undefined && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) retainedFor.push({ sub, existed });
   }
   ch.send({ cmd: 'suback', messageId: packet.messageId!, granted: codes });
