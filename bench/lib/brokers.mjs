@@ -1,0 +1,221 @@
+// Starting, probing and stopping the brokers under test. Every broker process is started
+// through `taskset -c <broker CPUs>` (taskset execs, so the pid is the broker's own) and is
+// a fresh process per run.
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync, closeSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const AEDES_SERVER = fileURLToPath(new URL('../brokers/aedes-server.mjs', import.meta.url));
+export const VIGIL_CLI = path.join(ROOT, 'dist/src/cli.js');
+
+export const BROKER_NAMES = ['vigil', 'aedes', 'mosquitto'];
+export const LABEL = { vigil: 'Vigil', aedes: 'Aedes', mosquitto: 'Mosquitto' };
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Every process started here and not yet exited, so an interrupted bench leaves none behind. */
+export const LIVE = new Set();
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function waitForPort(port, timeoutMs, isDead) {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      if (isDead && isDead()) return reject(new Error(`process exited before listening on ${port}`));
+      const s = net.connect({ port, host: '127.0.0.1' });
+      s.once('connect', () => {
+        s.destroy();
+        resolve();
+      });
+      s.once('error', () => {
+        s.destroy();
+        if (Date.now() > deadline) reject(new Error(`nothing listening on 127.0.0.1:${port} after ${timeoutMs} ms`));
+        else setTimeout(attempt, 50);
+      });
+    };
+    attempt();
+  });
+}
+
+/** A running process under test: pid, port, memory and CPU readers, stop(). */
+class Proc {
+  constructor(name, child, port, logFile) {
+    this.name = name;
+    this.child = child;
+    this.pid = child.pid;
+    this.port = port;
+    this.logFile = logFile;
+    this.exited = false;
+    this.exitInfo = null;
+    LIVE.add(this);
+    this.exitPromise = new Promise((resolve) => {
+      child.on('exit', (code, signal) => {
+        LIVE.delete(this);
+        this.exited = true;
+        this.exitInfo = { code, signal };
+        resolve();
+      });
+    });
+  }
+
+  /** Resident set size in kB, from /proc/<pid>/status. */
+  rssKb() {
+    const status = readFileSync(`/proc/${this.pid}/status`, 'utf8');
+    const m = /VmRSS:\s+(\d+)\s+kB/.exec(status);
+    return m ? Number(m[1]) : NaN;
+  }
+
+  /** user + system CPU seconds so far, all threads, from /proc/<pid>/stat. */
+  cpuSeconds() {
+    try {
+      const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in USER_HZ (100)
+    } catch {
+      return NaN;
+    }
+  }
+
+  logTail(lines = 15) {
+    try {
+      return readFileSync(this.logFile, 'utf8').trim().split('\n').slice(-lines).join('\n');
+    } catch {
+      return '';
+    }
+  }
+
+  kill9() {
+    if (!this.exited) this.child.kill('SIGKILL');
+  }
+
+  async stop() {
+    if (this.exited) return;
+    this.child.kill('SIGTERM');
+    await Promise.race([this.exitPromise, sleep(3000)]);
+    if (!this.exited) {
+      this.child.kill('SIGKILL');
+      await Promise.race([this.exitPromise, sleep(2000)]);
+    }
+  }
+}
+
+function launch(name, cpus, command, args, { env, logDir, port }) {
+  mkdirSync(logDir, { recursive: true });
+  const logFile = path.join(logDir, `${name}-${port}.log`);
+  const fd = openSync(logFile, 'w');
+  const child = spawn('taskset', ['-c', cpus, command, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', fd, fd],
+  });
+  closeSync(fd);
+  return new Proc(name, child, port, logFile);
+}
+
+/**
+ * Starts one broker and waits until it accepts TCP connections.
+ * @param {'vigil'|'aedes'|'mosquitto'} name
+ * @param {{ cpus: string, logDir: string, env?: object, port?: number }} o
+ */
+export async function startBroker(name, o) {
+  const port = o.port ?? await freePort();
+  let proc;
+  if (name === 'vigil') {
+    const metricsPort = await freePort();
+    const env = {
+      VIGIL_MQTT_PORT: String(port),
+      VIGIL_METRICS_PORT: String(metricsPort),
+      VIGIL_BIND: '127.0.0.1',
+      VIGIL_METRICS_BIND: '127.0.0.1',
+      VIGIL_LOG_LEVEL: 'warn',
+      VIGIL_SYS_INTERVAL_S: '0',
+      VIGIL_MAX_CONNECTIONS: '100000',
+      ...o.env,
+    };
+    const nodeArgs = (process.env.BENCH_VIGIL_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    proc = launch(o.label ?? 'vigil', o.cpus, process.execPath, [...nodeArgs, VIGIL_CLI], { env, logDir: o.logDir, port });
+    proc.metricsPort = metricsPort;
+  } else if (name === 'aedes') {
+    proc = launch('aedes', o.cpus, process.execPath, [AEDES_SERVER, String(port), '127.0.0.1'], { env: {}, logDir: o.logDir, port });
+  } else if (name === 'mosquitto') {
+    const conf = path.join(o.logDir, `mosquitto-${port}.conf`);
+    mkdirSync(o.logDir, { recursive: true });
+    writeFileSync(conf, [
+      `listener ${port} 127.0.0.1`,
+      'allow_anonymous true',
+      'max_connections -1',
+      'persistence false',
+      // Nagle + the generator's delayed ACKs would stall closed-loop publishers for 40 ms.
+      'set_tcp_nodelay true',
+      'log_dest stderr',
+      'log_type error',
+      'log_type warning',
+      '',
+    ].join('\n'));
+    proc = launch('mosquitto', o.cpus, 'mosquitto', ['-c', conf], { env: {}, logDir: o.logDir, port });
+  } else {
+    throw new Error(`unknown broker ${name}`);
+  }
+  try {
+    await waitForPort(port, o.readyTimeoutMs ?? 20000, () => proc.exited);
+  } catch (err) {
+    await proc.stop();
+    throw new Error(`${name} did not start: ${err.message}\n${proc.logTail()}`);
+  }
+  return proc;
+}
+
+export async function startRedis(o) {
+  const port = await freePort();
+  const proc = launch('redis', o.cpus, 'redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no',
+  ], { env: {}, logDir: o.logDir, port });
+  try {
+    await waitForPort(port, 10000, () => proc.exited);
+  } catch (err) {
+    await proc.stop();
+    throw new Error(`redis-server did not start: ${err.message}\n${proc.logTail()}`);
+  }
+  return proc;
+}
+
+export function mosquittoVersion() {
+  try {
+    const out = execFileSync('mosquitto', ['-h'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return /version\s+(\S+)/.exec(out)?.[1] ?? 'unknown';
+  } catch (err) {
+    const text = String(err.stdout ?? '') + String(err.stderr ?? '');
+    return /version\s+(\S+)/.exec(text)?.[1] ?? 'unknown';
+  }
+}
+
+export function aedesVersion() {
+  try {
+    return JSON.parse(readFileSync(path.join(ROOT, 'node_modules/aedes/package.json'), 'utf8')).version;
+  } catch {
+    return 'not installed';
+  }
+}
+
+export function vigilVersion() {
+  try {
+    return JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export const vigilBuilt = () => existsSync(VIGIL_CLI);

@@ -1,0 +1,310 @@
+// Turning run results into medians, ratios, goal verdicts, a console table, a Markdown
+// report and an SVG chart. Pure functions of the summary object built by run.mjs.
+import { LABEL } from './brokers.mjs';
+
+export function median(values) {
+  const v = values.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return NaN;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+/** Median of every numeric field over a broker's successful runs. */
+export function medians(runs) {
+  const keys = new Set(runs.flatMap((r) => Object.keys(r)));
+  const out = {};
+  for (const k of keys) {
+    const vals = runs.map((r) => r[k]).filter((x) => typeof x === 'number');
+    if (vals.length) out[k] = median(vals);
+  }
+  return out;
+}
+
+const fmtInt = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
+
+export function fmt(value, unit) {
+  if (value === undefined || value === null || !Number.isFinite(value)) return '—';
+  if (unit === 'ms') return value >= 100 ? `${fmtInt.format(value)} ms` : `${value.toFixed(value >= 10 ? 1 : 2)} ms`;
+  if (unit === '%') return `${value.toFixed(0)} %`;
+  if (unit === 'B/conn') return `${fmtInt.format(value)} B`;
+  return `${fmtInt.format(value)}${unit ? ` ${unit}` : ''}`;
+}
+
+export function ratio(a, b) {
+  return Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? a / b : NaN;
+}
+
+const fmtRatio = (r) => (Number.isFinite(r) ? `${r.toFixed(2)}×` : '—');
+
+/** Rows per scenario: headline metric, latency, CPU; each with a value per broker. */
+export function tableRows(summary) {
+  const rows = [];
+  for (const s of summary.scenarios) {
+    if (s.skipped) {
+      rows.push({ scenario: s.id, metric: `skipped: ${s.skipped}`, values: {}, ratios: false });
+      continue;
+    }
+    const m = (b) => s.results[b]?.median ?? {};
+    const scale = s.metric.scale ?? 1;
+    const unit = s.metric.unit;
+    rows.push({ scenario: s.id, metric: `${s.metric.key === 'p99Us' ? 'p99' : s.metric.unit}${s.metric.higherIsBetter ? '' : ' (lower better)'}`, values: byBroker(summary, (b) => m(b)[s.metric.key] * scale), unit, ratios: true });
+    if (s.metric.key !== 'p99Us' && m(summary.brokers.find((b) => s.results[b]))?.p50Us !== undefined) {
+      rows.push({ scenario: '', metric: 'p50 latency', values: byBroker(summary, (b) => m(b).p50Us / 1000), unit: 'ms', ratios: true });
+      rows.push({ scenario: '', metric: 'p99 latency', values: byBroker(summary, (b) => m(b).p99Us / 1000), unit: 'ms', ratios: true });
+    } else if (s.metric.key === 'p99Us') {
+      rows.push({ scenario: '', metric: 'p50', values: byBroker(summary, (b) => m(b).p50Us / 1000), unit: 'ms', ratios: false });
+    }
+    if (s.id === 'jwt-storm') {
+      rows.push({ scenario: '', metric: 'raw RS256 verify/s', values: byBroker(summary, (b) => m(b).verifyPerSec), unit: '', ratios: false });
+    }
+    if (s.id === 'idle-memory') {
+      rows.push({ scenario: '', metric: 'RSS at 10k conns', values: byBroker(summary, (b) => m(b).rssMb), unit: 'MB', ratios: false });
+    }
+    rows.push({ scenario: '', metric: 'broker CPU', values: byBroker(summary, (b) => m(b).brokerCpuPct), unit: '%', ratios: false });
+    rows.push({ scenario: '', metric: 'generator CPU', values: byBroker(summary, (b) => m(b).genCpuPct), unit: '%', ratios: false });
+    if (summary.brokers.some((b) => m(b).otherLoadPct >= 10)) {
+      rows.push({ scenario: '', metric: 'OTHER LOAD (not bench)', values: byBroker(summary, (b) => m(b).otherLoadPct), unit: '%', ratios: false });
+    }
+    for (const b of summary.brokers) {
+      const r = s.results[b];
+      if (r && r.errors.length && !r.runs.length) rows.push({ scenario: '', metric: `${LABEL[b]} failed: ${r.errors[0].split('\n')[0].slice(0, 90)}`, values: {}, ratios: false });
+    }
+  }
+  return rows;
+}
+
+function byBroker(summary, f) {
+  const out = {};
+  for (const b of summary.brokers) out[b] = f(b);
+  return out;
+}
+
+export function consoleTable(summary) {
+  const rows = tableRows(summary);
+  const cols = summary.brokers;
+  const showVA = cols.includes('vigil') && cols.includes('aedes');
+  const showVM = cols.includes('vigil') && cols.includes('mosquitto');
+  const header = ['scenario', 'metric', ...cols.map((b) => LABEL[b]), ...(showVA ? ['V/Aedes'] : []), ...(showVM ? ['V/Mosq'] : [])];
+  const lines = [header];
+  for (const r of rows) {
+    const cells = [r.scenario, r.metric];
+    if (!Object.keys(r.values).length) {
+      lines.push(cells);
+      continue;
+    }
+    for (const b of cols) cells.push(fmt(r.values[b], r.unit));
+    if (showVA) cells.push(r.ratios ? fmtRatio(ratio(r.values.vigil, r.values.aedes)) : '');
+    if (showVM) cells.push(r.ratios ? fmtRatio(ratio(r.values.vigil, r.values.mosquitto)) : '');
+    lines.push(cells);
+  }
+  const widths = header.map((_, i) => Math.max(...lines.filter((l) => l.length === header.length).map((l) => String(l[i] ?? '').length)));
+  return lines.map((l) => {
+    if (l.length < header.length) return `${l[0].padEnd(widths[0])}  ${l[1]}`;
+    return l.map((c, i) => (i < 2 ? String(c).padEnd(widths[i]) : String(c).padStart(widths[i]))).join('  ');
+  }).join('\n');
+}
+
+function get(summary, id, broker, key) {
+  const s = summary.scenarios.find((x) => x.id === id);
+  return s && !s.skipped ? s.results[broker]?.median?.[key] : undefined;
+}
+
+/** The issue's goals, each with the measured value and met / not met / n/a. */
+export function goals(summary) {
+  const g = [];
+  const vsMosq = (id, text, key, atLeast) => {
+    const r = ratio(get(summary, id, 'vigil', key), get(summary, id, 'mosquitto', key));
+    g.push({ goal: text, measured: fmtRatio(r), status: verdict(r, (x) => x >= atLeast) });
+  };
+  vsMosq('qos0-pairs', 'QoS 0 pairs throughput ≥ 1.0× Mosquitto', 'msgsPerSec', 1.0);
+  vsMosq('fanout', 'Fan-out throughput ≥ 1.0× Mosquitto', 'msgsPerSec', 1.0);
+  vsMosq('qos1-pairs', 'QoS 1 pairs throughput ≥ 1.0× Mosquitto', 'msgsPerSec', 1.0);
+  {
+    const r = ratio(get(summary, 'qos1-pairs', 'vigil', 'p50Us'), get(summary, 'qos1-pairs', 'mosquitto', 'p50Us'));
+    g.push({ goal: 'QoS 1 p50 latency ≤ 2× Mosquitto’s', measured: fmtRatio(r), status: verdict(r, (x) => x <= 2) });
+  }
+  vsMosq('connect-storm', 'Anonymous connect storm ≥ 0.5× Mosquitto', 'connectsPerSec', 0.5);
+  {
+    const r = get(summary, 'jwt-storm', 'vigil', 'ratioToVerify');
+    const v = get(summary, 'jwt-storm', 'vigil', 'verifyPerSec');
+    g.push({ goal: 'JWT connect storm ≥ 0.5× raw RS256 verify rate', measured: Number.isFinite(r) ? `${fmtRatio(r)} (of ${fmt(v, 'verify/s')})` : '—', status: verdict(r, (x) => x >= 0.5) });
+  }
+  {
+    const v = get(summary, 'idle-memory', 'vigil', 'bytesPerConn');
+    const a = get(summary, 'idle-memory', 'aedes', 'bytesPerConn');
+    const r = ratio(v, a);
+    g.push({ goal: 'Idle memory per connection ≤ Aedes’s', measured: Number.isFinite(r) ? `${fmt(v, 'B/conn')} vs ${fmt(a, 'B/conn')} (${fmtRatio(r)})` : '—', status: verdict(r, (x) => x <= 1) });
+  }
+  {
+    const r = ratio(get(summary, 'cluster-qos0', 'vigil', 'msgsPerSec'), get(summary, 'qos0-pairs', 'vigil', 'msgsPerSec'));
+    g.push({ goal: 'Cross-node QoS 0 ≥ 0.5× single node', measured: fmtRatio(r), status: verdict(r, (x) => x >= 0.5) });
+  }
+  {
+    const p99 = get(summary, 'will-failover', 'vigil', 'p99Us');
+    const timeout = get(summary, 'will-failover', 'vigil', 'nodeTimeoutMs');
+    const ms = Number.isFinite(p99) ? p99 / 1000 : NaN;
+    g.push({ goal: 'Will failover p99 ≤ node timeout + 1 s', measured: Number.isFinite(ms) ? `${fmt(ms, 'ms')} (limit ${fmt(timeout + 1000, 'ms')})` : '—', status: verdict(ms, (x) => x <= timeout + 1000) });
+  }
+  const sources = [['qos0-pairs'], ['fanout'], ['qos1-pairs'], ['qos1-pairs'], ['connect-storm'], ['jwt-storm'], ['idle-memory'], ['cluster-qos0', 'qos0-pairs'], ['will-failover']];
+  g.forEach((goal, i) => {
+    goal.noisy = goal.status !== 'n/a' && sources[i].some((id) => {
+      const s = summary.scenarios.find((x) => x.id === id);
+      return s && !s.skipped && Object.values(s.results).some((r) => r.median?.otherLoadPct >= 10 || r.median?.genCpuPct > 85);
+    });
+  });
+  return g;
+}
+
+function verdict(x, ok) {
+  if (!Number.isFinite(x)) return 'n/a';
+  return ok(x) ? 'met' : 'not met';
+}
+
+export function markdown(summary) {
+  const m = summary.meta;
+  const out = [];
+  out.push(`# Vigil benchmark — ${m.date}`, '');
+  if (m.incomplete) out.push(`> **Incomplete:** ${m.incomplete}.`, '');
+  out.push(`Mode: ${m.quick ? '`--quick`' : 'full'}, ${m.runs} run(s) per broker per scenario in A B A B order (fresh broker process per run), medians shown. Total time ${Math.round(m.elapsedS)} s.`, '');
+  out.push('## Machine', '');
+  out.push('| | |', '|---|---|');
+  for (const [k, v] of Object.entries(m.machine)) out.push(`| ${k} | ${v} |`);
+  out.push('');
+  out.push('## Brokers', '');
+  for (const b of m.allBrokers) {
+    const st = m.brokerStatus[b];
+    out.push(`- **${LABEL[b]}** ${st.version ? `(${st.version})` : ''}: ${st.available ? 'benchmarked' : `not benchmarked — ${st.reason}`}`);
+  }
+  out.push(`- Cluster mode (Vigil + Redis): ${m.cluster.available ? 'available' : `skipped: ${m.cluster.reason}`}`);
+  out.push('');
+  out.push('## Goals', '');
+  out.push('| goal | measured | status |', '|---|---|---|');
+  for (const g of goals(summary)) {
+    const status = g.status === 'met' ? '✅ met' : g.status === 'not met' ? '❌ not met' : 'n/a';
+    out.push(`| ${g.goal} | ${g.measured} | ${status}${g.noisy ? ' (unreliable: busy machine or saturated generator, see below)' : ''} |`);
+  }
+  out.push('');
+  out.push('## Results (medians)', '');
+  const cols = summary.brokers;
+  const showVA = cols.includes('vigil') && cols.includes('aedes');
+  const showVM = cols.includes('vigil') && cols.includes('mosquitto');
+  out.push(`| scenario | metric | ${cols.map((b) => LABEL[b]).join(' | ')}${showVA ? ' | Vigil/Aedes' : ''}${showVM ? ' | Vigil/Mosquitto' : ''} |`);
+  out.push(`|---|---|${cols.map(() => '---:').join('|')}${showVA ? '|---:' : ''}${showVM ? '|---:' : ''}|`);
+  const width = 2 + cols.length + (showVA ? 1 : 0) + (showVM ? 1 : 0);
+  for (const r of tableRows(summary)) {
+    if (!Object.keys(r.values).length) {
+      out.push(`| ${r.scenario} | ${r.metric} |${' |'.repeat(width - 2)}`);
+      continue;
+    }
+    const cells = [r.scenario ? `**${r.scenario}**` : '', r.metric, ...cols.map((b) => fmt(r.values[b], r.unit))];
+    if (showVA) cells.push(r.ratios ? fmtRatio(ratio(r.values.vigil, r.values.aedes)) : '');
+    if (showVM) cells.push(r.ratios ? fmtRatio(ratio(r.values.vigil, r.values.mosquitto)) : '');
+    out.push(`| ${cells.join(' | ')} |`);
+  }
+  out.push('', '![chart](chart.svg)', '');
+  out.push('## Scenarios', '');
+  for (const s of summary.scenarios) out.push(`- **${s.id}** — ${s.title}: ${s.what}.${s.skipped ? ` *Skipped: ${s.skipped}.*` : ''}`);
+  out.push('');
+  out.push('## Load generator headroom', '');
+  out.push(`Generator: ${m.workers} Node processes on CPU ${m.genCpus} (raw \`net\` + mqtt-packet), brokers on CPU ${m.brokerCpus}. "generator CPU" is the generator processes' user+system CPU during the measured window as a share of one core (process.cpuUsage); "broker CPU" the broker's own from /proc/<pid>/stat (it can exceed 100 % only if the broker CPU set has several cores).`, '');
+  out.push(`Load average when the bench started: ${m.loadAverageAtStart.toFixed(2)}. "other load" = busy time of the benchmark CPUs (/proc/stat) minus the broker's and the generator's own CPU time.`, '');
+  const warnings = saturationWarnings(summary);
+  if (warnings.length) for (const w of warnings) out.push(`- ⚠️ ${w}`);
+  else out.push('- No run had the generator above 85 % of its core or other processes above 10 % of a core: the brokers, not the generator or the machine, set these numbers.');
+  out.push('');
+  out.push('## All runs', '');
+  out.push('| scenario | broker | run | headline | p50 | p99 | broker CPU | generator CPU | other load | notes |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---|');
+  for (const s of summary.scenarios) {
+    if (s.skipped) continue;
+    for (const b of cols) {
+      const r = s.results[b];
+      if (!r) continue;
+      r.all.forEach((run, i) => {
+        if (run.error) {
+          out.push(`| ${s.id} | ${LABEL[b]} | ${i + 1} | failed | | | | | | ${run.error.split('\n')[0].replace(/\|/g, '/')} |`);
+          return;
+        }
+        const scale = s.metric.scale ?? 1;
+        const notes = [];
+        if (run.stalls) notes.push(`${run.stalls} window stalls (QoS 0 drops)`);
+        if (run.refused) notes.push(`${run.refused} refused`);
+        if (run.errors) notes.push(`${run.errors} socket errors`);
+        if (Number.isFinite(run.publishedPerSec) && run.publishedPerSec > 0 && s.id !== 'fanout') {
+          const lost = 1 - run.msgsPerSec / run.publishedPerSec;
+          if (lost > 0.01) notes.push(`${(lost * 100).toFixed(1)} % of published not delivered in window`);
+        }
+        out.push(`| ${s.id} | ${LABEL[b]} | ${i + 1} | ${fmt(run[s.metric.key] * scale, s.metric.unit)} | ${fmt(run.p50Us / 1000, 'ms')} | ${fmt(run.p99Us / 1000, 'ms')} | ${fmt(run.brokerCpuPct, '%')} | ${fmt(run.genCpuPct, '%')} | ${fmt(run.otherLoadPct, '%')} | ${notes.join('; ')} |`);
+      });
+    }
+  }
+  out.push('');
+  out.push('## Method', '');
+  out.push('- Loopback only (brokers listen on 127.0.0.1; generator sockets bind to 127.0.0.2–254 so connect storms do not exhaust one address\'s ephemeral ports).');
+  out.push('- Flow scenarios keep a bounded window per publisher (QoS 0: messages not yet seen by the tracking subscriber; QoS 1: unacknowledged PUBLISHes), so brokers are compared at saturation without unbounded queues. Latency = receive time − send time stamped in the payload (CLOCK_MONOTONIC, shared by all processes).');
+  out.push('- Every broker runs with its defaults except: Mosquitto `max_connections -1`, persistence off; Vigil `VIGIL_SYS_INTERVAL_S=0`, `VIGIL_LOG_LEVEL=warn`.');
+  out.push(`- Warm-up ${m.profile.warmupMs} ms, measured window ${m.profile.measureMs} ms (storms ${m.profile.stormMs} ms); idle memory at ${m.profile.idleConnections} connections; retained storm over ${m.profile.retainedTopics} topics.`);
+  out.push('');
+  return out.join('\n');
+}
+
+export function saturationWarnings(summary) {
+  const w = [];
+  for (const s of summary.scenarios) {
+    if (s.skipped) continue;
+    const gen = [];
+    const other = [];
+    for (const b of summary.brokers) {
+      const med = s.results[b]?.median;
+      if (med && med.genCpuPct > 85) gen.push(`${LABEL[b]} ${med.genCpuPct.toFixed(0)} %`);
+      if (med && med.otherLoadPct >= 10) other.push(`${LABEL[b]} ${med.otherLoadPct.toFixed(0)} %`);
+    }
+    if (gen.length) w.push(`${s.id}: generator above 85 % of its core (${gen.join(', ')}) — these numbers may be limited by the generator.`);
+    if (other.length) w.push(`${s.id}: other processes busy on the benchmark CPUs (${other.join(', ')} of a core) — rerun on a quiet machine.`);
+  }
+  return w;
+}
+
+const COLORS = { vigil: '#2f6fd0', aedes: '#8a8a8a', mosquitto: '#3f9e4d' };
+
+function escapeXml(s) {
+  return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+}
+
+/** Grouped horizontal bars: per scenario, each broker's headline relative to the best. */
+export function svgChart(summary) {
+  const groups = summary.scenarios.filter((s) => !s.skipped && summary.brokers.some((b) => s.results[b]?.runs.length));
+  const barH = 16;
+  const gap = 4;
+  const left = 230;
+  const barMax = 420;
+  const width = left + barMax + 190;
+  let y = 60;
+  const parts = [];
+  for (const s of groups) {
+    const brokers = summary.brokers.filter((b) => s.results[b]);
+    const scale = s.metric.scale ?? 1;
+    const vals = brokers.map((b) => (s.results[b].median?.[s.metric.key] ?? NaN) * scale);
+    const finite = vals.filter(Number.isFinite);
+    const best = finite.length ? (s.metric.higherIsBetter ? Math.max(...finite) : Math.min(...finite)) : NaN;
+    const maxVal = finite.length ? Math.max(...finite) : 1;
+    parts.push(`<text x="10" y="${y + 12}" font-weight="bold">${escapeXml(s.title)}</text>`);
+    parts.push(`<text x="10" y="${y + 28}" fill="#666" font-size="11">${escapeXml(s.metric.unit)}${s.metric.higherIsBetter ? '' : ', lower is better'}</text>`);
+    brokers.forEach((b, i) => {
+      const v = vals[i];
+      const by = y + i * (barH + gap);
+      const w = Number.isFinite(v) && maxVal > 0 ? Math.max(1, (v / maxVal) * barMax) : 0;
+      parts.push(`<rect x="${left}" y="${by}" width="${w.toFixed(1)}" height="${barH}" fill="${COLORS[b]}"${v === best ? ' stroke="#000" stroke-width="1"' : ''}/>`);
+      parts.push(`<text x="${(left + w + 6).toFixed(1)}" y="${by + 12}" font-size="11">${escapeXml(LABEL[b])}: ${escapeXml(Number.isFinite(v) ? fmt(v, s.metric.unit) : 'failed')}</text>`);
+    });
+    y += Math.max(40, brokers.length * (barH + gap)) + 18;
+  }
+  const legend = summary.brokers.map((b, i) => `<rect x="${left + i * 120}" y="32" width="12" height="12" fill="${COLORS[b]}"/><text x="${left + i * 120 + 16}" y="42" font-size="12">${LABEL[b]}</text>`).join('');
+  const title = `Vigil benchmark ${summary.meta.date}${summary.meta.quick ? ' (--quick)' : ''} — medians of ${summary.meta.runs} run(s), bars relative to the largest value`;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y + 10}" font-family="sans-serif" font-size="13">
+<rect width="100%" height="100%" fill="#fff"/>
+<text x="10" y="20" font-size="14" font-weight="bold">${escapeXml(title)}</text>
+${legend}
+${parts.join('\n')}
+</svg>
+`;
+}

@@ -1,0 +1,432 @@
+// The scenarios: what each one runs, on which brokers, and which number is its headline.
+// A scenario's run(ctx) starts fresh broker process(es), drives the load generator and
+// returns one run's numbers; run.mjs repeats it (A B A B ...) and takes medians.
+import { startBroker, startRedis } from './brokers.mjs';
+import { runLoad } from './load.mjs';
+import { Histogram } from './histogram.mjs';
+import { measureVerifyRate } from './jwt.mjs';
+import { nowUs } from './clock.mjs';
+import { readFileSync } from 'node:fs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Durations and sizes; --quick trades precision for a ≤ 3 minute total. */
+export function profile(quick) {
+  return quick
+    ? { warmupMs: 1000, measureMs: 3000, stormMs: 3000, idleConnections: 10000, retainedTopics: 10000, retainedRounds: 1, jwtTokens: 6000, verifyMs: 1000, willClients: 20 }
+    : { warmupMs: 2000, measureMs: 8000, stormMs: 8000, idleConnections: 10000, retainedTopics: 10000, retainedRounds: 3, jwtTokens: 20000, verifyMs: 2000, willClients: 40 };
+}
+
+const NODE_TIMEOUT_MS = 3000;
+const HEARTBEAT_MS = 1000;
+
+/** Parses a taskset CPU list ("0", "0-1", "0,2") into CPU numbers. */
+function cpuList(spec) {
+  const out = [];
+  for (const part of String(spec).split(',')) {
+    const [a, b] = part.split('-').map(Number);
+    for (let c = a; c <= (Number.isFinite(b) ? b : a); c++) out.push(c);
+  }
+  return out;
+}
+
+/** Busy ticks (everything but idle and iowait) per CPU, from /proc/stat. */
+function busyTicks(cpus) {
+  const stat = readFileSync('/proc/stat', 'utf8');
+  let busy = 0;
+  for (const c of cpus) {
+    const line = stat.split('\n').find((l) => l.startsWith(`cpu${c} `));
+    if (!line) return NaN;
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    busy += f[0] + f[1] + f[2] + f[5] + f[6] + f[7]; // user nice system irq softirq steal
+  }
+  return busy;
+}
+
+/**
+ * Samples over the measurement window: the brokers' own CPU (summed over `procs`) and how
+ * busy the broker and generator CPUs were in total, so load from other processes on the
+ * machine shows up as "other load" instead of silently skewing the numbers.
+ */
+function cpuSampler(procs, warmupMs, measureMs, ctx) {
+  const brokerCpus = cpuList(ctx.brokerCpus);
+  const genCpus = cpuList(ctx.genCpus);
+  const read = () => ({
+    broker: procs.reduce((a, p) => a + p.cpuSeconds(), 0),
+    brokerCpuBusy: busyTicks(brokerCpus) / 100,
+    genCpuBusy: busyTicks(genCpus) / 100,
+    at: Date.now(),
+  });
+  let start = null;
+  let end = null;
+  const timers = [];
+  return {
+    onGo() {
+      timers.push(setTimeout(() => { start = read(); }, warmupMs));
+      timers.push(setTimeout(() => { end = read(); }, warmupMs + measureMs));
+    },
+    /** For runs without a fixed window: sample now as start / end. */
+    begin() { start = read(); },
+    finish() { end = read(); },
+    /** brokerCpuPct; brokerCpuBusyPct / genCpuBusyPct: total use of those CPUs, % of one core. */
+    stats() {
+      for (const t of timers) clearTimeout(t);
+      if (!start || !end || end.at <= start.at) return { brokerCpuPct: NaN, brokerCpuBusyPct: NaN, genCpuBusyPct: NaN };
+      const secs = (end.at - start.at) / 1000;
+      return {
+        brokerCpuPct: (100 * (end.broker - start.broker)) / secs,
+        brokerCpuBusyPct: (100 * (end.brokerCpuBusy - start.brokerCpuBusy)) / secs,
+        genCpuBusyPct: (100 * (end.genCpuBusy - start.genCpuBusy)) / secs,
+      };
+    },
+  };
+}
+
+/** Load on the benchmark CPUs that is neither the broker nor the generator. */
+function otherLoad(cpu, gen) {
+  return {
+    ...cpu,
+    otherLoadPct: Math.max(0, cpu.brokerCpuBusyPct - cpu.brokerCpuPct) + Math.max(0, cpu.genCpuBusyPct - gen.genCpuPct),
+  };
+}
+
+function genCpu(results) {
+  const pcts = results.map((r) => (r.wallUs > 0 ? (100 * r.cpuUs) / r.wallUs : 0));
+  return { genCpuPct: pcts.reduce((a, b) => a + b, 0), genCpuMaxWorkerPct: Math.max(...pcts) };
+}
+
+function mergeHist(results) {
+  const h = new Histogram();
+  for (const r of results) h.merge(Histogram.fromJSON(r.hist));
+  return h;
+}
+
+async function stopAll(procs) {
+  await Promise.all(procs.map((p) => p.stop()));
+}
+
+/** Publishers/subscribers with bounded windows (see gen/worker.mjs runFlows). */
+async function flowRun(ctx, { flows, subs, procs, pubPort, subPort }) {
+  const { prof, shards } = ctx;
+  const sampler = cpuSampler(procs, prof.warmupMs, prof.measureMs, ctx);
+  const { results } = await runLoad({
+    kind: 'flows',
+    shards,
+    params: () => ({
+      flows: flows.map((f) => ({ ...f, pubPort })),
+      subs: subs.map((s) => ({ ...s, port: subPort })),
+      warmupMs: prof.warmupMs,
+      measureMs: prof.measureMs,
+    }),
+    setupTimeoutMs: 30000,
+    runTimeoutMs: prof.warmupMs + prof.measureMs + 20000,
+    onGo: () => sampler.onGo(),
+  });
+  for (const p of procs) if (p.exited) throw new Error(`${p.name} exited during the run (${JSON.stringify(p.exitInfo)})\n${p.logTail()}`);
+  const received = results.reduce((a, r) => a + r.received, 0);
+  const sentInWindow = results.reduce((a, r) => a + r.sentInWindow, 0);
+  const h = mergeHist(results);
+  const msgsPerSec = received / (prof.measureMs / 1000);
+  const gen = genCpu(results);
+  return {
+    value: msgsPerSec,
+    msgsPerSec,
+    p50Us: h.quantile(0.5),
+    p99Us: h.quantile(0.99),
+    publishedPerSec: sentInWindow / (prof.measureMs / 1000),
+    stalls: results.reduce((a, r) => a + r.stalls, 0),
+    ...gen,
+    ...otherLoad(sampler.stats(), gen),
+  };
+}
+
+function pairsLayout(n, qos, window, shards, prefix) {
+  const flows = [];
+  const subs = [];
+  for (let i = 0; i < n; i++) {
+    const topic = `${prefix}/${i}`;
+    flows.push({ index: i, topic, qos, window, shard: i % shards });
+    subs.push({ index: i, filter: topic, qos, shard: i % shards, tracks: [i] });
+  }
+  return { flows, subs };
+}
+
+async function single(ctx, fn, env = {}) {
+  const b = await startBroker(ctx.broker, { cpus: ctx.brokerCpus, logDir: ctx.logDir, env });
+  try {
+    return await fn(b);
+  } finally {
+    await b.stop();
+  }
+}
+
+/** Two Vigil nodes on one Redis; everything on the broker CPUs. */
+async function cluster(ctx, fn) {
+  const redis = await startRedis({ cpus: ctx.brokerCpus, logDir: ctx.logDir });
+  const procs = [redis];
+  try {
+    const env = {
+      VIGIL_REDIS_URL: `redis://127.0.0.1:${redis.port}`,
+      VIGIL_REDIS_PREFIX: `bench${Date.now()}`,
+      VIGIL_NODE_TIMEOUT_MS: String(NODE_TIMEOUT_MS),
+      VIGIL_HEARTBEAT_MS: String(HEARTBEAT_MS),
+    };
+    const a = await startBroker('vigil', { cpus: ctx.brokerCpus, logDir: ctx.logDir, label: 'vigil-a', env: { ...env, VIGIL_NODE_ID: 'bench-a' } });
+    procs.push(a);
+    const b = await startBroker('vigil', { cpus: ctx.brokerCpus, logDir: ctx.logDir, label: 'vigil-b', env: { ...env, VIGIL_NODE_ID: 'bench-b' } });
+    procs.push(b);
+    return await fn({ a, b, redis });
+  } finally {
+    await stopAll(procs);
+  }
+}
+
+export const SCENARIOS = [
+  {
+    id: 'qos0-pairs',
+    title: 'QoS 0 pairs',
+    what: '8 publishers → 8 subscribers, one topic each, 64 B payload, window 64 per publisher',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => single(ctx, (b) => {
+      const { flows, subs } = pairsLayout(8, 0, 64, ctx.shards, 'bench/q0');
+      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port });
+    }),
+  },
+  {
+    id: 'qos1-pairs',
+    title: 'QoS 1 pairs',
+    what: '8 publishers → 8 subscribers, QoS 1 end to end, 64 unacknowledged PUBLISHes per publisher',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => single(ctx, (b) => {
+      const { flows, subs } = pairsLayout(8, 1, 64, ctx.shards, 'bench/q1');
+      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port });
+    }),
+  },
+  {
+    id: 'fanout',
+    title: 'Fan-out 1 → 100',
+    what: '1 publisher, 100 subscribers on its topic, QoS 0, window 16 messages (1,600 deliveries)',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => single(ctx, (b) => {
+      const flows = [{ index: 0, topic: 'bench/fanout', qos: 0, window: 16, shard: 0 }];
+      const subs = Array.from({ length: 100 }, (_, j) => ({ index: j, filter: 'bench/fanout', qos: 0, shard: j % ctx.shards, tracks: j === 0 ? [0] : [] }));
+      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port });
+    }),
+  },
+  {
+    id: 'fanin',
+    title: 'Fan-in 100 → 1',
+    what: '100 publishers on their own topics, 1 subscriber on bench/fanin/+, QoS 0, window 8 per publisher',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => single(ctx, (b) => {
+      const flows = Array.from({ length: 100 }, (_, i) => ({ index: i, topic: `bench/fanin/${i}`, qos: 0, window: 8, shard: 0 }));
+      const subs = [{ index: 0, filter: 'bench/fanin/+', qos: 0, shard: 0, tracks: flows.map((f) => f.index) }];
+      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port });
+    }),
+  },
+  {
+    id: 'connect-storm',
+    title: 'Connect storm (anonymous)',
+    what: 'rounds of 100 concurrent CONNECTs (clean session, no auth); each round waits for every CONNACK, then disconnects',
+    metric: { key: 'connectsPerSec', unit: 'conn/s', higherIsBetter: true },
+    run: (ctx) => single(ctx, (b) => stormRun(ctx, b, null)),
+  },
+  {
+    id: 'jwt-storm',
+    title: 'Connect storm (RS256 JWT)',
+    what: 'as the anonymous storm, every CONNECT carrying a distinct RS256 JWT as password; compared with raw node:crypto RS256 verify/s on the broker CPU',
+    brokers: ['vigil'],
+    metric: { key: 'connectsPerSec', unit: 'conn/s', higherIsBetter: true },
+    needs: 'jwt',
+    run: async (ctx) => {
+      const verify = await measureVerifyRate({ cpus: ctx.brokerCpus, tokensPath: ctx.jwt.tokensPath, pubPath: ctx.jwt.pubPath, durationMs: ctx.prof.verifyMs });
+      const env = { VIGIL_AUTH: 'jwt', VIGIL_JWKS: ctx.jwt.jwksPath, VIGIL_JWT_ALGORITHMS: 'RS256' };
+      const r = await single(ctx, (b) => stormRun(ctx, b, ctx.jwt), env);
+      return { ...r, verifyPerSec: verify.rate, ratioToVerify: r.connectsPerSec / verify.rate };
+    },
+  },
+  {
+    id: 'idle-memory',
+    title: 'Idle connection memory',
+    what: '10,000 idle MQTT connections (keep alive 600 s); broker RSS growth from /proc/<pid>/status divided by connections',
+    metric: { key: 'bytesPerConn', unit: 'B/conn', higherIsBetter: false },
+    run: (ctx) => single(ctx, (b) => idleRun(ctx, b)),
+  },
+  {
+    id: 'retained-storm',
+    title: 'Retained-subscribe storm',
+    what: '10,000 retained topics stored, then a new client subscribes to # and receives them all (QoS 0); time until the last arrives',
+    metric: { key: 'allReceivedMs', unit: 'ms', higherIsBetter: false },
+    run: (ctx) => single(ctx, (b) => retainedRun(ctx, b)),
+  },
+  {
+    id: 'cluster-qos0',
+    title: 'Cross-node QoS 0 pairs',
+    what: '2 Vigil nodes + Redis; 8 publishers on node A → 8 subscribers on node B, QoS 0, window 64',
+    brokers: ['vigil'],
+    needs: 'cluster',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => cluster(ctx, ({ a, b, redis }) => {
+      const { flows, subs } = pairsLayout(8, 0, 64, ctx.shards, 'bench/xq0');
+      return flowRun(ctx, { flows, subs, procs: [a, b, redis], pubPort: a.port, subPort: b.port });
+    }),
+  },
+  {
+    id: 'cluster-qos1',
+    title: 'Cross-node QoS 1 pairs',
+    what: '2 Vigil nodes + Redis; 8 publishers on node A → 8 subscribers on node B, QoS 1, 64 in flight',
+    brokers: ['vigil'],
+    needs: 'cluster',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => cluster(ctx, ({ a, b, redis }) => {
+      const { flows, subs } = pairsLayout(8, 1, 64, ctx.shards, 'bench/xq1');
+      return flowRun(ctx, { flows, subs, procs: [a, b, redis], pubPort: a.port, subPort: b.port });
+    }),
+  },
+  {
+    id: 'will-failover',
+    title: 'Will failover',
+    what: `clients with wills on node A, subscriber on node B; SIGKILL node A; time until B's subscriber has each will (node timeout ${NODE_TIMEOUT_MS} ms)`,
+    brokers: ['vigil'],
+    needs: 'cluster',
+    metric: { key: 'p99Us', unit: 'ms', higherIsBetter: false, scale: 1e-3 },
+    run: (ctx) => cluster(ctx, async ({ a, b }) => {
+      const { results } = await runLoad({
+        kind: 'will',
+        shards: 1,
+        params: () => ({ portA: a.port, portB: b.port, clients: ctx.prof.willClients, timeoutMs: NODE_TIMEOUT_MS + 15000 }),
+        setupTimeoutMs: 30000,
+        runTimeoutMs: NODE_TIMEOUT_MS + 25000,
+        beforeGo: async () => {
+          const killedAtUs = nowUs();
+          a.kill9();
+          return { killedAtUs };
+        },
+      });
+      const h = mergeHist(results);
+      const r = results[0];
+      if (r.received < r.expected) throw new Error(`only ${r.received}/${r.expected} wills arrived within ${NODE_TIMEOUT_MS + 15000} ms`);
+      return { value: h.quantile(0.99), p50Us: h.quantile(0.5), p99Us: h.quantile(0.99), wills: r.received, nodeTimeoutMs: NODE_TIMEOUT_MS, ...genCpu(results) };
+    }),
+  },
+];
+
+async function stormRun(ctx, b, jwt) {
+  const { prof, shards } = ctx;
+  const per = Math.floor(100 / shards);
+  const tokensPer = jwt ? Math.floor(jwt.count / shards) : 0;
+  const warmupMs = jwt ? 0 : prof.warmupMs;
+  const sampler = cpuSampler([b], warmupMs, prof.stormMs, ctx);
+  let warmTimer = null;
+  const { results } = await runLoad({
+    kind: 'connstorm',
+    shards,
+    params: (shard) => ({
+      port: b.port,
+      concurrency: shard === shards - 1 ? 100 - per * (shards - 1) : per,
+      warmupMs,
+      measureMs: prof.stormMs,
+      maxRounds: 100000,
+      tokensFile: jwt ? jwt.tokensPath : undefined,
+      tokenRange: jwt ? [shard * tokensPer, (shard + 1) * tokensPer] : undefined,
+    }),
+    setupTimeoutMs: 30000,
+    runTimeoutMs: warmupMs + prof.stormMs + 30000,
+    onGo: () => { warmTimer = setTimeout(() => sampler.begin(), warmupMs); },
+    afterResults: async () => sampler.finish(),
+  });
+  clearTimeout(warmTimer);
+  if (b.exited) throw new Error(`${b.name} exited during the storm\n${b.logTail()}`);
+  const accepted = results.reduce((a, r) => a + r.accepted, 0);
+  const spanUs = Math.max(...results.map((r) => r.spanUs));
+  const refused = results.reduce((a, r) => a + r.refused, 0);
+  const errors = results.reduce((a, r) => a + r.errors, 0);
+  if (accepted === 0) {
+    const codes = results.map((r) => JSON.stringify(r.refusedCodes)).join(' ');
+    throw new Error(`no connection accepted (refused ${refused} with codes ${codes}, errors ${errors})`);
+  }
+  const h = mergeHist(results);
+  const connectsPerSec = spanUs > 0 ? accepted / (spanUs / 1e6) : NaN;
+  const gen = genCpu(results);
+  return {
+    value: connectsPerSec,
+    connectsPerSec,
+    p50Us: h.quantile(0.5),
+    p99Us: h.quantile(0.99),
+    accepted,
+    refused,
+    errors,
+    ...gen,
+    ...otherLoad(sampler.stats(), gen),
+  };
+}
+
+async function idleRun(ctx, b) {
+  const { prof, shards } = ctx;
+  const total = prof.idleConnections;
+  const per = Math.ceil(total / shards);
+  await sleep(500);
+  const baseKb = b.rssKb();
+  let afterKb = NaN;
+  const sampler = cpuSampler([b], 0, 0, ctx);
+  const { results } = await runLoad({
+    kind: 'idle',
+    shards,
+    params: (shard) => ({
+      port: b.port,
+      count: Math.min(per, total - shard * per),
+      concurrency: 100,
+      firstIndex: shard * per,
+      holdMs: 60000,
+    }),
+    setupTimeoutMs: 30000,
+    runTimeoutMs: 90000,
+    onGo: () => sampler.begin(),
+    afterResults: async () => {
+      sampler.finish();
+      await sleep(2000);
+      afterKb = b.rssKb();
+    },
+  });
+  if (b.exited) throw new Error(`${b.name} exited while holding idle connections\n${b.logTail()}`);
+  const connected = results.reduce((a, r) => a + r.connected, 0);
+  const failed = results.reduce((a, r) => a + r.failed, 0);
+  if (connected < total * 0.99) throw new Error(`only ${connected}/${total} idle connections accepted (${failed} failed)`);
+  const connectMs = Math.max(...results.map((r) => r.connectUs)) / 1000;
+  const bytesPerConn = ((afterKb - baseKb) * 1024) / connected;
+  const gen = genCpu(results);
+  return { value: bytesPerConn, bytesPerConn, connected, baseRssMb: baseKb / 1024, rssMb: afterKb / 1024, connectMs, ...gen, ...otherLoad(sampler.stats(), gen) };
+}
+
+async function retainedRun(ctx, b) {
+  const { prof, shards } = ctx;
+  const sampler = cpuSampler([b], 0, 0, ctx);
+  const { results, ready } = await runLoad({
+    kind: 'retained',
+    shards: Math.min(shards, 1),
+    params: () => ({ port: b.port, topics: prof.retainedTopics, rounds: prof.retainedRounds, roundTimeoutMs: 30000 }),
+    setupTimeoutMs: 90000,
+    runTimeoutMs: prof.retainedRounds * 32000 + 10000,
+    onGo: () => sampler.begin(),
+    afterResults: async () => sampler.finish(),
+  });
+  if (b.exited) throw new Error(`${b.name} exited during the retained storm\n${b.logTail()}`);
+  const rounds = results[0].rounds;
+  const incomplete = rounds.filter((r) => !r.complete);
+  if (incomplete.length) {
+    throw new Error(`subscriber got ${incomplete.map((r) => r.received).join(', ')} of ${prof.retainedTopics} retained messages within 30 s (stored ${ready[0].stored})`);
+  }
+  const times = rounds.map((r) => r.us / 1000).sort((x, y) => x - y);
+  const allReceivedMs = times[Math.floor(times.length / 2)];
+  const h = mergeHist(results);
+  const gen = genCpu(results);
+  return {
+    value: allReceivedMs,
+    allReceivedMs,
+    msgsPerSec: prof.retainedTopics / (allReceivedMs / 1000),
+    p50Us: h.quantile(0.5),
+    p99Us: h.quantile(0.99),
+    ...gen,
+    ...otherLoad(sampler.stats(), gen),
+  };
+}
