@@ -33,6 +33,11 @@ export class AuthPool {
       idleTimeout: Number.POSITIVE_INFINITY,
       // close() lets running tasks finish (a reply arriving after destroy() is an uncaught error).
       closeTimeout: 2000,
+      // Token verification awaits WebCrypto, which runs on libuv's thread pool: a worker that
+      // took one task at a time would leave it idle between round trips, so each worker keeps
+      // several verifications in flight, and waits for messages without blocking its event loop.
+      concurrentTasksPerWorker: 16,
+      atomics: 'async',
     });
   }
 
