@@ -59,7 +59,7 @@ export const SETTINGS = {
   auth: oneOf('VIGIL_AUTH', ['none', 'jwt'] as const, 'none', 'Authentication mode: none (anonymous allowed) or jwt'),
   acl: str('VIGIL_ACL', '', 'ACL policy file (YAML or JSON), hot-reloaded; unset with auth=none allows everything'),
   authWorkers: int('VIGIL_AUTH_WORKERS', 2, 'Worker threads verifying JWTs and evaluating ACLs', 1, 64),
-  authQueueMax: int('VIGIL_AUTH_QUEUE_MAX', 1000, 'Pending pool tasks before new CONNECTs get Server Busy', 1),
+  authQueueMax: int('VIGIL_AUTH_QUEUE_MAX', 1000, 'Pool tasks pending (running or queued) at which new CONNECTs get Server Busy', 1),
   jwks: str('VIGIL_JWKS', '', 'JWKS file path or https URL (http:// only for loopback)'),
   jwtSecret: str('VIGIL_JWT_SECRET', '', 'Shared secret for HS256/384/512 tokens (HS* is refused without it)', true),
   jwtIssuer: str('VIGIL_JWT_ISSUER', '', 'Required iss claim (unset = not checked)'),

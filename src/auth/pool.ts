@@ -23,6 +23,8 @@ export class AuthPool {
   private readonly pool: Piscina;
   private readonly submitted: Record<AuthTaskName, number> = { verifyToken: 0, evaluateAcl: 0 };
   private closed = false;
+  /** Submitted and not yet settled: running in a worker or waiting for one. */
+  private pending = 0;
 
   constructor(private readonly options: AuthPoolOptions) {
     this.pool = new Piscina({
@@ -46,8 +48,9 @@ export class AuthPool {
     return this.pool.queueSize;
   }
 
+  /** Pending tasks (running or queued) have reached authQueueMax. */
   get saturated(): boolean {
-    return this.closed || this.pool.queueSize >= this.options.queueMax;
+    return this.closed || this.pending >= this.options.queueMax;
   }
 
   /** Tasks submitted since start, by task: tests use it to prove that caches keep work off the pool. */
@@ -59,6 +62,7 @@ export class AuthPool {
   async run<K extends AuthTaskName>(task: K, input: AuthTasks[K]['input']): Promise<AuthTasks[K]['output']> {
     const m = this.options.metrics;
     this.submitted[task]++;
+    this.pending++;
     m.authPoolTasksTotal.inc({ task });
     const promise = this.pool.run(input, { name: task }) as Promise<AuthTasks[K]['output']>;
     m.authPoolQueueDepth.set(this.pool.queueSize);
@@ -67,6 +71,7 @@ export class AuthPool {
       m.authPoolWaitSeconds.observe(output.waitMs / 1000);
       return output;
     } finally {
+      this.pending--;
       m.authPoolQueueDepth.set(this.pool.queueSize);
     }
   }
