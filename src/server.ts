@@ -13,6 +13,8 @@ import type { ChannelContext } from './protocol/channel.js';
 import { RC } from './protocol/reason-codes.js';
 import { FailureLimiter, RateLimiter } from './limits/rate-limiter.js';
 import { MemoryRetainedStore } from './store/memory/retained.js';
+import { ClusterNode } from './cluster/node.js';
+import { ClusterBridge } from './cluster/bridge.js';
 import { attachConnection, type ByteStream } from './transport/connection.js';
 import { listenersFromConfig, type MqttListener } from './transport/listeners.js';
 import { createAdminHandler, type AdminHandler } from './http/admin.js';
@@ -39,6 +41,8 @@ export class VigilServer {
   private draining = false;
   private connectRate!: RateLimiter;
   identity!: IdentityModule;
+  cluster?: ClusterNode;
+  private bridge?: ClusterBridge;
 
   constructor(readonly config: Config, options: ServerOptions = {}) {
     this.clock = options.clock ?? systemClock;
@@ -59,8 +63,17 @@ export class VigilServer {
     return this.listeners.find((l) => l.listener.name === name)?.listener.port ?? 0;
   }
 
+  /** Accepting clients: listeners up, not draining, and in a cluster a lease-holding owner with Redis reachable. */
   get ready(): boolean {
-    return !this.draining && !!this.mqttServer?.listening;
+    if (this.draining || !this.mqttServer?.listening) return false;
+    return !this.cluster || (this.cluster.membership.owner && this.cluster.redis.client.status === 'ready');
+  }
+
+  /** Lost the lease (Redis unreachable, or reaped): this node must not act for any client now. */
+  private ownerChanged(owner: boolean, reason: string): void {
+    this.log.warn({ owner, reason }, owner ? 'cluster ownership regained' : 'cluster ownership lost, closing every connection');
+    if (owner) return;
+    for (const c of [...this.broker.connections] as Channel[]) c.supersede(RC.SERVER_BUSY, 'node lost its cluster lease');
   }
 
   async start(): Promise<void> {
@@ -69,6 +82,18 @@ export class VigilServer {
     this.identity = await createIdentity(config, this.metrics, log);
     const { authenticator, authorizer } = this.identity;
     this.identity.revocations.onRevoked((entry) => this.disconnectRevoked(entry));
+    if (config.redisUrl || config.redisClusterNodes.length > 0) {
+      this.cluster = new ClusterNode({
+        config,
+        metrics: this.metrics,
+        log: log.child({ component: 'cluster' }),
+        hooks: {
+          fireWill: (will) => this.broker.wills.fire(will),
+          onBusMessage: (envelope) => this.bridge!.onBusMessage(envelope),
+          onOwnerChange: (owner, reason) => this.ownerChanged(owner, reason),
+        },
+      });
+    }
     this.broker = new Broker({
       config,
       metrics: this.metrics,
@@ -76,8 +101,13 @@ export class VigilServer {
       clock: this.clock,
       authenticator,
       authorizer,
-      retained: new MemoryRetainedStore(),
+      retained: this.cluster?.retained ?? new MemoryRetainedStore(),
     });
+    if (this.cluster) {
+      this.bridge = new ClusterBridge(this.broker, this.cluster, log.child({ component: 'cluster' }), this.metrics);
+      this.broker.cluster = this.bridge;
+      await this.cluster.start();
+    }
     this.ctx = {
       broker: this.broker,
       config,
@@ -185,8 +215,10 @@ export class VigilServer {
     while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const s of this.sockets) s.destroy();
     await Promise.all(this.listeners.map(({ listener }) => listener.close()));
-    await Promise.all(this.broker.wills.flushAll());
+    if (this.bridge) await this.bridge.settle();
+    else await Promise.all(this.broker.wills.flushAll());
     this.broker.stop();
+    await this.cluster?.stop({ leave: true });
     await new Promise<void>((resolve) => (this.httpServer ? this.httpServer.close(() => resolve()) : resolve()));
     this.httpServer?.closeAllConnections();
     await this.identity.close();

@@ -6,7 +6,7 @@ import type { Config } from '../config.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { RetainedStore, StoredMessage, Subscription } from '../store/types.js';
+import type { RetainedStore, StoredMessage, Subscription, WillRecord } from '../store/types.js';
 import { OutgoingPublish } from '../protocol/publish-encoder.js';
 import { Session, type DropReason, type SessionEvents } from './session.js';
 import { TopicTrie, type SubEntry } from './topic-trie.js';
@@ -20,6 +20,27 @@ export interface BrokerDeps {
   readonly authenticator: Authenticator;
   readonly authorizer: Authorizer;
   readonly retained: RetainedStore;
+}
+
+/**
+ * The cluster side of a broker (src/cluster/bridge.ts): set with attachCluster when
+ * VIGIL_REDIS_URL is given. Without it the broker is a single node with in-memory state.
+ */
+export type OpenResult =
+  | { readonly session: Session; readonly present: boolean }
+  | { readonly refused: number; readonly reason: string };
+
+export interface BrokerCluster {
+  /** CONNECT: claims the client id cluster-wide and loads or creates its session. */
+  open(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): Promise<OpenResult>;
+  /** Shared-group picks and forwarding to other nodes; a promise while QoS 1/2 forwards are being stored. */
+  routeRemote(message: StoredMessage, deliverLocalShared: (group: string, filter: string) => void): void | Promise<void>;
+  /** The next routing pass belongs to a QoS 1/2 publish: its session writes join the ack. */
+  beginPublish(): void;
+  subscribed(session: Session, sub: Subscription): void;
+  unsubscribed(session: Session, sub: Subscription): void;
+  /** A connection ended; the cluster decides its will and persists the session end. */
+  disconnected(session: Session, will: WillRecord | undefined, normal: boolean): void;
 }
 
 /** What the broker's periodic sweep needs from a live connection. */
@@ -39,6 +60,7 @@ export class Broker {
   private readonly sessionEvents: SessionEvents;
   private readonly startedAtMs: number;
   private sweepTimer?: NodeJS.Timeout;
+  cluster?: BrokerCluster;
   private sysTimer?: NodeJS.Timeout;
   readonly stats = { messagesReceived: 0, messagesSent: 0 };
   /** Per-QoS counters bound once: label lookups stay off the per-message path. */
@@ -70,7 +92,7 @@ export class Broker {
       authorizer: deps.authorizer,
       authenticator: deps.authenticator,
       willAuthz: deps.config.willAuthz,
-      publish: (m) => this.publish(m),
+      publish: (m, epoch) => void this.publish(m, epoch),
     });
   }
 
@@ -96,13 +118,45 @@ export class Broker {
     this.receivedByQos[qos].inc();
   }
 
-  /** Stores a retained message (if flagged) and delivers to every matching subscription. */
-  publish(message: StoredMessage): void {
+  /**
+   * Stores a retained message (if flagged) and delivers to every matching subscription, on
+   * this node and, in a cluster, on the others. A promise means QoS 1/2 forwards are being
+   * stored: acknowledge the publisher when it resolves, not before. `writerEpoch` is the
+   * publisher's session incarnation (retained fencing in the cluster).
+   */
+  publish(message: StoredMessage, writerEpoch?: number): void | Promise<void> {
     if (message.retain && this.deps.config.retainAvailable) {
-      void this.deps.retained.set(message);
+      void this.deps.retained.set(message, writerEpoch);
       this.deps.metrics.retainedMessages.set(this.deps.retained.count() as number);
     }
+    const cluster = this.cluster;
+    if (!cluster) {
+      this.route(message);
+      return;
+    }
+    if (message.qos > 0) cluster.beginPublish();
     this.route(message);
+    return cluster.routeRemote(message, (group, filter) => this.deliverShared(message, group, filter));
+  }
+
+  /** A message forwarded by another node: local delivery only. */
+  deliverForwarded(message: StoredMessage, normal: boolean, shared: readonly { group: string; filter: string }[]): void {
+    if (normal) this.route(message);
+    for (const { group, filter } of shared) this.deliverShared(message, group, filter);
+  }
+
+  /** Cluster mode: the route table picked this node for a shared group; one local member gets it. */
+  private deliverShared(message: StoredMessage, group: string, filter: string): void {
+    const entry = this.trie.pickShared(filter, group);
+    if (!entry) {
+      this.deps.metrics.messagesDroppedTotal.inc({ reason: 'shared_group_gone' });
+      return;
+    }
+    const { subscriber, sub } = entry;
+    const out = new OutgoingPublish(message, this.deps.clock.now());
+    if (out.expired) return;
+    const qos = (message.qos < sub.qos ? message.qos : sub.qos) as 0 | 1 | 2;
+    subscriber.deliver(out, qos, sub.retainAsPublished && message.retain, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
   }
 
   private route(message: StoredMessage): void {
@@ -132,7 +186,8 @@ export class Broker {
     const { subscriber: s, sub } = entry;
     const message = this.routing!;
     if (sub.group !== undefined) {
-      this.sharedTargets.push(entry);
+      // in a cluster the route table picks the member of a shared group across all nodes
+      if (!this.cluster) this.sharedTargets.push(entry);
       return;
     }
     if (sub.noLocal && message.origin === s.clientId) return; // [MQTT-3.8.3-3]
@@ -159,6 +214,7 @@ export class Broker {
     session.subscriptions.set(key, sub);
     this.trie.add(session, sub);
     this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
+    this.cluster?.subscribed(session, sub);
     return existed;
   }
 
@@ -168,6 +224,7 @@ export class Broker {
     session.subscriptions.delete(key);
     this.trie.remove(session.clientId, sub.filter, sub.group);
     this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
+    this.cluster?.unsubscribed(session, sub);
     return true;
   }
 
@@ -176,6 +233,12 @@ export class Broker {
   }
 
   // ---- sessions --------------------------------------------------------------------------
+
+  /** Opens the session of a new connection: in memory at once, or through the cluster. */
+  connectSession(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): OpenResult | Promise<OpenResult> {
+    if (this.cluster) return this.cluster.open(clientId, cleanStart, expiryIntervalS, will);
+    return this.openSession(clientId, cleanStart, expiryIntervalS);
+  }
 
   /**
    * Opens the session for a new connection [MQTT-3.1.2-4, MQTT-3.1.2-5]: a clean start ends
@@ -196,11 +259,34 @@ export class Broker {
       return { session: existing, present: true };
     }
     if (existing) this.endSession(existing);
-    const session = new Session(clientId, expiryIntervalS, { maxQueued: this.deps.config.maxQueued, overflow: this.deps.config.queueOverflow }, this.sessionEvents);
+    const session = this.newSession(clientId, expiryIntervalS);
     session.epoch = 1;
     this.sessions.set(clientId, session);
     this.updateSessionGauges();
     return { session, present: false };
+  }
+
+  /**
+   * A connection ended. Its will goes at the earlier of its delay and the session's end
+   * [MQTT-3.1.3-9] — timers on this node, or due times in Redis in a cluster.
+   */
+  clientGone(session: Session, will: WillRecord | undefined, normal: boolean): void {
+    if (this.cluster) this.cluster.disconnected(session, will, normal);
+    else if (will && !normal) this.wills.disconnected(will, session.expiryIntervalS);
+    this.detachSession(session);
+  }
+
+  /** Adopts a session built elsewhere (cluster: loaded from Redis, or created after a claim). */
+  adoptSession(session: Session): void {
+    const old = this.sessions.get(session.clientId);
+    if (old && old !== session) this.endSession(old);
+    this.offline.delete(session);
+    this.sessions.set(session.clientId, session);
+    this.updateSessionGauges();
+  }
+
+  newSession(clientId: string, expiryIntervalS: number): Session {
+    return new Session(clientId, expiryIntervalS, { maxQueued: this.deps.config.maxQueued, overflow: this.deps.config.queueOverflow }, this.sessionEvents);
   }
 
   /** The connection is gone: the session stays for its expiry interval, or ends now. */
@@ -217,7 +303,10 @@ export class Broker {
   }
 
   endSession(session: Session): void {
-    for (const sub of session.subscriptions.values()) this.trie.remove(session.clientId, sub.filter, sub.group);
+    for (const sub of session.subscriptions.values()) {
+      this.trie.remove(session.clientId, sub.filter, sub.group);
+      this.cluster?.unsubscribed(session, sub);
+    }
     session.subscriptions.clear();
     this.offline.delete(session);
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);

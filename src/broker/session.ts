@@ -33,6 +33,18 @@ export interface SessionEvents {
   sent(qos: 0 | 1 | 2): void;
 }
 
+/**
+ * Write-through of a persistent session's outgoing QoS 1/2 messages (cluster: Redis), so
+ * another node can resume the session after this one crashed.
+ */
+export interface SessionJournal {
+  added(session: Session, pending: PendingMessage): void;
+  /** Sent with a packet id, or PUBREC arrived (`released`). */
+  sent(session: Session, pending: PendingMessage): void;
+  /** Completed, refused or dropped. */
+  done(session: Session, pending: PendingMessage): void;
+}
+
 export class Session implements Subscriber {
   readonly subscriptions = new Map<string, Subscription>();
   readonly inflight = new Map<number, PendingMessage>();
@@ -45,6 +57,8 @@ export class Session implements Subscriber {
   expiresAtMs?: number;
   /** Incarnation counter: bumped on every new connection (cluster fencing). */
   epoch = 0;
+  /** Set for persistent sessions in a cluster. */
+  journal?: SessionJournal;
 
   // Routing scratch space: dedupes overlapping subscriptions within one publish.
   matchGen = 0;
@@ -77,6 +91,7 @@ export class Session implements Subscriber {
       return;
     }
     const pending: PendingMessage = { message: out.message, qos, retainFlag: retain, subscriptionIds };
+    this.journal?.added(this, pending);
     if (link !== null && this.queued === 0 && link.writable && this.inflight.size < link.sendQuota) {
       this.transmit(link, pending, out, false);
     } else {
@@ -89,16 +104,20 @@ export class Session implements Subscriber {
       switch (this.limits.overflow) {
         case 'drop-new':
           this.events.dropped('queue_full');
+          this.journal?.done(this, pending);
           return;
         case 'disconnect':
           this.events.dropped('queue_full');
+          this.journal?.done(this, pending);
           this.link?.closeForQuota();
           return;
         case 'drop-oldest':
           if (this.queued === 0) {
             this.events.dropped('queue_full');
+            this.journal?.done(this, pending);
             return;
           }
+          this.journal?.done(this, this.queue[this.queueHead]);
           this.queueHead++;
           this.events.dropped('queue_full');
           break;
@@ -114,9 +133,11 @@ export class Session implements Subscriber {
     this.inflight.set(id, pending);
     if (link.sendPublish(out, pending.qos, pending.retainFlag, pending.subscriptionIds, id, dup)) {
       this.events.sent(pending.qos);
+      this.journal?.sent(this, pending);
     } else {
       // too large for this client: behave as if delivered [MQTT-3.1.2-25]
       this.inflight.delete(id);
+      this.journal?.done(this, pending);
     }
   }
 
@@ -137,6 +158,7 @@ export class Session implements Subscriber {
       const out = new OutgoingPublish(pending.message, nowMs);
       if (out.expired) {
         this.events.dropped('expired');
+        this.journal?.done(this, pending);
         continue;
       }
       this.transmit(link, pending, out, false);
@@ -152,6 +174,7 @@ export class Session implements Subscriber {
     const p = this.inflight.get(packetId);
     if (!p || p.qos !== expectQos) return false;
     this.inflight.delete(packetId);
+    this.journal?.done(this, p);
     return true;
   }
 
@@ -160,12 +183,27 @@ export class Session implements Subscriber {
     const p = this.inflight.get(packetId);
     if (!p || p.qos !== 2) return false;
     p.released = true;
+    this.journal?.sent(this, p);
     return true;
   }
 
   /** A PUBREC/PUBACK with an error reason code ends the flow for that id [MQTT-4.3.3]. */
   abandon(packetId: number): void {
+    const p = this.inflight.get(packetId);
     this.inflight.delete(packetId);
+    if (p) this.journal?.done(this, p);
+  }
+
+  /** Pending messages of a session resumed from the store: sent ones back in flight, the rest queued. */
+  restorePending(pending: readonly PendingMessage[]): void {
+    for (const p of pending) {
+      if (p.packetId !== undefined && p.packetId > 0 && !this.inflight.has(p.packetId)) this.inflight.set(p.packetId, p);
+      else {
+        p.packetId = undefined;
+        p.released = false;
+        this.queue.push(p);
+      }
+    }
   }
 
   /**

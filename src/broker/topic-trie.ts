@@ -103,6 +103,17 @@ export class TopicTrie<S extends Subscriber> {
     return removed;
   }
 
+  /** One member of a shared group on an exact filter (round robin, connected first), if any. */
+  pickShared(filter: string, group: string): SubEntry<S> | undefined {
+    let node: TrieNode<S> | undefined = this.root;
+    for (const level of filter.split('/')) {
+      node = node.children.get(level);
+      if (!node) return undefined;
+    }
+    const g = node.shared?.get(group);
+    return g && g.members.length > 0 ? pickMember(g) : undefined;
+  }
+
   /**
    * Calls `visit` for every matching subscription. Non-shared entries are visited as they
    * are; each matching shared group yields one member, round robin, connected ones first.

@@ -17,7 +17,8 @@ export interface WillDeps {
   readonly authorizer: Authorizer;
   readonly authenticator: Authenticator;
   readonly willAuthz: WillAuthzMode;
-  publish(message: StoredMessage): void;
+  /** Publishes; `epoch` is the will's session incarnation (retained fencing in a cluster). */
+  publish(message: StoredMessage, epoch: number): void;
 }
 
 /** The decision for a will about to fire. Pure apart from reading current policy. */
@@ -120,6 +121,6 @@ export class WillManager {
     this.deps.log.info({ clientId: record.clientId, username: record.identity.username, topic: m.topic }, 'will published');
     // the Message Expiry Interval of a will counts from when it is published (MQTT 5 §3.1.3.2.4)
     const expiresAtMs = record.messageExpiryS === undefined ? undefined : this.deps.clock.now() + record.messageExpiryS * 1000;
-    this.deps.publish({ ...m, expiresAtMs });
+    this.deps.publish({ ...m, expiresAtMs }, record.epoch);
   }
 }

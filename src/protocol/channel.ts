@@ -77,6 +77,11 @@ export class Channel implements SessionLink, LiveConnection {
   readonly inboundAliases = new Map<number, string>();
   /** Set when the client ended with DISCONNECT 0x00: no will [MQTT-3.14.4-3]. */
   normalDisconnect = false;
+  /** Cluster: acknowledgements waiting for their publish to be stored, in arrival order. */
+  ackChain: Promise<unknown> = Promise.resolve();
+  acksWaiting = 0;
+  /** Cluster: closed because a newer incarnation took over elsewhere, or this node was fenced. */
+  superseded = false;
   closeReason = 'socket_closed';
   private backlog: Packet[] = [];
   /** An asynchronous step is running: later packets wait in the backlog to keep order. */
@@ -279,8 +284,24 @@ export class Channel implements SessionLink, LiveConnection {
     this.ctx.metrics.connectionsClosedTotal.inc({ reason: this.closeReason });
     const session = this.session;
     if (!wasConnected || !session || session.link !== this) return;
-    if (this.will && !this.normalDisconnect) this.ctx.broker.wills.disconnected(this.will, session.expiryIntervalS);
-    this.ctx.broker.detachSession(session);
+    if (this.superseded) {
+      // a newer incarnation owns the client elsewhere (or this node lost its lease): its will
+      // and session are no longer this node's to decide
+      session.link = null;
+      this.ctx.broker.endSession(session);
+      return;
+    }
+    this.ctx.broker.clientGone(session, this.will, this.normalDisconnect);
+  }
+
+  /**
+   * Cluster: the client connected on another node (5.0 DISCONNECT 0x8E), or this node may
+   * no longer own clients (0x89). The will and session stay with the cluster.
+   */
+  supersede(reasonCode: number, why: string): void {
+    this.superseded = true;
+    this.close(reasonCode, why);
+    this.closed();
   }
 
   // ---- timers --------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 import { randomBytes } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import type { AuthOutcome, Identity } from '../../auth/types.js';
-import { NEVER_EXPIRES } from '../../broker/broker.js';
+import { NEVER_EXPIRES, type OpenResult } from '../../broker/broker.js';
+import type { Session } from '../../broker/session.js';
 import type { WillRecord, MessageProperties } from '../../store/types.js';
 import type { Channel } from '../channel.js';
 import { connackCode311, ProtocolViolation, RC, reasonName } from '../reason-codes.js';
@@ -116,9 +117,8 @@ function authenticated(ch: Channel, packet: IConnectPacket, outcome: AuthOutcome
 }
 
 function accept(ch: Channel, packet: IConnectPacket): void {
-  const { broker, config, metrics, clock, log } = ch.ctx;
+  const { broker, config, metrics } = ch.ctx;
   const v5 = ch.protocolVersion === 5;
-  const identity = ch.identity!;
 
   // one live connection per client id [MQTT-3.1.4-3]
   const existing = broker.sessions.get(ch.clientId);
@@ -127,13 +127,35 @@ function accept(ch: Channel, packet: IConnectPacket): void {
   const requested = v5 ? (packet.properties?.sessionExpiryInterval ?? 0) : packet.clean ? 0 : NEVER_EXPIRES;
   const expiryS = Math.min(requested, config.maxSessionExpiryS);
   const cleanStart = packet.clean !== false;
-  const { session, present } = broker.openSession(ch.clientId, cleanStart, expiryS);
-  ch.session = session;
-  ch.will = packet.will ? willRecord(ch, packet, identity, session.epoch) : undefined;
-  if (ch.will) metrics.willsRegisteredTotal.inc();
+  const will = packet.will ? willRecord(ch, packet, ch.identity!, 0) : undefined;
+  const opened = broker.connectSession(ch.clientId, cleanStart, expiryS, will);
+  const then = (result: OpenResult) => {
+    if ('refused' in result) return refuse(ch, { code: result.refused, reason: result.reason });
+    if (will) {
+      will.epoch = result.session.epoch;
+      if (!broker.cluster) metrics.willsRegisteredTotal.inc(); // the cluster registry counts its own
+    }
+    ch.will = will;
+    connected(ch, result.session, result.present, expiryS, requested);
+  };
+  if (!(opened instanceof Promise)) return then(opened);
+  // the socket may close while the cluster claims the client: the claimed session must then
+  // be settled like any other lost connection, or it would stay "online" with nobody on it
+  const settled = opened.then((result) => {
+    if ((ch.state === 'closing' || ch.state === 'closed') && !('refused' in result)) {
+      if (will) will.epoch = result.session.epoch;
+      broker.clientGone(result.session, will, false);
+    }
+    return result;
+  });
+  ch.waitFor(settled, then);
+}
 
+function connected(ch: Channel, session: Session, present: boolean, expiryS: number, requested: number): void {
+  const { config, metrics, clock, log } = ch.ctx;
+  ch.session = session;
   const connack: IConnackPacket = { cmd: 'connack', sessionPresent: present };
-  if (v5) {
+  if (ch.protocolVersion === 5) {
     connack.reasonCode = RC.SUCCESS;
     const props: NonNullable<IConnackPacket['properties']> = {
       receiveMaximum: config.maxInflight,
@@ -152,7 +174,7 @@ function accept(ch: Channel, packet: IConnectPacket): void {
   ch.state = 'connected';
   ch.send(connack);
   metrics.connectOutcomesTotal.inc({ code: 'success', version: String(ch.protocolVersion) });
-  log.debug({ clientId: ch.clientId, username: identity.username, version: ch.protocolVersion, present }, 'client connected');
+  log.debug({ clientId: ch.clientId, username: ch.identity?.username, version: ch.protocolVersion, present }, 'client connected');
   session.resume(ch, clock.now()); // [MQTT-4.4.0-1] resend unacknowledged messages
   ch.drainBacklog();
 }

@@ -14,7 +14,7 @@ export function handleDisconnect(ch: Channel, packet: IDisconnectPacket): void {
   const reason = packet.reasonCode ?? 0;
   if (reason !== RC.DISCONNECT_WITH_WILL) {
     ch.normalDisconnect = true;
-    if (ch.will) ch.ctx.metrics.willsCancelledTotal.inc({ cause: 'normal' });
+    if (ch.will && !ch.ctx.broker.cluster) ch.ctx.metrics.willsCancelledTotal.inc({ cause: 'normal' }); // the cluster registry counts its own
   }
   ch.close(undefined, reason === 0 ? 'client_disconnect' : `client_disconnect_0x${reason.toString(16)}`);
 }

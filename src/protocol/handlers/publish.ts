@@ -82,7 +82,32 @@ function decided(ch: Channel, packet: IPublishPacket, message: StoredMessage, ve
 }
 
 function routeAndAck(ch: Channel, packet: IPublishPacket, message: StoredMessage): void {
-  ch.ctx.broker.publish(message);
+  const stored = ch.ctx.broker.publish(message, ch.session!.epoch);
+  if (stored === undefined && ch.acksWaiting === 0) return acknowledge(ch, packet);
+  // cluster: acknowledge only once other nodes and persistent sessions have it, in the order
+  // the publishes arrived; reading goes on meanwhile, so a publisher keeps its window full
+  ch.acksWaiting++;
+  const outcome = (stored ?? Promise.resolve()).then(
+    () => true,
+    (err: Error) => {
+      ch.ctx.log.warn({ clientId: ch.clientId, topic: message.topic, err: err.message }, 'publish could not be stored, not acknowledged');
+      return false;
+    },
+  );
+  ch.ackChain = ch.ackChain.then(() => outcome).then((ok) => {
+      ch.acksWaiting--;
+      if (ch.state === 'closing' || ch.state === 'closed') return;
+      if (ok) return acknowledge(ch, packet);
+      // nothing is acknowledged that could not be stored: 5.0 says so, 3.1.1 can only drop the connection
+      if (ch.protocolVersion === 5) {
+        ch.send({ cmd: packet.qos === 1 ? 'puback' : 'pubrec', messageId: packet.messageId!, reasonCode: RC.UNSPECIFIED_ERROR, properties: ch.reasonString('could not be stored') });
+      } else {
+        ch.close(undefined, 'publish_not_stored');
+      }
+  });
+}
+
+function acknowledge(ch: Channel, packet: IPublishPacket): void {
   if (packet.qos === 1) ch.io.write(ack(PUBACK, packet.messageId!));
   else if (packet.qos === 2) {
     ch.session!.incomingQos2.add(packet.messageId!);

@@ -1,0 +1,231 @@
+// The broker's cluster side: what a node does differently when it shares Redis with others
+// (docs/cluster.md). CONNECT claims the client id cluster-wide and loads its session; a
+// disconnect hands the will to the registry (due times in Redis, fired exactly once by
+// whoever deletes the record); publishes are forwarded once per node with matching
+// subscribers; subscriptions and the pending messages of persistent sessions are written
+// through to Redis so another node can resume them.
+import type { Broker, BrokerCluster, OpenResult } from '../broker/broker.js';
+import type { Session, SessionJournal } from '../broker/session.js';
+import type { Channel } from '../protocol/channel.js';
+import { RC } from '../protocol/reason-codes.js';
+import type { PendingMessage, SessionSnapshot, StoredMessage, Subscription, WillRecord } from '../store/types.js';
+import { StaleEpochError } from '../store/errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { BusEnvelope } from './bus.js';
+import type { ClusterNode } from './node.js';
+
+export class ClusterBridge implements BrokerCluster, SessionJournal {
+  /** storeSeq of each pending message, once appendPending answered. */
+  private readonly seqs = new WeakMap<PendingMessage, Promise<number | undefined>>();
+  /** Writes a QoS 1/2 publish must wait for before it is acknowledged (collected while routing). */
+  private collecting: Promise<unknown>[] | null = null;
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly node: ClusterNode,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {}
+
+  get member(): string {
+    return this.node.member;
+  }
+
+  // ---- CONNECT / disconnect -----------------------------------------------------------
+
+  async open(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): Promise<OpenResult> {
+    const { node, broker } = this;
+    if (!node.membership.owner) return { refused: RC.SERVER_UNAVAILABLE, reason: 'node is not a cluster owner (Redis lease)' };
+    let claim;
+    try {
+      claim = await node.registry.claim(clientId, node.member, { cleanStart, will, sessionExpiryS: expiryIntervalS });
+    } catch (err) {
+      this.redisFailed('claim', err);
+      return { refused: RC.SERVER_UNAVAILABLE, reason: 'cluster state unavailable' };
+    }
+    const { epoch } = claim;
+    // the older incarnation's will: this node alone deleted it, so this node publishes it
+    if (claim.willToFire) void broker.wills.fire(claim.willToFire);
+    if (claim.previousOwner && claim.previousOwner !== node.member && claim.previousOnline) {
+      this.metrics.takeoversTotal.inc({ scope: 'cluster' });
+      void node.bus.kick(claim.previousOwner, clientId, epoch).catch((err) => this.redisFailed('kick', err));
+    }
+
+    let local = broker.sessions.get(clientId);
+    if (local?.link) (local.link as Channel).supersede(RC.SESSION_TAKEN_OVER, 'session taken over'); // raced a local takeover
+    local = broker.sessions.get(clientId);
+    try {
+      let snapshot: SessionSnapshot | undefined;
+      if (cleanStart) {
+        if (local) broker.endSession(local);
+        await node.sessions.delete(clientId, epoch).catch(() => false);
+        local = undefined;
+      } else if (!local) {
+        snapshot = await node.sessions.load(clientId);
+      }
+      const session = local ?? broker.newSession(clientId, expiryIntervalS);
+      const present = !!local || !!snapshot;
+      session.expiryIntervalS = expiryIntervalS;
+      session.epoch = epoch;
+      broker.adoptSession(session);
+      if (snapshot) this.restore(session, snapshot);
+      if (expiryIntervalS > 0) {
+        session.journal = this;
+        const seqs = await node.sessions.save(this.snapshotOf(session));
+        session.pendingMessages().forEach((p, i) => this.seqs.set(p, Promise.resolve(seqs[i])));
+        await node.sessions.setExpiry(clientId, epoch, undefined);
+      } else {
+        session.journal = undefined;
+        if (snapshot) await node.sessions.delete(clientId, epoch).catch(() => false);
+      }
+      return { session, present };
+    } catch (err) {
+      this.redisFailed('session', err);
+      return { refused: RC.SERVER_UNAVAILABLE, reason: 'cluster state unavailable' };
+    }
+  }
+
+  /** Rebuilds a session written by another node: subscriptions, then pending in order. */
+  private restore(session: Session, snapshot: SessionSnapshot): void {
+    for (const sub of snapshot.subscriptions) this.broker.subscribe(session, sub);
+    for (const id of snapshot.incomingQos2) session.incomingQos2.add(id);
+    session.restorePending(snapshot.pending);
+  }
+
+  private snapshotOf(session: Session): SessionSnapshot {
+    return {
+      clientId: session.clientId,
+      subscriptions: [...session.subscriptions.values()],
+      pending: session.pendingMessages(),
+      incomingQos2: [...session.incomingQos2],
+      expiryIntervalS: session.expiryIntervalS,
+      epoch: session.epoch,
+    };
+  }
+
+  /** Disconnect bookkeeping still being written (awaited at shutdown). */
+  private readonly settling = new Set<Promise<unknown>>();
+
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.settling]);
+  }
+
+  disconnected(session: Session, will: WillRecord | undefined, normal: boolean): void {
+    const { clientId, epoch, expiryIntervalS } = session;
+    const registry = this.node.registry;
+    const settle = normal
+      ? registry.normalDisconnect(clientId, epoch).then(() => undefined)
+      : registry.abnormalDisconnect(clientId, epoch, expiryIntervalS).then((outcome) => {
+          if (outcome.kind === 'fire') return this.broker.wills.fire(outcome.will);
+        });
+    const tracked = settle.catch((err) => {
+      if (err instanceof StaleEpochError) return; // a newer connection decided the will already
+      this.redisFailed('disconnect', err);
+    });
+    this.settling.add(tracked);
+    void tracked.finally(() => this.settling.delete(tracked));
+    void will;
+    if (expiryIntervalS > 0) {
+      const ms = expiryIntervalS >= 0xffffffff ? undefined : expiryIntervalS * 1000;
+      if (ms !== undefined) void this.node.sessions.setExpiry(clientId, epoch, ms).catch((err) => this.ignoreStale('expiry', err));
+    }
+  }
+
+  // ---- routing ------------------------------------------------------------------------
+
+  routeRemote(message: StoredMessage, deliverLocalShared: (group: string, filter: string) => void): void | Promise<void> {
+    const match = this.node.routes.route(message.topic);
+    const sharedFor = new Map<string, { group: string; filter: string }[]>();
+    for (const pick of match.shared) {
+      if (pick.member === this.node.member) deliverLocalShared(pick.group, pick.filter);
+      else {
+        let list = sharedFor.get(pick.member);
+        if (!list) sharedFor.set(pick.member, (list = []));
+        list.push({ group: pick.group, filter: pick.filter });
+      }
+    }
+    const writes = this.collecting ?? [];
+    this.collecting = null;
+    const targets = new Set([...match.members, ...sharedFor.keys()]);
+    for (const member of targets) {
+      this.metrics.crossNodeMessagesTotal.inc({ direction: 'out' });
+      writes.push(this.node.bus.forward(member, message, { normal: match.members.has(member), shared: sharedFor.get(member) ?? [] }));
+    }
+    if (writes.length === 0 || message.qos === 0) {
+      for (const w of writes) w.catch((err) => this.redisFailed('forward', err));
+      return;
+    }
+    return Promise.all(writes).then(() => undefined);
+  }
+
+  /** Called by the broker before routing a QoS 1/2 message: journal writes join the ack. */
+  beginPublish(): void {
+    this.collecting = [];
+  }
+
+  onBusMessage = (envelope: BusEnvelope): void | Promise<void> => {
+    if (envelope.kind === 'kick') {
+      const session = this.broker.sessions.get(envelope.clientId);
+      if (!session || session.epoch >= envelope.epoch) return;
+      if (session.link) (session.link as Channel).supersede(RC.SESSION_TAKEN_OVER, 'session taken over on another node');
+      else this.broker.endSession(session);
+      return;
+    }
+    this.metrics.crossNodeMessagesTotal.inc({ direction: 'in' });
+    this.collecting = [];
+    this.broker.deliverForwarded(envelope.message, envelope.normal, envelope.shared);
+    const writes = this.collecting;
+    this.collecting = null;
+    // the bus acknowledges the entry once the persistent sessions have it
+    if (writes.length > 0) return Promise.all(writes).then(() => undefined);
+  };
+
+  subscribed(session: Session, sub: Subscription): void {
+    void this.node.routes.addLocal(sub).catch((err) => this.redisFailed('route', err));
+    if (session.journal) void this.node.sessions.putSubscription(session.clientId, session.epoch, sub).catch((err) => this.ignoreStale('subscription', err));
+  }
+
+  unsubscribed(session: Session, sub: Subscription): void {
+    void this.node.routes.removeLocal(sub).catch((err) => this.redisFailed('route', err));
+    if (session.journal && this.broker.sessions.get(session.clientId) === session) {
+      void this.node.sessions.removeSubscription(session.clientId, session.epoch, sub.filter, sub.group).catch((err) => this.ignoreStale('subscription', err));
+    }
+  }
+
+  // ---- the journal of persistent sessions (SessionJournal) ----------------------------
+
+  added(session: Session, pending: PendingMessage): void {
+    const write = this.node.sessions.appendPending(session.clientId, session.epoch, pending).catch((err) => {
+      this.ignoreStale('pending', err);
+      return undefined;
+    });
+    this.seqs.set(pending, write);
+    this.collecting?.push(write);
+  }
+
+  sent(session: Session, pending: PendingMessage): void {
+    this.withSeq(pending, (seq) => this.node.sessions.markPending(session.clientId, session.epoch, seq, pending.packetId ?? 0, !!pending.released));
+  }
+
+  done(session: Session, pending: PendingMessage): void {
+    this.withSeq(pending, (seq) => this.node.sessions.removePending(session.clientId, session.epoch, seq));
+  }
+
+  private withSeq(pending: PendingMessage, write: (seq: number) => Promise<unknown>): void {
+    const seq = this.seqs.get(pending) ?? (pending.storeSeq !== undefined ? Promise.resolve(pending.storeSeq) : undefined);
+    if (!seq) return;
+    void seq.then((s) => (s === undefined ? undefined : write(s))).catch((err) => this.ignoreStale('pending', err));
+  }
+
+  // ---- errors -------------------------------------------------------------------------
+
+  private ignoreStale(what: string, err: unknown): void {
+    if (err instanceof StaleEpochError) return;
+    this.redisFailed(what, err);
+  }
+
+  private redisFailed(what: string, err: unknown): void {
+    this.log.warn({ what, err: (err as Error)?.message ?? String(err) }, 'cluster operation failed');
+  }
+}

@@ -1,0 +1,37 @@
+-- Replaces a client's whole persistent session (CONNECT of a new incarnation, or a full
+-- checkpoint). Refused when a newer incarnation already saved. Pending messages get new
+-- sequence numbers (the counter never goes back, so an old ack cannot hit a new entry).
+-- KEYS[1] session HASH (epoch, expiryS, seq)
+-- KEYS[2] subscriptions HASH
+-- KEYS[3] pending HASH (seq -> encoded PendingMessage)
+-- KEYS[4] pending state HASH (seq -> "packetId:released")
+-- KEYS[5] incoming QoS 2 SET
+-- ARGV[1] epoch, ARGV[2] expiry interval s,
+-- ARGV[3] n subscriptions, then n pairs (key, encoded subscription),
+-- then m = pending count, then m pairs (encoded pending, state or ''),
+-- then q = incoming QoS 2 count, then q packet ids
+-- Returns {'ok', firstSeq} (pending i has seq firstSeq + i) | {'stale'}
+local stored = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '-1')
+local epoch = tonumber(ARGV[1])
+if stored > epoch then return {'stale'} end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+local i = 3
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2
+end
+local m = tonumber(ARGV[i]); i = i + 1
+local first = seq + 1
+for _ = 1, m do
+  seq = seq + 1
+  redis.call('HSET', KEYS[3], seq, ARGV[i])
+  if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[4], seq, ARGV[i + 1]) end
+  i = i + 2
+end
+local q = tonumber(ARGV[i]); i = i + 1
+for _ = 1, q do
+  redis.call('SADD', KEYS[5], ARGV[i]); i = i + 1
+end
+redis.call('HSET', KEYS[1], 'epoch', epoch, 'expiryS', ARGV[2], 'seq', seq)
+return {'ok', first}

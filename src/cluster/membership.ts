@@ -1,0 +1,214 @@
+// Node membership by leases in one Redis ZSET (member → expiry, Redis clock).
+//
+// Rules (docs/cluster.md, "Membership"):
+// - A node joins as a new *member* "<nodeId>/<incarnation>" and renews every heartbeatMs.
+// - Others consider a member dead once Redis TIME passes its expiry (renewal time +
+//   nodeTimeoutMs) and one of them wins reap(member) (ZREM inside a script: exactly one).
+// - Self-fencing: a node whose last successful renewal was *sent* more than
+//   nodeTimeoutMs − heartbeatMs ago reports owner=false before anyone can consider it dead
+//   (the lease was written no earlier than it was sent, so it expires no earlier than
+//   sent + nodeTimeoutMs): two nodes never both own a client.
+// - A renewal answering 'reaped' or 'lapsed' means this member is finished: owner=false, and
+//   the node rejoins as a new member (new incarnation); everything the old member owned is
+//   the reaper's.
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import type { Metrics } from '../metrics.js';
+import type { Logger } from '../log.js';
+import type { VigilRedis } from './redis.js';
+import type { ClusterKeys } from './keys.js';
+import { num, str } from './redis.js';
+import { statusError } from '../store/errors.js';
+
+export interface MembershipOptions {
+  readonly redis: VigilRedis;
+  readonly keys: ClusterKeys;
+  readonly nodeId: string;
+  readonly heartbeatMs: number;
+  readonly nodeTimeoutMs: number;
+  readonly metrics?: Metrics;
+  readonly log?: Logger;
+  /** Monotonic local clock, ms (injected for tests). */
+  readonly monotonicNow?: () => number;
+  /** false: no renewal timer, the caller runs heartbeat() (tests). */
+  readonly autoRenew?: boolean;
+}
+
+export type OwnerChangeReason = 'joined' | 'renewed' | 'lease_unconfirmed' | 'lease_reaped' | 'lease_lapsed' | 'stopped';
+
+export interface MembershipEvents {
+  /** Whether this node may act as owner of its clients changed. */
+  owner: [owner: boolean, reason: OwnerChangeReason];
+  /** This node rejoined as a new member after its old one was lost. */
+  rejoined: [member: string, previous: string];
+  /** Members whose lease has expired (candidates for reap()). Emitted on every heartbeat that sees some. */
+  lapsed: [members: string[]];
+}
+
+export function newMemberId(nodeId: string): string {
+  return `${nodeId}/${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+}
+
+export function nodeIdOf(member: string): string {
+  return member.slice(0, member.lastIndexOf('/'));
+}
+
+export class Membership extends EventEmitter<MembershipEvents> {
+  private currentMember: string;
+  private isOwner = false;
+  private running = false;
+  private timer?: NodeJS.Timeout;
+  private fenceTimer?: NodeJS.Timeout;
+  private renewing = false;
+  private lastOkSentAt = -Infinity;
+  private readonly now: () => number;
+
+  constructor(private readonly o: MembershipOptions) {
+    super();
+    this.now = o.monotonicNow ?? (() => performance.now());
+    this.currentMember = newMemberId(o.nodeId);
+  }
+
+  get member(): string {
+    return this.currentMember;
+  }
+
+  /** True while this node may own clients (lease confirmed recently enough). */
+  get owner(): boolean {
+    return this.isOwner;
+  }
+
+  /** Ms before the lease could expire at which ownership is given up. */
+  get fenceAfterMs(): number {
+    return this.o.nodeTimeoutMs - this.o.heartbeatMs;
+  }
+
+  async start(): Promise<void> {
+    this.running = true;
+    await this.join();
+    if (this.o.autoRenew === false) return;
+    this.timer = setInterval(() => void this.heartbeat(), this.o.heartbeatMs);
+    this.timer.unref();
+  }
+
+  /** Leaves: the lease is marked expired so a survivor reaps this member right away. */
+  async stop(options: { leave?: boolean } = {}): Promise<void> {
+    this.running = false;
+    clearInterval(this.timer);
+    clearTimeout(this.fenceTimer);
+    this.setOwner(false, 'stopped');
+    if (options.leave !== false) {
+      try {
+        await this.o.redis.run('leaveCluster', [this.o.keys.nodeLeases], [this.currentMember]);
+      } catch (err) {
+        this.o.log?.warn({ err: (err as Error).message }, 'leaving the cluster failed');
+      }
+    }
+  }
+
+  /** Members with an unexpired lease (Redis clock), this one included. */
+  async liveNodes(): Promise<string[]> {
+    const now = await this.redisNow();
+    const live = await this.o.redis.client.zrangebyscore(this.o.keys.nodeLeases, `(${now}`, '+inf');
+    this.o.metrics?.clusterNodes.set(live.length);
+    return live;
+  }
+
+  /** Members whose lease has expired but that nobody has reaped yet. */
+  async lapsedNodes(): Promise<string[]> {
+    const now = await this.redisNow();
+    return this.o.redis.client.zrangebyscore(this.o.keys.nodeLeases, '-inf', now);
+  }
+
+  /** Claims the reaping of a dead member: true for exactly one caller, once its lease expired. */
+  async reap(member: string): Promise<boolean> {
+    const reply = (await this.o.redis.run('reapNode', [this.o.keys.nodeLeases], [member])) as unknown[];
+    const status = str(reply[0]);
+    if (status === 'won') {
+      this.o.log?.info({ member }, 'reaping dead node');
+      return true;
+    }
+    return false;
+  }
+
+  /** One heartbeat now (also run by the timer). */
+  async heartbeat(): Promise<void> {
+    if (!this.running || this.renewing) return;
+    this.renewing = true;
+    const member = this.currentMember;
+    const sentAt = this.now();
+    try {
+      const reply = (await this.o.redis.run('renewLease', [this.o.keys.nodeLeases], [member, this.o.nodeTimeoutMs, 'renew'])) as unknown[];
+      const status = str(reply[0]);
+      if (member !== this.currentMember || !this.running) return;
+      if (status === 'ok') {
+        this.o.metrics?.leaseRenewalsTotal.inc({ outcome: 'ok' });
+        this.confirmed(sentAt, 'renewed');
+        const lapsed = await this.o.redis.client.zrangebyscore(this.o.keys.nodeLeases, '-inf', num(reply[1]));
+        if (lapsed.length > 0) this.emit('lapsed', lapsed);
+        this.o.metrics?.clusterNodes.set(await this.o.redis.client.zcount(this.o.keys.nodeLeases, `(${num(reply[1])}`, '+inf'));
+        return;
+      }
+      this.o.metrics?.leaseRenewalsTotal.inc({ outcome: status });
+      const err = statusError('renew-lease', status, { member });
+      this.o.log?.error({ member, status, err: err?.message }, 'node lease lost; rejoining as a new member');
+      this.setOwner(false, status === 'reaped' ? 'lease_reaped' : 'lease_lapsed');
+      await this.rejoin();
+    } catch (err) {
+      this.o.metrics?.leaseRenewalsTotal.inc({ outcome: 'error' });
+      this.o.log?.warn({ err: (err as Error).message }, 'lease renewal failed');
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  private async join(): Promise<void> {
+    const sentAt = this.now();
+    const reply = (await this.o.redis.run('renewLease', [this.o.keys.nodeLeases], [this.currentMember, this.o.nodeTimeoutMs, 'join'])) as unknown[];
+    if (str(reply[0]) !== 'ok') throw new Error(`join failed: ${str(reply[0])}`);
+    this.o.metrics?.leaseRenewalsTotal.inc({ outcome: 'joined' });
+    this.confirmed(sentAt, 'joined');
+  }
+
+  private async rejoin(): Promise<void> {
+    const previous = this.currentMember;
+    this.currentMember = newMemberId(this.o.nodeId);
+    await this.join();
+    this.emit('rejoined', this.currentMember, previous);
+  }
+
+  private confirmed(sentAt: number, reason: OwnerChangeReason): void {
+    this.lastOkSentAt = Math.max(this.lastOkSentAt, sentAt);
+    const remaining = this.lastOkSentAt + this.fenceAfterMs - this.now();
+    clearTimeout(this.fenceTimer);
+    if (remaining <= 0) {
+      this.setOwner(false, 'lease_unconfirmed');
+      return;
+    }
+    this.fenceTimer = setTimeout(() => this.checkFence(), remaining);
+    this.fenceTimer.unref();
+    this.setOwner(true, reason);
+  }
+
+  private checkFence(): void {
+    const remaining = this.lastOkSentAt + this.fenceAfterMs - this.now();
+    if (remaining > 0) {
+      this.fenceTimer = setTimeout(() => this.checkFence(), remaining);
+      this.fenceTimer.unref();
+      return;
+    }
+    if (this.isOwner) this.o.log?.error({ member: this.currentMember, sinceMs: Math.round(this.now() - this.lastOkSentAt) }, 'lease not confirmed in time; giving up ownership');
+    this.setOwner(false, 'lease_unconfirmed');
+  }
+
+  private setOwner(owner: boolean, reason: OwnerChangeReason): void {
+    if (owner === this.isOwner) return;
+    this.isOwner = owner;
+    this.emit('owner', owner, reason);
+  }
+
+  private async redisNow(): Promise<number> {
+    const [s, us] = await this.o.redis.client.time();
+    return Number(s) * 1000 + Math.floor(Number(us) / 1000);
+  }
+}

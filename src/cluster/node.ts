@@ -1,0 +1,121 @@
+// One node's cluster machinery wired together: membership (leases), client registry and
+// wills, route table, cross-node bus, retained store and session store, plus the two
+// background duties every node shares — reaping dead members and sweeping due wills.
+// The broker integrates through this object (docs/cluster.md, "Integrating").
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { WillRecord } from '../store/types.js';
+import { RedisRetainedStore } from '../store/redis/retained.js';
+import { RedisSessionStore } from '../store/redis/sessions.js';
+import { ClusterKeys } from './keys.js';
+import { VigilRedis } from './redis.js';
+import { Membership, type OwnerChangeReason } from './membership.js';
+import { ClientRegistry } from './registry.js';
+import { RouteTable } from './routes.js';
+import { MessageBus, type BusHandler } from './bus.js';
+
+export interface ClusterNodeHooks {
+  /** A will this node must publish now (it alone holds it). Authorize with willAuthorizedAtFire. */
+  fireWill(will: WillRecord): void | Promise<void>;
+  /** Something arrived on this node's bus (forwarded publish, or a takeover kick). */
+  onBusMessage: BusHandler;
+  /** Ownership changed: on false, close every client connection of this node at once. */
+  onOwnerChange?(owner: boolean, reason: OwnerChangeReason): void;
+}
+
+export interface ClusterNodeOptions {
+  readonly config: Pick<Config, 'redisUrl' | 'redisClusterNodes' | 'redisPrefix' | 'heartbeatMs' | 'nodeTimeoutMs' | 'nodeId'>;
+  readonly hooks: ClusterNodeHooks;
+  readonly metrics?: Metrics;
+  readonly log?: Logger;
+  /** How often due wills are swept, ms (default heartbeatMs). */
+  readonly willSweepMs?: number;
+  /** Tests: no renewal timer. */
+  readonly autoRenew?: boolean;
+}
+
+export class ClusterNode {
+  readonly redis: VigilRedis;
+  readonly keys: ClusterKeys;
+  readonly membership: Membership;
+  readonly registry: ClientRegistry;
+  readonly retained: RedisRetainedStore;
+  readonly sessions: RedisSessionStore;
+  routes!: RouteTable;
+  bus!: MessageBus;
+  private sweepTimer?: NodeJS.Timeout;
+  private readonly reaping = new Set<string>();
+
+  constructor(private readonly o: ClusterNodeOptions) {
+    const { config, metrics, log } = o;
+    this.keys = new ClusterKeys(config.redisPrefix);
+    this.redis = new VigilRedis({ target: { url: config.redisUrl, clusterNodes: config.redisClusterNodes }, metrics, log, commandTimeoutMs: Math.max(1000, config.nodeTimeoutMs) });
+    this.membership = new Membership({ redis: this.redis, keys: this.keys, nodeId: config.nodeId, heartbeatMs: config.heartbeatMs, nodeTimeoutMs: config.nodeTimeoutMs, metrics, log, autoRenew: o.autoRenew });
+    this.registry = new ClientRegistry({ redis: this.redis, keys: this.keys, metrics, log });
+    this.retained = new RedisRetainedStore({ redis: this.redis, keys: this.keys, metrics, log });
+    this.sessions = new RedisSessionStore({ redis: this.redis, keys: this.keys });
+  }
+
+  /** This node's current member id ("<nodeId>/<incarnation>"). */
+  get member(): string {
+    return this.membership.member;
+  }
+
+  async start(): Promise<void> {
+    const { metrics, log, hooks } = this.o;
+    await this.membership.start();
+    this.routes = new RouteTable({ redis: this.redis, keys: this.keys, member: this.member, log, liveMembers: () => this.membership.liveNodes() });
+    this.bus = new MessageBus({ redis: this.redis, keys: this.keys, member: this.member, metrics, log });
+    await this.routes.start(await this.membership.liveNodes());
+    await this.retained.start();
+    await this.bus.start(hooks.onBusMessage);
+    this.membership.on('owner', (owner, reason) => hooks.onOwnerChange?.(owner, reason));
+    this.membership.on('lapsed', (members) => {
+      for (const m of members) void this.reapMember(m);
+    });
+    this.membership.on('rejoined', (member) => {
+      void Promise.all([this.routes.rejoined(member), this.bus.rejoined(member)]).catch((err: Error) => log?.error({ err: err.message }, 'rejoin failed'));
+    });
+    const every = this.o.willSweepMs ?? this.o.config.heartbeatMs;
+    this.sweepTimer = setInterval(() => void this.sweepWills(), every);
+    this.sweepTimer.unref();
+  }
+
+  async stop(options: { leave?: boolean } = {}): Promise<void> {
+    clearInterval(this.sweepTimer);
+    await this.membership.stop(options);
+    await this.bus?.stop();
+    await this.routes?.stop();
+    await this.retained.stop();
+    await this.redis.close();
+  }
+
+  /** Claims the reaping of a dead member; the winner fires/schedules its clients' wills and drops its routes and bus. */
+  async reapMember(member: string): Promise<boolean> {
+    if (member === this.member || this.reaping.has(member)) return false;
+    this.reaping.add(member);
+    try {
+      if (!(await this.membership.reap(member))) return false;
+      const report = await this.registry.orphanClients(member, this.o.hooks.fireWill);
+      await this.routes.purgeMember(member);
+      await this.bus.purge(member);
+      this.o.log?.info({ member, ...report }, 'dead node reaped');
+      return true;
+    } catch (err) {
+      this.o.log?.error({ member, err: (err as Error).message }, 'reaping failed');
+      return false;
+    } finally {
+      this.reaping.delete(member);
+    }
+  }
+
+  async sweepWills(): Promise<number> {
+    try {
+      return await this.registry.sweepDueWills(Date.now() + 50, this.o.hooks.fireWill);
+    } catch (err) {
+      this.o.log?.warn({ err: (err as Error).message }, 'due-will sweep failed');
+      return 0;
+    }
+  }
+}

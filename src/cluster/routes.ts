@@ -1,0 +1,292 @@
+// The cluster route table: which node members have subscribers for which filters.
+//
+// Each node publishes its own filter set (a filter is added when the node's local count for
+// it goes 0→1 and removed on 1→0; shared subscriptions as "$share/<group>/<filter>") to a
+// Redis SET per member through route-change.lua, which announces every change with a
+// per-member version. Every node mirrors all members' sets in a TopicTrie whose subscribers
+// are members, and answers route(topic) synchronously. A start() subscribes first, then
+// snapshots each live member (route-snapshot.lua), buffering announcements meanwhile and
+// applying only those newer than the snapshot.
+//
+// Shared subscriptions: the publishing node picks, per matching group, one member round
+// robin among members having that group (itself included); that member then picks one local
+// subscriber. So each message reaches exactly one subscriber of the group cluster-wide.
+import type { Logger } from '../log.js';
+import type { Subscription } from '../store/types.js';
+import { TopicTrie, type Subscriber, type SubEntry } from '../broker/topic-trie.js';
+import type { ClusterKeys } from './keys.js';
+import type { RedisConnection, VigilRedis } from './redis.js';
+import { num, str } from './redis.js';
+import { UnexpectedScriptReplyError } from '../store/errors.js';
+
+export interface SharedPick {
+  readonly group: string;
+  readonly filter: string;
+  /** The member that delivers to one of its local members of the group (may be this one). */
+  readonly member: string;
+}
+
+export interface RouteMatch {
+  /** Other members with at least one matching non-shared subscription. */
+  readonly members: Set<string>;
+  /** One pick per matching shared group. */
+  readonly shared: SharedPick[];
+}
+
+export interface RouteTableOptions {
+  readonly redis: VigilRedis;
+  readonly keys: ClusterKeys;
+  /** This node's member id. */
+  readonly member: string;
+  readonly log?: Logger;
+  /** Live members (Membership.liveNodes), for a resync after the subscriber reconnected. */
+  readonly liveMembers?: () => Promise<string[]>;
+}
+
+class RemoteMember implements Subscriber {
+  readonly online = true;
+  readonly filters = new Set<string>();
+  version = 0;
+  constructor(readonly clientId: string) {}
+}
+
+interface Change {
+  op: 'A' | 'R' | 'C';
+  version: number;
+  member: string;
+  filter: string;
+}
+
+/** "$share/g/a/b" → { group: 'g', filter: 'a/b' }; others → { filter }. */
+export function parseRouteFilter(raw: string): { filter: string; group?: string } {
+  if (!raw.startsWith('$share/')) return { filter: raw };
+  const slash = raw.indexOf('/', 7);
+  return { group: raw.slice(7, slash), filter: raw.slice(slash + 1) };
+}
+
+export function routeFilter(sub: Pick<Subscription, 'filter' | 'group'>): string {
+  return sub.group === undefined ? sub.filter : `$share/${sub.group}/${sub.filter}`;
+}
+
+export class RouteTable {
+  private readonly trie = new TopicTrie<RemoteMember>();
+  private readonly members = new Map<string, RemoteMember>();
+  private readonly localCounts = new Map<string, number>();
+  private subscriber?: RedisConnection;
+  private buffered?: Change[];
+  private selfMember: string;
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly o: RouteTableOptions) {
+    this.selfMember = o.member;
+  }
+
+  get member(): string {
+    return this.selfMember;
+  }
+
+  /** Subscribes to announcements, then loads the sets of `liveMembers` (from Membership.liveNodes()). */
+  async start(liveMembers: readonly string[]): Promise<void> {
+    const sub = this.o.redis.duplicate();
+    this.subscriber = sub;
+    sub.on('messageBuffer', (_c: Buffer, payload: Buffer) => this.onAnnouncement(payload.toString('utf8')));
+    await sub.subscribe(this.o.keys.routesChannel);
+    await this.resync(liveMembers);
+    let started = false;
+    sub.on('ready', () => {
+      // announcements may have been lost while disconnected (see RedisRetainedStore for why
+      // the turn and the PING)
+      if (!started || this.subscriber !== sub) return;
+      setImmediate(() => {
+        void (async () => {
+          await (sub as unknown as { ping(): Promise<unknown> }).ping().catch(() => undefined);
+          const live = this.o.liveMembers ? await this.o.liveMembers() : [];
+          await this.resync([...new Set([...live, ...this.members.keys()])]);
+        })().catch((err: Error) => this.o.log?.error({ err: err.message }, 'route resync failed'));
+      });
+    });
+    started = true;
+  }
+
+  /** Reloads the given members' sets (announcements arriving meanwhile are applied after). */
+  async resync(members: readonly string[]): Promise<void> {
+    const buffered: Change[] = [];
+    this.buffered = buffered;
+    try {
+      await Promise.all(members.filter((m) => m !== this.selfMember).map((m) => this.loadMember(m)));
+      for (const c of buffered) this.apply(c);
+    } finally {
+      if (this.buffered === buffered) this.buffered = undefined;
+    }
+  }
+
+  async stop(): Promise<void> {
+    const sub = this.subscriber;
+    this.subscriber = undefined;
+    if (sub) {
+      try {
+        await sub.quit();
+      } catch {
+        sub.disconnect();
+      }
+    }
+  }
+
+  /** A local session subscribed: publishes the filter when this node's count goes 0→1. */
+  addLocal(sub: Pick<Subscription, 'filter' | 'group'>): Promise<void> {
+    const raw = routeFilter(sub);
+    const n = (this.localCounts.get(raw) ?? 0) + 1;
+    this.localCounts.set(raw, n);
+    this.localApply('A', raw);
+    return n === 1 ? this.change('add', raw) : Promise.resolve();
+  }
+
+  /** A local subscription went away: unpublishes the filter when the count goes 1→0. */
+  removeLocal(sub: Pick<Subscription, 'filter' | 'group'>): Promise<void> {
+    const raw = routeFilter(sub);
+    const n = this.localCounts.get(raw) ?? 0;
+    if (n <= 0) return Promise.resolve();
+    if (n > 1) {
+      this.localCounts.set(raw, n - 1);
+      return Promise.resolve();
+    }
+    this.localCounts.delete(raw);
+    this.localApply('R', raw);
+    return this.change('remove', raw);
+  }
+
+  /** This node rejoined as a new member: republishes every local filter under it. */
+  async rejoined(newMember: string): Promise<void> {
+    const old = this.selfMember;
+    this.selfMember = newMember;
+    this.dropMember(old);
+    for (const raw of this.localCounts.keys()) {
+      this.localApply('A', raw);
+      await this.change('add', raw);
+    }
+  }
+
+  /** Other members with matching non-shared subscriptions (synchronous). */
+  nodesFor(topic: string): Set<string> {
+    return this.route(topic).members;
+  }
+
+  /** Members to forward a message to, and the member chosen for each matching shared group. */
+  route(topic: string): RouteMatch {
+    const members = new Set<string>();
+    const shared: SharedPick[] = [];
+    this.trie.match(topic, (e: SubEntry<RemoteMember>) => {
+      const m = e.subscriber.clientId;
+      if (e.sub.group !== undefined) shared.push({ group: e.sub.group, filter: e.sub.filter, member: m });
+      else if (m !== this.selfMember) members.add(m);
+    });
+    return { members, shared };
+  }
+
+  /** Members currently known to have routes. */
+  knownMembers(): string[] {
+    return [...this.members.keys()];
+  }
+
+  /** Forgets a dead member locally (each node does this when it learns of the death). */
+  dropMember(member: string): void {
+    const m = this.members.get(member);
+    if (!m) return;
+    for (const raw of m.filters) {
+      const { filter, group } = parseRouteFilter(raw);
+      this.trie.remove(member, filter, group);
+    }
+    this.members.delete(member);
+  }
+
+  /** The reaper's part: deletes a dead member's set in Redis and tells every node. */
+  async purgeMember(member: string): Promise<void> {
+    this.dropMember(member);
+    await this.o.redis.run('routeChange', [this.o.keys.nodeRoutes(member), this.o.keys.nodeRoutesVersion(member)], ['clear', '', member, this.o.keys.routesChannel]);
+  }
+
+  /** Loads a member not seen yet (e.g. one that joined while announcements were lost). */
+  async loadMember(member: string): Promise<void> {
+    const reply = (await this.o.redis.run('routeSnapshot', [this.o.keys.nodeRoutes(member), this.o.keys.nodeRoutesVersion(member)], [])) as unknown[];
+    if (str(reply[0]) !== 'ok') throw new UnexpectedScriptReplyError('route-snapshot', reply[0]);
+    const version = num(reply[1]);
+    const existing = this.members.get(member);
+    if (existing && existing.version > version) return;
+    this.dropMember(member);
+    if (version === 0 && reply.length === 2) return; // never published, or purged long ago
+    const m = this.ensureMember(member);
+    m.version = version;
+    for (const f of reply.slice(2)) this.addTo(m, str(f));
+  }
+
+  private change(op: 'add' | 'remove', raw: string): Promise<void> {
+    const member = this.selfMember;
+    // one at a time, so Redis sees this node's changes in the order they were made
+    const p = this.chain.then(() =>
+      this.o.redis.run('routeChange', [this.o.keys.nodeRoutes(member), this.o.keys.nodeRoutesVersion(member)], [op, raw, member, this.o.keys.routesChannel]),
+    );
+    this.chain = p.catch(() => undefined);
+    return p.then(
+      () => undefined,
+      (err: Error) => {
+        this.o.log?.error({ filter: raw, op, err: err.message }, 'route change failed');
+        throw err;
+      },
+    );
+  }
+
+  /** This node's own entries are applied at once (versionless); its announcements are ignored. */
+  private localApply(op: 'A' | 'R', raw: string): void {
+    const m = this.ensureMember(this.selfMember);
+    if (op === 'A') this.addTo(m, raw);
+    else this.removeFrom(m, raw);
+  }
+
+  private onAnnouncement(text: string): void {
+    const nl1 = text.indexOf('\n');
+    const nl2 = text.indexOf('\n', nl1 + 1);
+    const change: Change = {
+      op: text[0] as Change['op'],
+      version: Number(text.slice(1, nl1)),
+      member: text.slice(nl1 + 1, nl2),
+      filter: text.slice(nl2 + 1),
+    };
+    if (this.buffered) this.buffered.push(change);
+    else this.apply(change);
+  }
+
+  private apply(c: Change): void {
+    if (c.member === this.selfMember) return;
+    if (c.op === 'C') {
+      this.dropMember(c.member);
+      return;
+    }
+    const m = this.ensureMember(c.member);
+    if (c.version <= m.version) return;
+    m.version = c.version;
+    if (c.op === 'A') this.addTo(m, c.filter);
+    else this.removeFrom(m, c.filter);
+  }
+
+  private ensureMember(member: string): RemoteMember {
+    let m = this.members.get(member);
+    if (!m) {
+      m = new RemoteMember(member);
+      this.members.set(member, m);
+    }
+    return m;
+  }
+
+  private addTo(m: RemoteMember, raw: string): void {
+    if (m.filters.has(raw)) return;
+    m.filters.add(raw);
+    const { filter, group } = parseRouteFilter(raw);
+    this.trie.add(m, { filter, group, qos: 2, noLocal: false, retainAsPublished: false, retainHandling: 0 });
+  }
+
+  private removeFrom(m: RemoteMember, raw: string): void {
+    if (!m.filters.delete(raw)) return;
+    const { filter, group } = parseRouteFilter(raw);
+    this.trie.remove(m.clientId, filter, group);
+  }
+}

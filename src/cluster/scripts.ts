@@ -1,0 +1,56 @@
+// The Lua scripts of src/cluster/lua/, loaded from the source tree at runtime (tsc does not
+// copy .lua files into dist/). Each file starts with a header naming KEYS, ARGV and the
+// reply; the number of keys is read from that header (every `KEYS[n]` in the leading comment lines), so the header
+// cannot drift from how the script is called. A script `claim-client.lua` becomes the
+// ioredis command `claimClient` (and `claimClientBuffer` for binary replies).
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export interface ScriptDef {
+  readonly file: string;
+  readonly command: string;
+  readonly numberOfKeys: number;
+  readonly lua: string;
+}
+
+/** src/cluster/lua both when running dist/src/cluster/*.js and src/cluster/*.ts directly. */
+export function luaDir(): string {
+  const candidates = [new URL('./lua/', import.meta.url), new URL('../../../src/cluster/lua/', import.meta.url)];
+  for (const url of candidates) {
+    const dir = fileURLToPath(url);
+    if (existsSync(dir)) return dir;
+  }
+  throw new Error(`Lua scripts not found (looked in ${candidates.map((u) => fileURLToPath(u)).join(', ')})`);
+}
+
+export function commandName(file: string): string {
+  return file.replace(/\.lua$/, '').replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+export function parseScript(file: string, lua: string): ScriptDef {
+  let numberOfKeys = 0;
+  let sawArgv = false;
+  for (const line of lua.split('\n')) {
+    if (!line.startsWith('--')) break;
+    for (const k of line.matchAll(/\bKEYS\[(\d+)\]/g)) numberOfKeys = Math.max(numberOfKeys, Number(k[1]));
+    if (/^--\s*(ARGV\[\d+\]|ARGV: none)/.test(line)) sawArgv = true;
+  }
+  if (numberOfKeys === 0 || !sawArgv || !/^--\s*Returns/m.test(lua)) {
+    throw new Error(`${file}: header must name KEYS[n], ARGV[n] (or "ARGV: none") and "Returns"`);
+  }
+  return { file, command: commandName(file), numberOfKeys, lua };
+}
+
+let cache: Map<string, ScriptDef> | undefined;
+
+export function loadScripts(): Map<string, ScriptDef> {
+  if (cache) return cache;
+  const dir = luaDir();
+  const out = new Map<string, ScriptDef>();
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua')).sort()) {
+    const def = parseScript(file, readFileSync(dir + file, 'utf8'));
+    out.set(def.command, def);
+  }
+  cache = out;
+  return out;
+}

@@ -1,0 +1,123 @@
+// Persistent sessions in Redis, all keys of one client in its slot ({clientId} hash tag),
+// every change one Lua script fenced by the session's epoch (docs/cluster.md, "Sessions").
+// An acknowledged QoS 1/2 message is in Redis before the ack to its publisher is sent (the
+// caller awaits appendPending), so it survives the subscriber's node crashing.
+import type { PendingMessage, SessionSnapshot, SessionStore, Subscription } from '../types.js';
+import type { ClusterKeys } from '../../cluster/keys.js';
+import type { RedisArg, VigilRedis } from '../../cluster/redis.js';
+import { buf, num, str } from '../../cluster/redis.js';
+import { decodePending, encodePending } from '../../cluster/codec.js';
+import { statusError, UnexpectedScriptReplyError } from '../errors.js';
+
+export interface RedisSessionStoreOptions {
+  readonly redis: VigilRedis;
+  readonly keys: ClusterKeys;
+}
+
+const subKey = (filter: string, group?: string) => (group === undefined ? filter : `$share/${group}/${filter}`);
+
+export class RedisSessionStore implements SessionStore {
+  constructor(private readonly o: RedisSessionStoreOptions) {}
+
+  private async run(script: string, command: string, keys: readonly string[], args: readonly RedisArg[], ctx: { clientId: string; epoch?: number }, allowed: readonly string[] = ['ok']): Promise<unknown[]> {
+    const reply = (await this.o.redis.run(command, keys, args)) as unknown[];
+    const status = str(reply[0]);
+    if (allowed.includes(status)) return reply;
+    throw statusError(script, status, ctx) ?? new UnexpectedScriptReplyError(script, status);
+  }
+
+  async load(clientId: string): Promise<SessionSnapshot | undefined> {
+    const reply = await this.run('session-load', 'sessionLoad', this.o.keys.sessionKeys(clientId), [], { clientId }, ['ok', 'none']);
+    if (str(reply[0]) === 'none') return undefined;
+    const subsFlat = reply[3] as unknown[];
+    const pendingFlat = reply[4] as unknown[];
+    const stateFlat = reply[5] as unknown[];
+    const states = new Map<number, string>();
+    for (let i = 0; i < stateFlat.length; i += 2) states.set(num(stateFlat[i]), str(stateFlat[i + 1]));
+    const pending: PendingMessage[] = [];
+    for (let i = 0; i < pendingFlat.length; i += 2) {
+      const seq = num(pendingFlat[i]);
+      const p = decodePending(buf(pendingFlat[i + 1])!);
+      p.storeSeq = seq;
+      const state = states.get(seq);
+      if (state) {
+        const [packetId, released] = state.split(':');
+        p.packetId = Number(packetId);
+        p.released = released === '1';
+      }
+      pending.push(p);
+    }
+    pending.sort((a, b) => a.storeSeq! - b.storeSeq!);
+    const subscriptions: Subscription[] = [];
+    for (let i = 1; i < subsFlat.length; i += 2) subscriptions.push(JSON.parse(str(subsFlat[i])) as Subscription);
+    return {
+      clientId,
+      epoch: num(reply[1]),
+      expiryIntervalS: num(reply[2]),
+      subscriptions,
+      pending,
+      incomingQos2: (reply[6] as unknown[]).map(num).sort((a, b) => a - b),
+    };
+  }
+
+  async save(s: SessionSnapshot): Promise<number[]> {
+    const args: RedisArg[] = [s.epoch, s.expiryIntervalS, s.subscriptions.length];
+    for (const sub of s.subscriptions) args.push(subKey(sub.filter, sub.group), JSON.stringify(sub));
+    args.push(s.pending.length);
+    for (const p of s.pending) args.push(encodePending(p), p.packetId === undefined ? '' : `${p.packetId}:${p.released ? 1 : 0}`);
+    args.push(s.incomingQos2.length, ...s.incomingQos2);
+    const reply = await this.run('session-save', 'sessionSave', this.o.keys.sessionKeys(s.clientId), args, { clientId: s.clientId, epoch: s.epoch });
+    const first = num(reply[1]);
+    return s.pending.map((_, i) => first + i);
+  }
+
+  async delete(clientId: string, epoch: number): Promise<boolean> {
+    const reply = await this.run('session-delete', 'sessionDelete', this.o.keys.sessionKeys(clientId), [epoch], { clientId, epoch });
+    return num(reply[1]) === 1;
+  }
+
+  private pendingKeys(clientId: string): string[] {
+    const k = this.o.keys;
+    return [k.session(clientId), k.sessionPending(clientId), k.sessionPendingState(clientId)];
+  }
+
+  async appendPending(clientId: string, epoch: number, pending: PendingMessage): Promise<number> {
+    const reply = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), [epoch, 'append', encodePending(pending)], { clientId, epoch });
+    return num(reply[1]);
+  }
+
+  async markPending(clientId: string, epoch: number, storeSeq: number, packetId: number, released: boolean): Promise<boolean> {
+    const reply = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), [epoch, 'state', storeSeq, `${packetId}:${released ? 1 : 0}`], { clientId, epoch }, ['ok', 'none']);
+    return str(reply[0]) === 'ok';
+  }
+
+  async removePending(clientId: string, epoch: number, storeSeq: number): Promise<boolean> {
+    const reply = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), [epoch, 'remove', storeSeq], { clientId, epoch }, ['ok', 'none']);
+    return str(reply[0]) === 'ok';
+  }
+
+  private async change(clientId: string, epoch: number, args: RedisArg[]): Promise<boolean> {
+    const reply = await this.run('session-change', 'sessionChange', this.o.keys.sessionKeys(clientId), [epoch, ...args], { clientId, epoch });
+    return num(reply[1]) === 1;
+  }
+
+  async putSubscription(clientId: string, epoch: number, sub: Subscription): Promise<void> {
+    await this.change(clientId, epoch, ['sub', subKey(sub.filter, sub.group), JSON.stringify(sub)]);
+  }
+
+  removeSubscription(clientId: string, epoch: number, filter: string, group?: string): Promise<boolean> {
+    return this.change(clientId, epoch, ['unsub', subKey(filter, group)]);
+  }
+
+  addIncomingQos2(clientId: string, epoch: number, packetId: number): Promise<boolean> {
+    return this.change(clientId, epoch, ['qos2-add', packetId]);
+  }
+
+  removeIncomingQos2(clientId: string, epoch: number, packetId: number): Promise<boolean> {
+    return this.change(clientId, epoch, ['qos2-remove', packetId]);
+  }
+
+  async setExpiry(clientId: string, epoch: number, ms: number | undefined): Promise<void> {
+    await this.change(clientId, epoch, ['expire', ms === undefined ? '' : Math.max(1, Math.ceil(ms))]);
+  }
+}

@@ -1,0 +1,88 @@
+// The cross-node bus delivers a forwarded message to the right node, once, and redelivers
+// what a failed handler did not acknowledge.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { MessageBus, decodeEnvelope, encodeEnvelope, type BusEnvelope } from '../../src/cluster/bus.js';
+import { Closer, message, newKeys, sleep, waitFor } from './support.js';
+
+describe('cross-node bus', { timeout: 60000 }, () => {
+  let redis: TestRedis;
+  const closer = new Closer();
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    await closer.closeAll();
+    await redis.stop();
+  });
+
+  async function bus(keys: ReturnType<typeof newKeys>, member: string, handler: (e: BusEnvelope) => void | Promise<void>): Promise<MessageBus> {
+    const b = new MessageBus({ redis: closer.redis({ url: redis.url }), keys, member, blockMs: 200 });
+    await b.start(handler);
+    closer.add(b, (x) => x.stop());
+    return b;
+  }
+
+  it('round-trips envelopes', () => {
+    const m = message('a/b', Buffer.from([0, 1, 2]), { properties: { correlationData: Buffer.from('x'), contentType: 'c' }, expiresAtMs: 5 });
+    const e = decodeEnvelope(encodeEnvelope({ kind: 'publish', from: 'A/1', message: m, normal: true, shared: [{ group: 'g', filter: 'a/#' }] }));
+    assert.deepEqual(e, { kind: 'publish', from: 'A/1', message: m, normal: true, shared: [{ group: 'g', filter: 'a/#' }] });
+    assert.deepEqual(decodeEnvelope(encodeEnvelope({ kind: 'kick', from: 'A/1', clientId: 'c', epoch: 4 })), { kind: 'kick', from: 'A/1', clientId: 'c', epoch: 4 });
+  });
+
+  it('delivers to the addressed node only, once each, in order', async () => {
+    const keys = newKeys();
+    const got = { A: [] as string[], B: [] as string[], C: [] as string[] };
+    const a = await bus(keys, 'A/1', (e) => void got.A.push(e.kind));
+    await bus(keys, 'B/1', (e) => void got.B.push(e.kind === 'publish' ? e.message.payload.toString() : `kick:${e.clientId}:${e.epoch}`));
+    await bus(keys, 'C/1', (e) => void got.C.push(e.kind));
+    for (let i = 0; i < 50; i++) assert.equal(await a.forward('B/1', message('t', `m${i}`, { qos: (i % 3) as 0 | 1 | 2 }), { normal: true }), true);
+    assert.equal(await a.kick('B/1', 'dev', 3), true);
+    await waitFor(() => got.B.length === 51, 3000, 'all delivered');
+    await sleep(300);
+    assert.deepEqual(got.B, [...Array.from({ length: 50 }, (_, i) => `m${i}`), 'kick:dev:3']);
+    assert.deepEqual([got.A, got.C], [[], []]);
+    assert.equal(await redis.client().xlen(keys.nodeBus('B/1')), 0, 'acknowledged entries are deleted');
+  });
+
+  it('redelivers a message whose handler failed, until it is handled', async () => {
+    const keys = newKeys();
+    let attempts = 0;
+    const handled: string[] = [];
+    const a = await bus(keys, 'A/1', () => {});
+    await bus(keys, 'B/1', (e) => {
+      if (e.kind !== 'publish') return;
+      const p = e.message.payload.toString();
+      if (p === 'flaky' && ++attempts < 3) throw new Error('store unavailable');
+      handled.push(p);
+    });
+    await a.forward('B/1', message('t', 'flaky'), { normal: true });
+    await a.forward('B/1', message('t', 'next'), { normal: true });
+    await waitFor(() => handled.length === 2, 5000, 'handled after retries');
+    assert.deepEqual(handled, ['flaky', 'next']);
+    assert.equal(attempts, 3);
+  });
+
+  it('a message sent while the receiver is down is delivered when it comes back', async () => {
+    const keys = newKeys();
+    const a = await bus(keys, 'A/1', () => {});
+    const got: string[] = [];
+    const b = await bus(keys, 'B/1', (e) => void (e.kind === 'publish' && got.push(e.message.payload.toString())));
+    await b.stop();
+    await a.forward('B/1', message('t', 'while-away'), { normal: true });
+    await b.start((e) => void (e.kind === 'publish' && got.push(e.message.payload.toString())));
+    await waitFor(() => got.length === 1, 3000, 'delivered after restart');
+    assert.deepEqual(got, ['while-away']);
+  });
+
+  it('sends to a reaped member report false instead of piling up', async () => {
+    const keys = newKeys();
+    const a = await bus(keys, 'A/1', () => {});
+    const b = await bus(keys, 'B/1', () => {});
+    await b.stop();
+    await a.purge('B/1');
+    assert.equal(await a.forward('B/1', message('t', 'x'), { normal: true }), false);
+    assert.equal(await redis.client().exists(keys.nodeBus('B/1')), 0);
+  });
+});

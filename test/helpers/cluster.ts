@@ -1,0 +1,121 @@
+// Vigil nodes as real processes (node dist/src/cli.js) on one Redis, for cluster tests:
+// each listens on free loopback ports and can be stopped gracefully or SIGKILLed.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const p of live) p.kill('SIGKILL');
+});
+
+export interface VigilNode {
+  readonly nodeId: string;
+  readonly port: number;
+  readonly metricsPort: number;
+  readonly url: string;
+  readonly pid: number;
+  /** Every JSON log line so far. */
+  readonly logs: Record<string, unknown>[];
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  stop(): Promise<void>;
+  ready(): Promise<boolean>;
+  metric(name: string, labels?: Record<string, string>): Promise<number>;
+}
+
+export interface NodeOptions {
+  readonly redisUrl?: string;
+  readonly redisClusterNodes?: string;
+  readonly prefix: string;
+  readonly nodeId: string;
+  readonly env?: Record<string, string>;
+}
+
+export async function startNode(o: NodeOptions, timeoutMs = 15000): Promise<VigilNode> {
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    VIGIL_MQTT_PORT: '0',
+    VIGIL_METRICS_PORT: '0',
+    VIGIL_BIND: '127.0.0.1',
+    VIGIL_METRICS_BIND: '127.0.0.1',
+    VIGIL_NODE_ID: o.nodeId,
+    VIGIL_REDIS_PREFIX: o.prefix,
+    VIGIL_LOG_LEVEL: 'info',
+    VIGIL_SYS_INTERVAL_S: '0',
+    VIGIL_HEARTBEAT_MS: '250',
+    VIGIL_NODE_TIMEOUT_MS: '1500',
+    ...(o.redisUrl ? { VIGIL_REDIS_URL: o.redisUrl } : {}),
+    ...(o.redisClusterNodes ? { VIGIL_REDIS_CLUSTER_NODES: o.redisClusterNodes } : {}),
+    ...o.env,
+  };
+  const proc = spawn(process.execPath, [CLI], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(proc);
+  const logs: Record<string, unknown>[] = [];
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+  void exited.then(() => live.delete(proc));
+  const listening = new Promise<Record<string, unknown>>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`node ${o.nodeId} did not start: ${stderr}`)), timeoutMs);
+    void exited.then(() => reject(new Error(`node ${o.nodeId} exited: ${stderr}`)));
+    createInterface({ input: proc.stdout! }).on('line', (line) => {
+      let entry: Record<string, unknown>;
+      try {
+        entry = JSON.parse(line);
+      } catch {
+        return;
+      }
+      logs.push(entry);
+      if (entry.msg === 'vigil listening') {
+        clearTimeout(timer);
+        resolve(entry);
+      }
+    });
+  });
+  const info = await listening;
+  const metricsPort = info.metricsPort as number;
+  return {
+    nodeId: o.nodeId,
+    port: info.mqttPort as number,
+    metricsPort,
+    url: `mqtt://127.0.0.1:${info.mqttPort}`,
+    pid: proc.pid!,
+    logs,
+    async kill(signal = 'SIGKILL') {
+      proc.kill(signal);
+      await exited;
+    },
+    async stop() {
+      proc.kill('SIGTERM');
+      await exited;
+    },
+    async ready() {
+      try {
+        return (await fetch(`http://127.0.0.1:${metricsPort}/readyz`)).status === 200;
+      } catch {
+        return false;
+      }
+    },
+    async metric(name, labels = {}) {
+      const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      let sum = 0;
+      for (const line of text.split('\n')) {
+        if (!line.startsWith(name)) continue;
+        const m = /^([a-z_]+)(\{([^}]*)\})? (\S+)$/.exec(line);
+        if (!m || m[1] !== name) continue;
+        const got = Object.fromEntries([...(m[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+        if (Object.entries(labels).every(([k, v]) => got[k] === v)) sum += Number(m[4]);
+      }
+      return sum;
+    },
+  };
+}
+
+export async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
