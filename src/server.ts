@@ -15,6 +15,7 @@ import { FailureLimiter, RateLimiter } from './limits/rate-limiter.js';
 import { MemoryRetainedStore } from './store/memory/retained.js';
 import { ClusterNode } from './cluster/node.js';
 import { ClusterBridge } from './cluster/bridge.js';
+import { RedisRevocationList } from './cluster/revocations.js';
 import { attachConnection, type ByteStream } from './transport/connection.js';
 import { listenersFromConfig, type MqttListener } from './transport/listeners.js';
 import { createAdminHandler, type AdminHandler } from './http/admin.js';
@@ -43,6 +44,7 @@ export class VigilServer {
   identity!: IdentityModule;
   cluster?: ClusterNode;
   private bridge?: ClusterBridge;
+  private revocations?: RedisRevocationList;
 
   constructor(readonly config: Config, options: ServerOptions = {}) {
     this.clock = options.clock ?? systemClock;
@@ -79,9 +81,7 @@ export class VigilServer {
   async start(): Promise<void> {
     const { config, log } = this;
     if (config.auth === 'none') log.warn('VIGIL_AUTH=none: anonymous clients are allowed');
-    this.identity = await createIdentity(config, this.metrics, log);
-    const { authenticator, authorizer } = this.identity;
-    this.identity.revocations.onRevoked((entry) => this.disconnectRevoked(entry));
+    // cluster mode: built first so identity can share its revocation list; started below
     if (config.redisUrl || config.redisClusterNodes.length > 0) {
       this.cluster = new ClusterNode({
         config,
@@ -93,7 +93,17 @@ export class VigilServer {
           onOwnerChange: (owner, reason) => this.ownerChanged(owner, reason),
         },
       });
+      this.revocations = new RedisRevocationList({
+        redis: this.cluster.redis,
+        keys: this.cluster.keys,
+        log,
+        onRevokedMetric: (kind) => this.metrics.revocationsTotal.inc({ kind }),
+      });
+      await this.revocations.start();
     }
+    this.identity = await createIdentity(config, this.metrics, log, { revocations: this.revocations });
+    const { authenticator, authorizer } = this.identity;
+    this.identity.revocations.onRevoked((entry) => this.disconnectRevoked(entry));
     this.broker = new Broker({
       config,
       metrics: this.metrics,
@@ -218,6 +228,7 @@ export class VigilServer {
     if (this.bridge) await this.bridge.settle();
     else await Promise.all(this.broker.wills.flushAll());
     this.broker.stop();
+    await this.revocations?.close();
     await this.cluster?.stop({ leave: true });
     await new Promise<void>((resolve) => (this.httpServer ? this.httpServer.close(() => resolve()) : resolve()));
     this.httpServer?.closeAllConnections();

@@ -37,6 +37,8 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   async open(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): Promise<OpenResult> {
     const { node, broker } = this;
     if (!node.membership.owner) return { refused: RC.SERVER_UNAVAILABLE, reason: 'node is not a cluster owner (Redis lease)' };
+    // nothing can be claimed or stored while Redis is away: say so at once rather than queue
+    if (node.redis.client.status !== 'ready') return { refused: RC.SERVER_UNAVAILABLE, reason: 'Redis unreachable' };
     let claim;
     try {
       claim = await node.registry.claim(clientId, node.member, { cleanStart, will, sessionExpiryS: expiryIntervalS });

@@ -24,7 +24,8 @@
 //   P:{P:retained}:meta           HASH  topic → "<writerEpoch>\n<writerClientId>"
 //   P:{P:retained}:tomb           ZSET  topic → deletedAt (ms) for fenced deletes
 //   P:{P:retained}:seq            STRING change counter
-// Channels: P:retained:events, P:routes:events.
+//   P:{P:revocations}:list        HASH  "<kind>:<value>" → JSON RevocationEntry
+// Channels: P:retained:events, P:routes:events, P:revocations:events.
 
 export class ClusterKeys {
   constructor(readonly prefix: string) {
@@ -108,6 +109,12 @@ export class ClusterKeys {
   }
   get retainedChannel(): string {
     return `${this.prefix}:retained:events`;
+  }
+  get revocations(): string {
+    return `${this.prefix}:{${this.prefix}:revocations}:list`;
+  }
+  get revocationsChannel(): string {
+    return `${this.prefix}:revocations:events`;
   }
   get routesChannel(): string {
     return `${this.prefix}:routes:events`;
