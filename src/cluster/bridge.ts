@@ -151,7 +151,6 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     this.collecting = null;
     const targets = new Set([...match.members, ...sharedFor.keys()]);
     for (const member of targets) {
-      this.metrics.crossNodeMessagesTotal.inc({ direction: 'out' });
       writes.push(this.node.bus.forward(member, message, { normal: match.members.has(member), shared: sharedFor.get(member) ?? [] }));
     }
     if (writes.length === 0 || message.qos === 0) {
@@ -174,7 +173,6 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       else this.broker.endSession(session);
       return;
     }
-    this.metrics.crossNodeMessagesTotal.inc({ direction: 'in' });
     this.collecting = [];
     this.broker.deliverForwarded(envelope.message, envelope.normal, envelope.shared);
     const writes = this.collecting;

@@ -56,6 +56,30 @@ export function decodeEnvelope(buf: Buffer): BusEnvelope {
   return { kind: 'publish', from: h.f, message: decodeMessage(body), normal: h.n === 1, shared: (h.s ?? []).map(([group, filter]) => ({ group, filter })) };
 }
 
+/** Several envelopes in one stream entry: [u32 length][envelope] repeated. */
+function encodeBatch(frames: readonly Buffer[]): Buffer {
+  let size = 0;
+  for (const f of frames) size += 4 + f.length;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const f of frames) {
+    out.writeUInt32BE(f.length, at);
+    f.copy(out, at + 4);
+    at += 4 + f.length;
+  }
+  return out;
+}
+
+function decodeBatch(buf: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0; at + 4 <= buf.length; ) {
+    const n = buf.readUInt32BE(at);
+    out.push(buf.subarray(at + 4, at + 4 + n));
+    at += 4 + n;
+  }
+  return out;
+}
+
 export interface MessageBusOptions {
   readonly redis: VigilRedis;
   readonly keys: ClusterKeys;
@@ -77,6 +101,7 @@ export class MessageBus {
   private running = false;
   private loop?: Promise<void>;
   private handler?: BusHandler;
+  private readonly outgoing = new Map<string, { frames: Buffer[]; waiters: { resolve(sent: boolean): void; reject(err: Error): void }[] }>();
 
   constructor(private readonly o: MessageBusOptions) {
     this.selfMember = o.member;
@@ -105,12 +130,40 @@ export class MessageBus {
     await this.open();
   }
 
-  /** Appends to a member's stream; false when the member has no stream (gone, or never started). */
-  async send(member: string, envelope: BusEnvelope): Promise<boolean> {
-    const id = await this.o.redis.client.xadd(this.o.keys.nodeBus(member), 'NOMKSTREAM', 'MAXLEN', '~', this.o.maxLength ?? 100_000, '*', 'm', encodeEnvelope(envelope));
-    if (id === null) return false;
-    this.o.metrics?.crossNodeMessagesTotal.inc({ direction: 'out' });
-    return true;
+  /**
+   * Appends to a member's stream; false when the member has no stream (gone, or never
+   * started). Everything sent to one member within an event-loop turn goes as one stream
+   * entry (a batch), so Redis work follows the number of turns, not of messages.
+   */
+  send(member: string, envelope: BusEnvelope): Promise<boolean> {
+    let batch = this.outgoing.get(member);
+    if (!batch) {
+      batch = { frames: [], waiters: [] };
+      this.outgoing.set(member, batch);
+      if (this.outgoing.size === 1) setImmediate(() => this.flush());
+    }
+    batch.frames.push(encodeEnvelope(envelope));
+    const b = batch;
+    return new Promise<boolean>((resolve, reject) => b.waiters.push({ resolve, reject }));
+  }
+
+  private flush(): void {
+    const all = [...this.outgoing];
+    this.outgoing.clear();
+    for (const [member, batch] of all) {
+      const body = batch.frames.length === 1 ? batch.frames[0] : encodeBatch(batch.frames);
+      this.o.redis.client
+        .xadd(this.o.keys.nodeBus(member), 'NOMKSTREAM', 'MAXLEN', '~', this.o.maxLength ?? 100_000, '*', batch.frames.length === 1 ? 'm' : 'b', body)
+        .then(
+          (id) => {
+            if (id !== null) this.o.metrics?.crossNodeMessagesTotal.inc({ direction: 'out' }, batch.frames.length);
+            for (const w of batch.waiters) w.resolve(id !== null);
+          },
+          (err: Error) => {
+            for (const w of batch.waiters) w.reject(err);
+          },
+        );
+    }
   }
 
   forward(member: string, message: StoredMessage, target: { normal: boolean; shared?: PublishEnvelope['shared'] }): Promise<boolean> {
@@ -144,7 +197,7 @@ export class MessageBus {
     while (this.running && this.reader === reader) {
       let reply: StreamReply;
       try {
-        reply = (await reader.callBuffer('XREADGROUP', 'GROUP', GROUP, 'c', 'COUNT', this.o.batch ?? 100, 'BLOCK', this.o.blockMs ?? 1000, 'STREAMS', key, from)) as StreamReply;
+        reply = (await reader.callBuffer('XREADGROUP', 'GROUP', GROUP, 'c', 'COUNT', this.o.batch ?? 1000, 'BLOCK', this.o.blockMs ?? 1000, 'STREAMS', key, from)) as StreamReply;
       } catch (err) {
         if (!this.running || this.reader !== reader) return;
         if (/NOGROUP/.test((err as Error).message)) {
@@ -161,35 +214,51 @@ export class MessageBus {
         from = '>';
         continue;
       }
-      let failed = false;
+      // Hand every entry of the batch to the handler in stream order (delivery happens as it is
+      // called), then wait for their writes together and acknowledge the batch in one XACK and
+      // one XDEL; an entry whose handler failed stays pending and is read again.
+      const done: string[] = [];
+      const waiting: { id: string; result: Promise<void> }[] = [];
       for (const [idBuf, fields] of entries) {
         const id = idBuf.toString();
         if (!fields || fields.length < 2) {
-          // deleted while pending: nothing to deliver
-          await this.ack(key, id);
+          done.push(id); // deleted while pending: nothing to deliver
           continue;
         }
         try {
-          const envelope = decodeEnvelope(fields[1]);
-          this.o.metrics?.crossNodeMessagesTotal.inc({ direction: 'in' });
-          await this.handler!(envelope);
-          await this.ack(key, id);
+          const frames = fields[0].toString() === 'b' ? decodeBatch(fields[1]) : [fields[1]];
+          this.o.metrics?.crossNodeMessagesTotal.inc({ direction: 'in' }, frames.length);
+          const results: Promise<void>[] = [];
+          for (const frame of frames) {
+            const result = this.handler!(decodeEnvelope(frame));
+            if (result instanceof Promise) results.push(result);
+          }
+          if (results.length > 0) waiting.push({ id, result: Promise.all(results).then(() => undefined) });
+          else done.push(id);
         } catch (err) {
-          failed = true;
+          // stop here: this entry and the ones after it stay pending and come again, in order
           this.o.log?.error({ id, err: (err as Error).message }, 'bus handler failed; will retry');
           break;
         }
       }
-      if (failed) {
+      const settled = await Promise.allSettled(waiting.map((w) => w.result));
+      let failed = false;
+      settled.forEach((r, i) => {
+        if (r.status === 'fulfilled') done.push(waiting[i].id);
+        else {
+          failed = true;
+          this.o.log?.error({ id: waiting[i].id, err: (r.reason as Error)?.message }, 'bus handler failed; will retry');
+        }
+      });
+      if (done.length > 0) await this.ack(key, done).catch((err: Error) => this.o.log?.warn({ err: err.message }, 'bus ack failed'));
+      if (failed || done.length < entries.length) {
         from = '0';
         await new Promise((r) => setTimeout(r, 200));
-      } else if (from === '0') {
-        // keep draining the pending list until it is empty
       }
     }
   }
 
-  private async ack(key: string, id: string): Promise<void> {
-    await Promise.all([this.o.redis.client.xack(key, GROUP, id), this.o.redis.client.xdel(key, id)]);
+  private async ack(key: string, ids: string[]): Promise<void> {
+    await Promise.all([this.o.redis.client.xack(key, GROUP, ...ids), this.o.redis.client.xdel(key, ...ids)]);
   }
 }
