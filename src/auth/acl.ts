@@ -33,6 +33,8 @@ export interface CompiledPolicy {
 export interface AclSubject {
   readonly username: string;
   readonly clientId: string;
+  /** TLS client certificate subject (CN), when the client presented a verified one. */
+  readonly certSubject?: string;
   readonly roles: readonly string[];
   readonly tokenAcl?: TokenAcl;
 }
@@ -68,7 +70,7 @@ function compileRule(filter: unknown, source: string): CompiledRule {
   }
   if (filter.startsWith('$share/')) throw new AclPolicyError(`${source}: write the inner filter, not ${filter} (shared subscriptions are authorized on their inner filter)`);
   const levels = splitLevels(filter);
-  return { filter, levels, templated: levels.some((l) => l.includes('%u') || l.includes('%c')), source };
+  return { filter, levels, templated: levels.some((l) => l.includes('%u') || l.includes('%c') || l.includes('%s')), source };
 }
 
 function compileGrants(value: unknown, where: string): CompiledGrants {
@@ -143,7 +145,9 @@ function ruleLevels(rule: CompiledRule, subject: AclSubject): Levels | undefined
     }
     if (level.includes('%u') && !isSafeSubstitution(subject.username)) return undefined;
     if (level.includes('%c') && !isSafeSubstitution(subject.clientId)) return undefined;
-    out.push(level.replaceAll('%u', subject.username).replaceAll('%c', subject.clientId));
+    // %s: the TLS client certificate's subject (CN); a client without one never matches
+    if (level.includes('%s') && (subject.certSubject === undefined || !isSafeSubstitution(subject.certSubject))) return undefined;
+    out.push(level.replaceAll('%u', subject.username).replaceAll('%c', subject.clientId).replaceAll('%s', subject.certSubject ?? ''));
   }
   return out;
 }

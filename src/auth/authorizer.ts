@@ -200,5 +200,5 @@ export class PolicyAuthorizer implements Authorizer {
 }
 
 function toSubject(identity: Identity): AclSubject {
-  return { username: identity.username, clientId: identity.clientId, roles: identity.roles, tokenAcl: identity.tokenAcl };
+  return { username: identity.username, clientId: identity.clientId, certSubject: identity.certSubject, roles: identity.roles, tokenAcl: identity.tokenAcl };
 }
