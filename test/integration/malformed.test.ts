@@ -131,6 +131,14 @@ describe('malformed packets', { timeout: 30000 }, () => {
         assert.equal(client.pending('puback').length, 0);
       });
 
+      it('a QoS 0 PUBLISH with DUP set is malformed [MQTT-3.3.1-2]', async () => {
+        const client = await connected(v);
+        const bytes = mqttPacket.generate({ cmd: 'publish', topic: 'healthy/dup', payload: Buffer.from('x'), qos: 0, retain: false, dup: false }, { protocolVersion: v });
+        bytes[0] |= 0x08;
+        client.write(bytes);
+        await expectClosed(client, v, 0x81);
+      });
+
       it('a SUBSCRIBE with packet id 0 is a protocol error', async () => {
         const client = await connected(v);
         const bytes = mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'a', qos: 0 }] }, { protocolVersion: v });

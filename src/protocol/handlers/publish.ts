@@ -31,6 +31,7 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
     }
   }
   if (!validTopicName(topic, config)) throw new ProtocolViolation(RC.TOPIC_NAME_INVALID, 'invalid topic name');
+  if (qos === 0 && packet.dup) throw new ProtocolViolation(RC.MALFORMED_PACKET, 'DUP set on a QoS 0 PUBLISH'); // [MQTT-3.3.1-2]
   if (packet.retain && !config.retainAvailable) throw new ProtocolViolation(RC.RETAIN_NOT_SUPPORTED, 'retain not supported'); // MQTT 5 §3.2.2.3.5
 
   if (qos === 2 && session.incomingQos2.has(packet.messageId!)) {
