@@ -1,0 +1,190 @@
+// A Redis outage under QoS 1 traffic (two Vigil processes on one real Redis): a publisher on
+// node A, a persistent subscriber on node B; redis-server is SIGKILLed, stays down 5 s and is
+// started again on its data (AOF, fsync on every write, so Redis itself loses nothing it
+// acknowledged). No node process exits; /readyz is false during the outage and true after;
+// CONNECTs during the outage are refused (5.0 0x88, 3.1.1 0x03) or time out; and every
+// message whose PUBACK the publisher got is at the subscriber at the end.
+//
+// Known gap (the second test, marked todo): when a node loses its lease it closes its
+// connections and drops their sessions from memory (they live on in Redis), so until the
+// subscriber reconnects and its session is loaded again no node has a route for it, and
+// messages published in that window are acknowledged but reach nobody. Everything
+// published while the session was attached to a node must arrive (first test).
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
+import { startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { ClientPool, sleep, withTimeout, type TestClient } from '../helpers/mqtt.js';
+
+const OUTAGE_MS = 5000;
+
+let redis: TestRedis;
+let a: VigilNode;
+let b: VigilNode;
+const clients = new ClientPool();
+/** Acknowledged messages that never reached the subscriber, split by when they were published. */
+const lost = { whileAttached: [] as string[], whileDetached: [] as string[], ran: false };
+
+before(async () => {
+  redis = await startRedis({ appendonly: true });
+  const setup = redis.client();
+  await setup.config('SET', 'appendfsync', 'always');
+  setup.disconnect();
+  const prefix = randomPrefix('ro');
+  [a, b] = await Promise.all([startNode({ redisUrl: redis.url, prefix, nodeId: 'a' }), startNode({ redisUrl: redis.url, prefix, nodeId: 'b' })]);
+  await waitUntil(async () => (await a.ready()) && (await b.ready()), 5000, 'nodes ready');
+});
+after(async () => {
+  await clients.closeAll();
+  await Promise.all([a?.stop(), b?.stop()]);
+  await redis?.stop();
+});
+
+const alive = (node: VigilNode) => {
+  try {
+    process.kill(node.pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('Redis outage', () => {
+  test(`Redis down for ${OUTAGE_MS / 1000} s under QoS 1 traffic: nodes survive, readiness follows Redis, no acknowledged message published while the subscriber's session was attached is lost`, async () => {
+    const t0 = Date.now();
+    const timeline: string[] = [];
+    const mark = (what: string) => timeline.push(`${String(Date.now() - t0).padStart(6)} ms  ${what}`);
+
+    // the subscriber: a persistent 5.0 session on B, reconnecting to B whenever it is closed
+    const received: string[] = [];
+    const subOptions = { protocolVersion: 5 as const, clientId: 'ro-sub', clean: false, properties: { sessionExpiryInterval: 300 } };
+    let sub = await clients.connect(b.url, subOptions);
+    sub.mqtt.on('message', (_t, p) => received.push(String(p)));
+    await sub.mqtt.subscribeAsync('ro/#', { qos: 1 });
+    await sleep(300);
+    let running = true;
+    // the subscriber stays away until publishing has resumed after the outage
+    let subMayReconnect = false;
+    let subConnects = 1;
+    // [closed, resumed] intervals of the subscriber's connection
+    const detached: [number, number][] = [];
+    const subscriberLoop = (async () => {
+      while (running) {
+        await sub.waitForClose(1_000_000).catch(() => undefined);
+        if (!running) return;
+        detached.push([Date.now(), Infinity]);
+        while (running && !subMayReconnect) await sleep(50);
+        for (;;) {
+          if (!running) return;
+          try {
+            sub = await clients.connect(b.url, subOptions, 1000);
+            sub.mqtt.on('message', (_t, p) => received.push(String(p)));
+            subConnects++;
+            detached[detached.length - 1][1] = Date.now() + 300; // + the time its route takes to reach A
+            mark(`subscriber reconnected to B (session present: ${sub.connack.sessionPresent})`);
+            break;
+          } catch {
+            await sleep(200);
+          }
+        }
+      }
+    })();
+
+    // the publisher: QoS 1 on A, one at a time; only PUBACKed messages are counted
+    const acked: string[] = [];
+    const ackedAt = new Map<string, number>();
+    let unconfirmed = 0;
+    let pubConnects = 0;
+    const publisherLoop = (async () => {
+      let pub: TestClient | undefined;
+      for (let i = 0; running; i++) {
+        if (!pub) {
+          try {
+            pub = await clients.connect(a.url, { protocolVersion: 5, clientId: 'ro-pub' }, 1000);
+            pubConnects++;
+          } catch {
+            await sleep(200);
+            i--;
+            continue;
+          }
+        }
+        try {
+          await withTimeout(pub.mqtt.publishAsync('ro/t', `p${i}`, { qos: 1 }), 2000, 'PUBACK');
+          acked.push(`p${i}`);
+          ackedAt.set(`p${i}`, Date.now());
+        } catch {
+          unconfirmed++;
+          pub.mqtt.end(true);
+          pub = undefined;
+        }
+        await sleep(10);
+      }
+      pub?.mqtt.end(true);
+    })();
+
+    await sleep(1500);
+    const ackedBefore = acked.length;
+    mark(`${ackedBefore} messages acknowledged before the outage`);
+
+    await redis.kill();
+    const downAt = Date.now();
+    mark('redis-server SIGKILLed');
+    await waitUntil(async () => !(await a.ready()) && !(await b.ready()), 4000, '/readyz false on both nodes');
+    mark('/readyz false on A and B');
+
+    // new CONNECTs while Redis is down (at once, and after the nodes gave up their leases):
+    // refused with "server unavailable", or no answer
+    const refusals: string[] = [];
+    for (const [version, expected, atMs] of [[5, 0x88, 0], [4, 0x03, 0], [5, 0x88, 2500], [4, 0x03, 2500]] as const) {
+      await sleep(Math.max(0, atMs - (Date.now() - downAt)));
+      try {
+        const err = await clients.connectRefused(a.url, { protocolVersion: version, clientId: `ro-new-${version}-${atMs}` }, 2000);
+        const code = err.code;
+        refusals.push(`${version === 5 ? '5.0' : '3.1.1'} at +${Date.now() - downAt} ms: ${code === undefined ? err.message : `0x${code.toString(16)}`}`);
+        if (code !== undefined) assert.equal(code, expected, `${version === 5 ? '5.0' : '3.1.1'} CONNECT during the outage`);
+        else assert.match(err.message, /no CONNACK/);
+      } catch (err) {
+        assert.fail(`a ${version === 5 ? '5.0' : '3.1.1'} CONNECT was accepted during the outage: ${(err as Error).message}`);
+      }
+    }
+    mark(`CONNECTs during the outage: ${refusals.join(', ')}`);
+
+    await sleep(Math.max(0, OUTAGE_MS - (Date.now() - downAt)));
+    assert.ok(alive(a) && alive(b), 'both node processes survive the outage');
+    const ackedDuring = acked.length;
+    await redis.restart();
+    mark('redis-server restarted');
+    await waitUntil(async () => (await a.ready()) && (await b.ready()), 10000, '/readyz true again on both nodes');
+    mark('/readyz true on A and B');
+
+    await waitUntil(() => acked.length >= ackedDuring + 50, 10000, 'publishing to resume after the outage');
+    mark(`publishing resumed (${acked.length} acknowledged)`);
+    subMayReconnect = true;
+    await waitUntil(() => subConnects > 1, 5000, 'the subscriber to come back');
+    await sleep(1000);
+    running = false;
+    await publisherLoop;
+    mark(`publisher stopped: ${acked.length} acknowledged, ${unconfirmed} without PUBACK`);
+
+    const missing = () => acked.filter((p) => !received.includes(p));
+    await waitUntil(() => missing().length === 0, 5000, 'every acknowledged message at the subscriber').catch(() => undefined);
+    const distinct = new Set(received);
+    mark(`subscriber: ${received.length} received, ${distinct.size} distinct, ${received.length - distinct.size} duplicates, ${missing().length} acknowledged missing; ${subConnects} subscriber / ${pubConnects} publisher connections`);
+    console.log(`redis outage timeline:\n${timeline.join('\n')}`);
+    sub.mqtt.end(true);
+    await subscriberLoop;
+
+    assert.ok(alive(a) && alive(b), 'both node processes still running');
+    const inGap = (p: string) => detached.some(([from, to]) => ackedAt.get(p)! >= from && ackedAt.get(p)! <= to);
+    lost.whileAttached = missing().filter((p) => !inGap(p));
+    lost.whileDetached = missing().filter(inGap);
+    lost.ran = true;
+    console.log(`redis outage: acknowledged but lost — ${lost.whileAttached.length} published while the session was attached, ${lost.whileDetached.length} while it was detached (${lost.whileDetached.join(' ')})`);
+    assert.deepEqual(lost.whileAttached, [], 'acknowledged messages published while the session was attached, missing at the subscriber');
+  });
+
+  test('no acknowledged message is lost, even one published while the subscriber was away', { todo: 'a node that loses its lease drops its sessions from memory: no route for them until their clients reconnect' }, () => {
+    assert.ok(lost.ran, 'the outage test ran');
+    assert.deepEqual(lost.whileDetached, [], 'acknowledged while no node had the subscriber\'s session, never delivered');
+  });
+});
