@@ -38,6 +38,8 @@ const { values: args } = parseArgs({
     'gen-cpus': { type: 'string', default: '1' },
     out: { type: 'string', default: path.join(ROOT, 'bench/results') },
     'no-install': { type: 'boolean', default: false },
+    gen: { type: 'string' },
+    'gen-turn-us': { type: 'string', default: '0' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -46,6 +48,8 @@ if (args.help) {
   process.stdout.write(`usage: npm run bench -- [--quick] [--only ${SCENARIOS.map((s) => s.id).join(',')}]
                    [--brokers ${BROKER_NAMES.join(',')}] [--runs N] [--workers N]
                    [--broker-cpus 0] [--gen-cpus 1] [--out bench/results] [--no-install]
+                   [--gen c|node]   (flow scenarios: compiled bench/gen/loadgen.c, default when gcc builds it)
+                   [--gen-turn-us N] (C generator: at most one loop turn per N µs; 0 = eager, like Node)
 `);
   process.exit(0);
 }
@@ -65,6 +69,9 @@ const only = args.only ? args.only.split(',').map((s) => s.trim()) : null;
 if (only) for (const id of only) if (!SCENARIOS.some((s) => s.id === id)) fail(`unknown scenario ${id} (choose from ${SCENARIOS.map((s) => s.id).join(', ')})`);
 const scenarios = SCENARIOS.filter((s) => !only || only.includes(s.id));
 if (!Number.isInteger(runs) || runs < 1 || runs > 20) fail('--runs must be 1..20');
+if (args.gen !== undefined && !['c', 'node'].includes(args.gen)) fail('--gen must be c or node');
+const genTurnUs = Number(args['gen-turn-us']);
+if (!Number.isInteger(genTurnUs) || genTurnUs < 0 || genTurnUs > 100000) fail('--gen-turn-us must be 0..100000');
 
 function fail(msg) {
   process.stderr.write(`bench: ${msg}\n`);
@@ -133,6 +140,33 @@ function pinSelf() {
   execFileSync('taskset', ['-a', '-pc', genCpus, String(process.pid)], { stdio: 'ignore' });
 }
 
+/**
+ * The load generator for the flow scenarios: bench/gen/loadgen.c compiled with gcc into the
+ * bench's temp directory (never into the repository), or the Node workers. --gen c fails
+ * when it cannot be built; without --gen a failed build falls back to Node, said in the report.
+ */
+const LOADGEN_SRC = path.join(ROOT, 'bench/gen/loadgen.c');
+function setupGenerator(work) {
+  if (args.gen === 'node') return { kind: 'node', note: 'Node generator chosen with --gen node' };
+  const bin = path.join(work, 'loadgen');
+  try {
+    if (!have('gcc')) throw new Error('gcc not found on the PATH');
+    execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-o', bin, LOADGEN_SRC], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 60000 });
+    return { kind: 'c', bin, turnUs: genTurnUs, note: `C generator built with gcc -O2 from ${path.relative(ROOT, LOADGEN_SRC)}${genTurnUs ? `, --turn-us ${genTurnUs}` : ''}` };
+  } catch (err) {
+    const why = String(err.stderr || err.message).trim().split('\n').slice(-3).join(' / ');
+    if (args.gen === 'c') fail(`--gen c: could not build ${path.relative(ROOT, LOADGEN_SRC)}: ${why}`);
+    return { kind: 'node', note: `C generator NOT available (${why}); fell back to the Node generator for every scenario` };
+  }
+}
+
+function generatorLabel() {
+  if (gen.kind === 'c') return `${genCpus}: C loadgen (1 process, epoll) for the flow scenarios; ${workers} Node processes for the others`;
+  return `${genCpus} (${workers} Node worker processes)`;
+}
+
+let gen = { kind: 'node', note: '' };
+
 function machineInfo() {
   const cpuinfo = (() => { try { return execSync('cat /proc/cpuinfo', { encoding: 'utf8' }); } catch { return ''; } })();
   const model = /model name\s*:\s*(.*)/.exec(cpuinfo)?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
@@ -140,7 +174,7 @@ function machineInfo() {
     'CPU model': model,
     'CPU cores (online)': os.cpus().length,
     'broker CPUs (taskset)': brokerCpus,
-    'generator CPUs (taskset)': `${genCpus} (${workers} worker processes)`,
+    'generator CPUs (taskset)': generatorLabel(),
     memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
     kernel: `${os.type()} ${os.release()}`,
     node: process.version,
@@ -245,6 +279,8 @@ async function main() {
   const work = mkdtempSync(path.join(os.tmpdir(), 'vigil-bench-'));
   const logDir = path.join(work, 'logs');
   mkdirSync(logDir, { recursive: true });
+  gen = setupGenerator(work);
+  log(`load generator: ${gen.note}`);
   log(`Vigil bench: ${quick ? 'quick' : 'full'}, ${runs} run(s), brokers ${selectedBrokers.join(', ')}, scenarios ${scenarios.map((s) => s.id).join(', ')}`);
   log(`broker CPU ${brokerCpus}, generator CPU ${genCpus}, ${workers} generator processes, logs in ${logDir}`);
 
@@ -270,7 +306,7 @@ async function main() {
   summary = {
     meta: {
       date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
-      quick, runs, workers, brokerCpus, genCpus, profile: prof, loadAverageAtStart: os.loadavg()[0],
+      quick, runs, workers, brokerCpus, genCpus, generator: gen.kind, generatorNote: gen.note, profile: prof, loadAverageAtStart: os.loadavg()[0],
       allBrokers: selectedBrokers, brokerStatus, cluster: clusterState,
       machine: machineInfo(),
     },
@@ -298,7 +334,7 @@ async function main() {
           slot.errors.push('skipped: time budget exhausted');
           continue;
         }
-        const ctx = { broker: b, brokerCpus, genCpus, logDir, prof, shards: workers, jwt };
+        const ctx = { broker: b, brokerCpus, genCpus, logDir, prof, shards: workers, jwt, gen };
         try {
           const result = await withTimeout(s.run(ctx), 240000, `${s.id} on ${b}`);
           slot.all.push(result);

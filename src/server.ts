@@ -75,6 +75,7 @@ export class VigilServer {
   private ownerChanged(owner: boolean, reason: string): void {
     this.log.warn({ owner, reason }, owner ? 'cluster ownership regained' : 'cluster ownership lost, closing every connection');
     if (owner) return;
+    // the node that reaps this one decides the wills and adopts the persistent sessions
     for (const c of [...this.broker.connections] as Channel[]) c.supersede(RC.SERVER_BUSY, 'node lost its cluster lease');
   }
 
@@ -91,6 +92,9 @@ export class VigilServer {
           fireWill: (will) => this.broker.wills.fire(will),
           onBusMessage: (envelope) => this.bridge!.onBusMessage(envelope),
           onOwnerChange: (owner, reason) => this.ownerChanged(owner, reason),
+          onRejoined: () => this.bridge?.reaped(),
+          adoptSessions: (clientIds) => this.bridge?.adopt(clientIds),
+          deliverOrphaned: (envelopes, clientIds) => this.bridge?.deliverOrphaned(envelopes, clientIds),
         },
       });
       this.revocations = new RedisRevocationList({

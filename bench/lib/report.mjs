@@ -206,7 +206,12 @@ export function markdown(summary) {
   for (const s of summary.scenarios) out.push(`- **${s.id}** — ${s.title}: ${s.what}.${s.skipped ? ` *Skipped: ${s.skipped}.*` : ''}`);
   out.push('');
   out.push('## Load generator headroom', '');
-  out.push(`Generator: ${m.workers} Node processes on CPU ${m.genCpus} (raw \`net\` + mqtt-packet), brokers on CPU ${m.brokerCpus}. "generator CPU" is the generator processes' user+system CPU during the measured window as a share of one core (process.cpuUsage); "broker CPU" the broker's own from /proc/<pid>/stat (it can exceed 100 % only if the broker CPU set has several cores).`, '');
+  if (m.generator === 'c') {
+    out.push(`Generator: flow scenarios (qos0-pairs, qos1-pairs, fanout, fanin, cluster-qos0/1) use \`bench/gen/loadgen.c\`, one compiled single-threaded epoll process on CPU ${m.genCpus}; the other scenarios use ${m.workers} Node processes (raw \`net\` + mqtt-packet) on the same CPU. Brokers on CPU ${m.brokerCpus}. "generator CPU" is the generator's user+system CPU during the measured window as a share of one core (getrusage for the C tool, process.cpuUsage for Node); "broker CPU" the broker's own from /proc/<pid>/stat (it can exceed 100 % only if the broker CPU set has several cores).`, '');
+  } else {
+    out.push(`Generator: ${m.workers} Node processes on CPU ${m.genCpus} (raw \`net\` + mqtt-packet), brokers on CPU ${m.brokerCpus}. "generator CPU" is the generator processes' user+system CPU during the measured window as a share of one core (process.cpuUsage); "broker CPU" the broker's own from /proc/<pid>/stat (it can exceed 100 % only if the broker CPU set has several cores).`, '');
+  }
+  if (m.generatorNote) out.push(`Load generator: ${m.generatorNote}.`, '');
   out.push(`Load average when the bench started: ${m.loadAverageAtStart.toFixed(2)}. "other load" = busy time of the benchmark CPUs (/proc/stat) minus the broker's and the generator's own CPU time.`, '');
   const warnings = saturationWarnings(summary);
   if (warnings.length) for (const w of warnings) out.push(`- ⚠️ ${w}`);

@@ -7,6 +7,7 @@ import { Histogram } from './histogram.mjs';
 import { measureVerifyRate } from './jwt.mjs';
 import { nowUs } from './clock.mjs';
 import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -105,8 +106,12 @@ async function stopAll(procs) {
   await Promise.all(procs.map((p) => p.stop()));
 }
 
-/** Publishers/subscribers with bounded windows (see gen/worker.mjs runFlows). */
-async function flowRun(ctx, { flows, subs, procs, pubPort, subPort }) {
+/**
+ * Publishers/subscribers with bounded windows: gen/loadgen.c when the harness built it
+ * (`cgen` is the same layout in its command-line terms), else gen/worker.mjs runFlows.
+ */
+async function flowRun(ctx, { flows, subs, procs, pubPort, subPort, cgen }) {
+  if (ctx.gen?.kind === 'c' && cgen) return cFlowRun(ctx, { procs, pubPort, subPort, cgen });
   const { prof, shards } = ctx;
   const sampler = cpuSampler(procs, prof.warmupMs, prof.measureMs, ctx);
   const { results } = await runLoad({
@@ -135,9 +140,92 @@ async function flowRun(ctx, { flows, subs, procs, pubPort, subPort }) {
     p99Us: h.quantile(0.99),
     publishedPerSec: sentInWindow / (prof.measureMs / 1000),
     stalls: results.reduce((a, r) => a + r.stalls, 0),
+    generator: 'node',
     ...gen,
     ...otherLoad(sampler.stats(), gen),
   };
+}
+
+/** Runs bench/gen/loadgen (one process, pinned to the generator CPUs) for one flow run. */
+async function cFlowRun(ctx, { procs, pubPort, subPort, cgen }) {
+  const { prof } = ctx;
+  const sampler = cpuSampler(procs, prof.warmupMs, prof.measureMs, ctx);
+  const argv = [
+    '-c', ctx.genCpus, ctx.gen.bin,
+    '--port', String(pubPort), '--sub-port', String(subPort),
+    '--scenario', cgen.scenario, '--qos', String(cgen.qos),
+    '--pubs', String(cgen.pubs), '--subs', String(cgen.subs), '--inflight', String(cgen.inflight),
+    '--size', '64', '--topic', cgen.topic,
+    '--warmup-ms', String(prof.warmupMs), '--duration-ms', String(prof.measureMs),
+    '--setup-timeout-ms', '30000', '--rate', '0', '--turn-us', String(ctx.gen.turnUs ?? 0),
+  ];
+  const r = await runLoadgen(argv, 30000 + prof.warmupMs + prof.measureMs + 20000, () => sampler.onGo());
+  for (const p of procs) if (p.exited) throw new Error(`${p.name} exited during the run (${JSON.stringify(p.exitInfo)})\n${p.logTail()}`);
+  if (!r.ok || r.errors > 0) throw new Error(`C load generator: ${r.error || 'failed'}${r.errors > 1 ? ` (+${r.errors - 1} more)` : ''}`);
+  const msgsPerSec = r.received / (prof.measureMs / 1000);
+  const genCpuPct = r.wallUs > 0 ? (100 * r.cpuUs) / r.wallUs : NaN;
+  const gen = { genCpuPct, genCpuMaxWorkerPct: genCpuPct };
+  return {
+    value: msgsPerSec,
+    msgsPerSec,
+    p50Us: r.p50Us ?? NaN,
+    p99Us: r.p99Us ?? NaN,
+    publishedPerSec: r.sentInWindow / (prof.measureMs / 1000),
+    stalls: r.stalls,
+    generator: 'c',
+    ...gen,
+    ...otherLoad(sampler.stats(), gen),
+  };
+}
+
+/**
+ * Spawns the C generator (argv is for taskset), calls onGo at its {"event":"go"} line and
+ * resolves with its result line. Killed after timeoutMs whatever happens.
+ */
+function runLoadgen(argv, timeoutMs, onGo) {
+  return new Promise((resolve, reject) => {
+    const child = spawn('taskset', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    let result = null;
+    let settled = false;
+    const finish = (fn, v) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      fn(v);
+    };
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      finish(reject, new Error(`C load generator timed out after ${timeoutMs} ms${err ? `: ${err.trim().split('\n').slice(-3).join(' / ')}` : ''}`));
+    }, timeoutMs);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      let nl;
+      while ((nl = out.indexOf('\n')) >= 0) {
+        const line = out.slice(0, nl).trim();
+        out = out.slice(nl + 1);
+        if (!line) continue;
+        let msg;
+        try {
+          msg = JSON.parse(line);
+        } catch {
+          err += `${line}\n`;
+          continue;
+        }
+        if (msg.event === 'go') onGo();
+        else result = msg;
+      }
+    });
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => { if (err.length < 4000) err += chunk; });
+    child.on('error', (e) => finish(reject, new Error(`C load generator: ${e.message}`)));
+    child.on('close', (code, signal) => {
+      if (result) finish(resolve, result);
+      else finish(reject, new Error(`C load generator exited (${code ?? signal}) without a result${err ? `: ${err.trim().split('\n').slice(-3).join(' / ')}` : ''}`));
+    });
+  });
 }
 
 function pairsLayout(n, qos, window, shards, prefix) {
@@ -189,7 +277,8 @@ export const SCENARIOS = [
     metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
     run: (ctx) => single(ctx, (b) => {
       const { flows, subs } = pairsLayout(8, 0, 64, ctx.shards, 'bench/q0');
-      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port });
+      const cgen = { scenario: 'pairs', qos: 0, pubs: 8, subs: 8, inflight: 64, topic: 'bench/q0' };
+      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port, cgen });
     }),
   },
   {
@@ -199,7 +288,8 @@ export const SCENARIOS = [
     metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
     run: (ctx) => single(ctx, (b) => {
       const { flows, subs } = pairsLayout(8, 1, 64, ctx.shards, 'bench/q1');
-      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port });
+      const cgen = { scenario: 'pairs', qos: 1, pubs: 8, subs: 8, inflight: 64, topic: 'bench/q1' };
+      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port, cgen });
     }),
   },
   {
@@ -210,7 +300,8 @@ export const SCENARIOS = [
     run: (ctx) => single(ctx, (b) => {
       const flows = [{ index: 0, topic: 'bench/fanout', qos: 0, window: 16, shard: 0 }];
       const subs = Array.from({ length: 100 }, (_, j) => ({ index: j, filter: 'bench/fanout', qos: 0, shard: j % ctx.shards, tracks: j === 0 ? [0] : [] }));
-      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port });
+      const cgen = { scenario: 'fanout', qos: 0, pubs: 1, subs: 100, inflight: 16, topic: 'bench/fanout' };
+      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port, cgen });
     }),
   },
   {
@@ -221,7 +312,8 @@ export const SCENARIOS = [
     run: (ctx) => single(ctx, (b) => {
       const flows = Array.from({ length: 100 }, (_, i) => ({ index: i, topic: `bench/fanin/${i}`, qos: 0, window: 8, shard: 0 }));
       const subs = [{ index: 0, filter: 'bench/fanin/+', qos: 0, shard: 0, tracks: flows.map((f) => f.index) }];
-      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port });
+      const cgen = { scenario: 'fanin', qos: 0, pubs: 100, subs: 1, inflight: 8, topic: 'bench/fanin' };
+      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port, cgen });
     }),
   },
   {
@@ -268,7 +360,8 @@ export const SCENARIOS = [
     metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
     run: (ctx) => cluster(ctx, ({ a, b, redis }) => {
       const { flows, subs } = pairsLayout(8, 0, 64, ctx.shards, 'bench/xq0');
-      return flowRun(ctx, { flows, subs, procs: [a, b, redis], pubPort: a.port, subPort: b.port });
+      const cgen = { scenario: 'pairs', qos: 0, pubs: 8, subs: 8, inflight: 64, topic: 'bench/xq0' };
+      return flowRun(ctx, { flows, subs, procs: [a, b, redis], pubPort: a.port, subPort: b.port, cgen });
     }),
   },
   {
@@ -280,7 +373,8 @@ export const SCENARIOS = [
     metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
     run: (ctx) => cluster(ctx, ({ a, b, redis }) => {
       const { flows, subs } = pairsLayout(8, 1, 64, ctx.shards, 'bench/xq1');
-      return flowRun(ctx, { flows, subs, procs: [a, b, redis], pubPort: a.port, subPort: b.port });
+      const cgen = { scenario: 'pairs', qos: 1, pubs: 8, subs: 8, inflight: 64, topic: 'bench/xq1' };
+      return flowRun(ctx, { flows, subs, procs: [a, b, redis], pubPort: a.port, subPort: b.port, cgen });
     }),
   },
   {

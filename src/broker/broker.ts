@@ -69,6 +69,7 @@ export class Broker {
   // routing scratch (one publish at a time on the main thread)
   private gen = 0;
   private routing?: StoredMessage;
+  private onlyClients?: ReadonlySet<string>;
   private readonly targets: Session[] = [];
   private readonly sharedTargets: SubEntry<Session>[] = [];
   private readonly visit = (entry: SubEntry<Session>): void => this.collect(entry);
@@ -139,9 +140,18 @@ export class Broker {
     return cluster.routeRemote(message, (group, filter) => this.deliverShared(message, group, filter));
   }
 
-  /** A message forwarded by another node: local delivery only. */
-  deliverForwarded(message: StoredMessage, normal: boolean, shared: readonly { group: string; filter: string }[]): void {
-    if (normal) this.route(message);
+  /**
+   * A message forwarded by another node: local delivery only. `onlyClients` limits it to
+   * some sessions (a reaper delivering what a dead node had not handled to the sessions it
+   * adopted from it).
+   */
+  deliverForwarded(message: StoredMessage, normal: boolean, shared: readonly { group: string; filter: string }[], onlyClients?: ReadonlySet<string>): void {
+    this.onlyClients = onlyClients;
+    try {
+      if (normal) this.route(message);
+    } finally {
+      this.onlyClients = undefined;
+    }
     for (const { group, filter } of shared) this.deliverShared(message, group, filter);
   }
 
@@ -191,6 +201,7 @@ export class Broker {
       return;
     }
     if (sub.noLocal && message.origin === s.clientId) return; // [MQTT-3.8.3-3]
+    if (this.onlyClients !== undefined && !this.onlyClients.has(s.clientId)) return;
     if (s.matchGen !== this.gen) {
       s.matchGen = this.gen;
       s.matchQos = sub.qos;
@@ -276,6 +287,11 @@ export class Broker {
     this.detachSession(session);
   }
 
+  /** Offline sessions held here (cluster: dropped when this node was reaped). */
+  offlineSessions(): Session[] {
+    return [...this.offline];
+  }
+
   /** Adopts a session built elsewhere (cluster: loaded from Redis, or created after a claim). */
   adoptSession(session: Session): void {
     const old = this.sessions.get(session.clientId);
@@ -303,13 +319,15 @@ export class Broker {
   }
 
   endSession(session: Session): void {
+    // leave the map first: the cluster then drops only the routes, never the stored
+    // subscriptions of a session that a fenced or superseded node gives up
+    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
     for (const sub of session.subscriptions.values()) {
       this.trie.remove(session.clientId, sub.filter, sub.group);
       this.cluster?.unsubscribed(session, sub);
     }
     session.subscriptions.clear();
     this.offline.delete(session);
-    if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
     this.wills.sessionEnded(session.clientId);
     this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
     this.updateSessionGauges();

@@ -12,7 +12,7 @@ import type { PendingMessage, SessionSnapshot, StoredMessage, Subscription, Will
 import { StaleEpochError } from '../store/errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { BusEnvelope } from './bus.js';
+import type { BusEnvelope, PublishEnvelope } from './bus.js';
 import type { ClusterNode } from './node.js';
 
 export class ClusterBridge implements BrokerCluster, SessionJournal {
@@ -49,8 +49,9 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     const { epoch } = claim;
     // the older incarnation's will: this node alone deleted it, so this node publishes it
     if (claim.willToFire) void broker.wills.fire(claim.willToFire);
-    if (claim.previousOwner && claim.previousOwner !== node.member && claim.previousOnline) {
-      this.metrics.takeoversTotal.inc({ scope: 'cluster' });
+    // the previous owner closes its connection, or drops the offline copy of the session it holds
+    if (claim.previousOwner && claim.previousOwner !== node.member) {
+      if (claim.previousOnline) this.metrics.takeoversTotal.inc({ scope: 'cluster' });
       void node.bus.kick(claim.previousOwner, clientId, epoch).catch((err) => this.redisFailed('kick', err));
     }
 
@@ -134,6 +135,47 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     }
   }
 
+  /**
+   * This node was reaped (and joined again as a new member): the reaper fired or scheduled
+   * the wills and adopted the persistent sessions, so every copy held here is stale.
+   */
+  reaped(): void {
+    for (const s of this.broker.offlineSessions()) this.broker.endSession(s);
+  }
+
+  /** After reaping a node: its clients' persistent sessions become offline sessions here, routable again. */
+  async adopt(clientIds: readonly string[]): Promise<void> {
+    for (const clientId of clientIds) {
+      if (this.broker.sessions.has(clientId)) continue;
+      try {
+        const snapshot = await this.node.sessions.load(clientId);
+        if (!snapshot || snapshot.expiryIntervalS === 0 || this.broker.sessions.has(clientId)) continue;
+        const session = this.broker.newSession(clientId, snapshot.expiryIntervalS);
+        session.epoch = snapshot.epoch;
+        this.broker.adoptSession(session);
+        this.restore(session, snapshot);
+        session.pendingMessages().forEach((p) => this.seqs.set(p, Promise.resolve(p.storeSeq)));
+        session.journal = this;
+        this.broker.detachSession(session);
+        if (session.expiryIntervalS < 0xffffffff) await this.node.sessions.setExpiry(clientId, session.epoch, session.expiryIntervalS * 1000);
+      } catch (err) {
+        this.ignoreStale('adopt', err);
+      }
+    }
+    if (clientIds.length > 0) this.log.info({ clients: clientIds.length }, 'sessions of a dead node adopted');
+  }
+
+  /** Publishes a reaped node had not handled: to the sessions adopted from it, journaled before the bus entry goes. */
+  async deliverOrphaned(envelopes: readonly PublishEnvelope[], clientIds: readonly string[]): Promise<void> {
+    const only = new Set(clientIds);
+    this.collecting = [];
+    for (const e of envelopes) this.broker.deliverForwarded(e.message, e.normal, e.shared, only);
+    const writes = this.collecting;
+    this.collecting = null;
+    await Promise.allSettled(writes);
+    this.log.info({ messages: envelopes.length, clients: clientIds.length }, 'undelivered messages of a dead node handed to adopted sessions');
+  }
+
   // ---- routing ------------------------------------------------------------------------
 
   routeRemote(message: StoredMessage, deliverLocalShared: (group: string, filter: string) => void): void | Promise<void> {
@@ -196,12 +238,19 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   // ---- the journal of persistent sessions (SessionJournal) ----------------------------
 
   added(session: Session, pending: PendingMessage): void {
-    const write = this.node.sessions.appendPending(session.clientId, session.epoch, pending).catch((err) => {
+    const append = this.node.sessions.appendPending(session.clientId, session.epoch, pending);
+    const write = append.catch((err) => {
+      // a newer incarnation saved this session elsewhere: an offline copy here is stale
+      if (err instanceof StaleEpochError && !session.link && this.broker.sessions.get(session.clientId) === session) this.broker.endSession(session);
       this.ignoreStale('pending', err);
       return undefined;
     });
     this.seqs.set(pending, write);
-    this.collecting?.push(write);
+    // a write that failed (not merely stale) must fail the ack: the publisher resends, rather
+    // than a message acknowledged that no node could resume after this one dies
+    this.collecting?.push(append.catch((err) => {
+      if (!(err instanceof StaleEpochError)) throw err;
+    }));
   }
 
   sent(session: Session, pending: PendingMessage): void {

@@ -129,14 +129,32 @@ export class MessageBus {
 
   /**
    * Switches to the stream of a new member id (after a rejoin). Other nodes keep forwarding
-   * to the previous member until they see it reaped, and those sends succeed while its
-   * stream exists: the previous stream is read on until the reaper deletes it.
+   * to the previous member until they see it reaped; those entries are not read here (the
+   * sessions they were for now belong to the reaper): the reaper takes them (takeDead) and
+   * delivers them to the sessions it adopted.
    */
   async rejoined(newMember: string): Promise<void> {
-    if (this.reader && this.loop) this.draining.set(this.reader, this.loop);
+    const old = this.reader;
     this.reader = undefined;
+    old?.disconnect();
+    await this.loop;
     this.selfMember = newMember;
     await this.open();
+  }
+
+  /** The reaper's part: every publish still in a dead member's stream, in order. */
+  async takeDead(member: string): Promise<PublishEnvelope[]> {
+    const entries = (await this.o.redis.client.xrangeBuffer(this.o.keys.nodeBus(member), '-', '+')) as [Buffer, Buffer[]][];
+    const out: PublishEnvelope[] = [];
+    for (const [, fields] of entries) {
+      if (!fields || fields.length < 2) continue;
+      const frames = fields[0].toString() === 'b' ? decodeBatch(fields[1]) : [fields[1]];
+      for (const frame of frames) {
+        const e = decodeEnvelope(frame);
+        if (e.kind === 'publish') out.push(e);
+      }
+    }
+    return out;
   }
 
   /**

@@ -13,7 +13,7 @@ import { VigilRedis } from './redis.js';
 import { Membership, type OwnerChangeReason } from './membership.js';
 import { ClientRegistry } from './registry.js';
 import { RouteTable } from './routes.js';
-import { MessageBus, type BusHandler } from './bus.js';
+import { MessageBus, type BusHandler, type PublishEnvelope } from './bus.js';
 
 export interface ClusterNodeHooks {
   /** A will this node must publish now (it alone holds it). Authorize with willAuthorizedAtFire. */
@@ -22,6 +22,12 @@ export interface ClusterNodeHooks {
   onBusMessage: BusHandler;
   /** Ownership changed: on false, close every client connection of this node at once. */
   onOwnerChange?(owner: boolean, reason: OwnerChangeReason): void;
+  /** This node was reaped and joined again as a new member: what it held belongs to its reaper. */
+  onRejoined?(): void;
+  /** Clients of a reaped node, now owned (offline) by this one: keep their persistent sessions routable. */
+  adoptSessions?(clientIds: readonly string[]): void | Promise<void>;
+  /** Publishes left in a reaped node's bus stream, for the adopted sessions of `clientIds` only. */
+  deliverOrphaned?(envelopes: readonly PublishEnvelope[], clientIds: readonly string[]): void | Promise<void>;
 }
 
 export interface ClusterNodeOptions {
@@ -75,6 +81,7 @@ export class ClusterNode {
       for (const m of members) void this.reapMember(m);
     });
     this.membership.on('rejoined', (member) => {
+      hooks.onRejoined?.();
       void Promise.all([this.routes.rejoined(member), this.bus.rejoined(member)]).catch((err: Error) => log?.error({ err: err.message }, 'rejoin failed'));
     });
     const every = this.o.willSweepMs ?? this.o.config.heartbeatMs;
@@ -97,10 +104,14 @@ export class ClusterNode {
     this.reaping.add(member);
     try {
       if (!(await this.membership.reap(member))) return false;
-      const report = await this.registry.orphanClients(member, this.o.hooks.fireWill);
+      const report = await this.registry.orphanClients(member, this.o.hooks.fireWill, this.member);
       await this.routes.purgeMember(member);
+      await this.o.hooks.adoptSessions?.(report.orphaned);
+      // what was forwarded to the dead node but not handled goes to the sessions adopted here
+      const undelivered = await this.bus.takeDead(member);
+      if (undelivered.length > 0) await this.o.hooks.deliverOrphaned?.(undelivered, report.orphaned);
       await this.bus.purge(member);
-      this.o.log?.info({ member, ...report }, 'dead node reaped');
+      this.o.log?.info({ member, clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.orphaned.length }, 'dead node reaped');
       return true;
     } catch (err) {
       this.o.log?.error({ member, err: (err as Error).message }, 'reaping failed');

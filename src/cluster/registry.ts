@@ -38,6 +38,8 @@ export type DisconnectOutcome =
   | { readonly kind: 'scheduled'; readonly dueAtMs: number };
 
 export interface OrphanReport {
+  /** Client ids this reaper took over (offline); their persistent sessions are its to adopt. */
+  readonly orphaned: readonly string[];
   readonly clients: number;
   readonly fired: number;
   readonly scheduled: number;
@@ -138,8 +140,9 @@ export class ClientRegistry {
    * After winning reap(deadMember): every client it owned goes offline and its will is
    * fired (delay 0) or scheduled. Safe to repeat: a client owned elsewhere is left alone.
    */
-  async orphanClients(deadMember: string, fire: FireWill): Promise<OrphanReport> {
+  async orphanClients(deadMember: string, fire: FireWill, reaper: string): Promise<OrphanReport> {
     const setKey = this.o.keys.nodeClients(deadMember);
+    const orphaned: string[] = [];
     let cursor = '0';
     let clients = 0;
     let fired = 0;
@@ -149,9 +152,12 @@ export class ClientRegistry {
       cursor = next;
       for (const clientId of ids) {
         clients++;
-        const reply = (await this.o.redis.run('orphanClient', this.clientKeys(clientId), [deadMember])) as unknown[];
+        // the reaper's own index first (superset rule), then the ownership moves to it
+        await this.o.redis.client.sadd(this.o.keys.nodeClients(reaper), clientId);
+        const reply = (await this.o.redis.run('orphanClient', this.clientKeys(clientId), [deadMember, reaper])) as unknown[];
         const status = this.expect('orphan-client', reply, ['not_owner', 'none', 'fire', 'scheduled'], { clientId });
         if (status === 'not_owner') continue;
+        orphaned.push(clientId);
         const outcome = await this.outcome(clientId, status, reply);
         if (outcome.kind === 'fire') {
           fired++;
@@ -160,7 +166,7 @@ export class ClientRegistry {
       }
     } while (cursor !== '0');
     await this.o.redis.client.del(setKey);
-    return { clients, fired, scheduled };
+    return { clients, fired, scheduled, orphaned };
   }
 
   async owner(clientId: string): Promise<{ node: string; epoch: number; online: boolean } | undefined> {

@@ -236,6 +236,7 @@ export class Channel implements SessionLink, LiveConnection {
   }
 
   closeForQuota(): void {
+    if (this.state === 'closing' || this.state === 'closed') return; // one hit per connection, not per message after it
     this.ctx.metrics.limitHitsTotal.inc({ limit: 'max_queued' });
     this.close(RC.QUOTA_EXCEEDED, 'session queue full');
   }
@@ -285,8 +286,8 @@ export class Channel implements SessionLink, LiveConnection {
     const session = this.session;
     if (!wasConnected || !session || session.link !== this) return;
     if (this.superseded) {
-      // a newer incarnation owns the client elsewhere (or this node lost its lease): its will
-      // and session are no longer this node's to decide
+      // a newer incarnation owns the client elsewhere, or this node lost its lease (the
+      // node that reaps it adopts the session): its will and session are not this node's
       session.link = null;
       this.ctx.broker.endSession(session);
       return;
@@ -295,8 +296,8 @@ export class Channel implements SessionLink, LiveConnection {
   }
 
   /**
-   * Cluster: the client connected on another node (5.0 DISCONNECT 0x8E), or this node may
-   * no longer own clients (0x89). The will and session stay with the cluster.
+   * Cluster: the client connected on another node (5.0 DISCONNECT 0x8E), or this node lost
+   * its lease and may not act as owner (0x89).
    */
   supersede(reasonCode: number, why: string): void {
     this.superseded = true;

@@ -121,12 +121,14 @@ function suite(name: string, target: () => RedisTarget) {
       await r.claim('o3', 'alive/1', { cleanStart: false, will: will('o3', 0), sessionExpiryS: 0 }); // moved
       await r.claim('o4', dead, { cleanStart: true, sessionExpiryS: 0 });
       const fired: string[] = [];
-      const reports = await Promise.all([r, other].map((x) => x.orphanClients(dead, (w) => void fired.push(w.clientId))));
+      const reports = await Promise.all([r, other].map((x, i) => x.orphanClients(dead, (w) => void fired.push(w.clientId), `reaper/${i}`)));
       // o3's old will fired at its reconnect (delay 0 takeover), not here
       assert.deepEqual(fired.sort(), ['o1']);
       assert.equal(reports.reduce((a, x) => a + x.scheduled, 0) >= 1, true);
       assert.deepEqual(await r.owner('o3'), { node: 'alive/1', epoch: 2, online: true });
       assert.equal((await r.owner('o2'))?.online, false);
+      assert.match((await r.owner('o2'))!.node, /^reaper\//, 'the reaper owns the orphaned client (offline)');
+      assert.deepEqual(reports.flatMap((x) => x.orphaned).sort(), ['o1', 'o2', 'o4']);
     });
   });
 }
