@@ -87,8 +87,11 @@ export async function startNode(o: NodeOptions, timeoutMs = 15000): Promise<Vigi
       await exited;
     },
     async stop() {
+      // graceful first; a node whose shutdown hangs (e.g. Redis already gone) is killed
       proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
       await exited;
+      clearTimeout(timer);
     },
     async ready() {
       try {
