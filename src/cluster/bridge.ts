@@ -65,6 +65,9 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
         await node.sessions.delete(clientId, epoch).catch(() => false);
         local = undefined;
       } else if (!local) {
+        // fence first: a copy of this session still held by another node can no longer
+        // append to it, so nothing lands between this load and the save below
+        await node.sessions.fence(clientId, epoch);
         snapshot = await node.sessions.load(clientId);
       }
       const session = local ?? broker.newSession(clientId, expiryIntervalS);
@@ -193,7 +196,15 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     this.collecting = null;
     const targets = new Set([...match.members, ...sharedFor.keys()]);
     for (const member of targets) {
-      writes.push(this.node.bus.forward(member, message, { normal: match.members.has(member), shared: sharedFor.get(member) ?? [] }));
+      const sent = this.node.bus.forward(member, message, { normal: match.members.has(member), shared: sharedFor.get(member) ?? [] });
+      // no stream for that node (gone, or not started yet): not stored, so not acknowledged
+      writes.push(
+        sent.then((ok) => {
+          if (ok) return;
+          this.metrics.messagesDroppedTotal.inc({ reason: 'node_gone' });
+          throw new Error(`no bus stream for ${member}`);
+        }),
+      );
     }
     if (writes.length === 0 || message.qos === 0) {
       for (const w of writes) w.catch((err) => this.redisFailed('forward', err));
@@ -248,8 +259,10 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     this.seqs.set(pending, write);
     // a write that failed (not merely stale) must fail the ack: the publisher resends, rather
     // than a message acknowledged that no node could resume after this one dies
+    // A stale copy (the session moved to a newer incarnation) that is not connected delivered
+    // this message nowhere: fail the ack too, so the publisher resends once routes catch up.
     this.collecting?.push(append.catch((err) => {
-      if (!(err instanceof StaleEpochError)) throw err;
+      if (!(err instanceof StaleEpochError) || !session.link) throw err;
     }));
   }
 

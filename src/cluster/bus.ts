@@ -136,8 +136,10 @@ export class MessageBus {
   async rejoined(newMember: string): Promise<void> {
     const old = this.reader;
     this.reader = undefined;
+    // not awaited: the old loop may sit in a blocked read on a connection that died with
+    // Redis; it ends when that read does. The new stream must exist at once, or every
+    // forward to this node fails until it does.
     old?.disconnect();
-    await this.loop;
     this.selfMember = newMember;
     await this.open();
   }

@@ -99,6 +99,8 @@ export interface SessionStore {
   load(clientId: string): Promise<SessionSnapshot | undefined>;
   /** Replaces the whole session; returns the storeSeq given to each pending message, in order. */
   save(snapshot: SessionSnapshot): Promise<number[]>;
+  /** A new incarnation takes the session: writes of older epochs are refused from now on. */
+  fence(clientId: string, epoch: number): Promise<void>;
   /** Ends the session; false when there was none. */
   delete(clientId: string, epoch: number): Promise<boolean>;
   /** Adds an outgoing message at the end of the pending list; returns its storeSeq. */

@@ -80,6 +80,13 @@ export class MemorySessionStore implements SessionStore {
     return seqs;
   }
 
+  async fence(clientId: string, epoch: number): Promise<void> {
+    const s = this.sessions.get(clientId);
+    if (!s) return;
+    if (s.epoch > epoch) throw new StaleEpochError(clientId, epoch);
+    s.epoch = epoch;
+  }
+
   async delete(clientId: string, epoch: number): Promise<boolean> {
     const s = this.live(clientId);
     if (!s) return false;

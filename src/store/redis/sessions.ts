@@ -71,6 +71,10 @@ export class RedisSessionStore implements SessionStore {
     return s.pending.map((_, i) => first + i);
   }
 
+  async fence(clientId: string, epoch: number): Promise<void> {
+    await this.run('session-fence', 'sessionFence', [this.o.keys.session(clientId)], [epoch], { clientId, epoch }, ['ok', 'none']);
+  }
+
   async delete(clientId: string, epoch: number): Promise<boolean> {
     const reply = await this.run('session-delete', 'sessionDelete', this.o.keys.sessionKeys(clientId), [epoch], { clientId, epoch });
     return num(reply[1]) === 1;
