@@ -94,7 +94,7 @@ export class VigilServer {
           onOwnerChange: (owner, reason) => this.ownerChanged(owner, reason),
           onRejoined: () => this.bridge?.reaped(),
           adoptSessions: (clientIds) => this.bridge?.adopt(clientIds),
-          deliverOrphaned: (envelopes, clientIds) => this.bridge?.deliverOrphaned(envelopes, clientIds),
+          deliverOrphaned: (envelopes, adopted, moved) => this.bridge?.deliverOrphaned(envelopes, adopted, moved),
         },
       });
       this.revocations = new RedisRevocationList({

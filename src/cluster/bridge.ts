@@ -168,15 +168,32 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     if (clientIds.length > 0) this.log.info({ clients: clientIds.length }, 'sessions of a dead node adopted');
   }
 
-  /** Publishes a reaped node had not handled: to the sessions adopted from it, journaled before the bus entry goes. */
-  async deliverOrphaned(envelopes: readonly PublishEnvelope[], clientIds: readonly string[]): Promise<void> {
-    const only = new Set(clientIds);
+  /**
+   * Publishes a reaped node had not handled go to the sessions they were for: the ones adopted
+   * here (journaled before the dead stream is deleted), and — restricted to those clients — to
+   * the nodes where its other clients have connected since.
+   */
+  async deliverOrphaned(envelopes: readonly PublishEnvelope[], adopted: readonly string[], moved: readonly string[]): Promise<void> {
+    const byMember = new Map<string, string[]>();
+    for (const clientId of moved) {
+      const owner = await this.node.registry.owner(clientId).catch(() => undefined);
+      if (!owner?.node) continue;
+      let list = byMember.get(owner.node);
+      if (!list) byMember.set(owner.node, (list = []));
+      list.push(clientId);
+    }
+    const local = new Set([...adopted, ...(byMember.get(this.node.member) ?? [])]);
+    byMember.delete(this.node.member);
     this.collecting = [];
-    for (const e of envelopes) this.broker.deliverForwarded(e.message, e.normal, e.shared, only);
-    const writes = this.collecting;
+    const writes: Promise<unknown>[] = [];
+    for (const e of envelopes) {
+      this.broker.deliverForwarded(e.message, e.normal, e.shared, local);
+      for (const [member, only] of byMember) writes.push(this.node.bus.forward(member, e.message, { normal: e.normal, only }));
+    }
+    writes.push(...this.collecting);
     this.collecting = null;
     await Promise.allSettled(writes);
-    this.log.info({ messages: envelopes.length, clients: clientIds.length }, 'undelivered messages of a dead node handed to adopted sessions');
+    this.log.info({ messages: envelopes.length, adopted: adopted.length, moved: moved.length }, 'undelivered messages of a dead node handed on');
   }
 
   // ---- routing ------------------------------------------------------------------------
@@ -227,7 +244,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       return;
     }
     this.collecting = [];
-    this.broker.deliverForwarded(envelope.message, envelope.normal, envelope.shared);
+    this.broker.deliverForwarded(envelope.message, envelope.normal, envelope.shared, envelope.only ? new Set(envelope.only) : undefined);
     const writes = this.collecting;
     this.collecting = null;
     // the bus acknowledges the entry once the persistent sessions have it

@@ -20,6 +20,8 @@ export interface PublishEnvelope {
   readonly normal: boolean;
   /** Shared groups the receiver was picked for: it delivers to one local member of each. */
   readonly shared: readonly { readonly group: string; readonly filter: string }[];
+  /** Only these sessions may get it (a reaper re-delivering a dead node's entries to where its clients went). */
+  readonly only?: readonly string[];
 }
 
 export interface KickEnvelope {
@@ -40,6 +42,7 @@ interface Header {
   s?: [string, string][];
   c?: string;
   e?: number;
+  o?: string[];
 }
 
 export function encodeEnvelope(e: BusEnvelope): Buffer {
@@ -47,13 +50,15 @@ export function encodeEnvelope(e: BusEnvelope): Buffer {
   const h: Header = { k: 'p', f: e.from };
   if (e.normal) h.n = 1;
   if (e.shared.length > 0) h.s = e.shared.map((s) => [s.group, s.filter]);
+  if (e.only) h.o = [...e.only];
   return encodeFramed(h, encodeMessage(e.message));
 }
 
 export function decodeEnvelope(buf: Buffer): BusEnvelope {
   const { header: h, body } = decodeFramed<Header>(buf);
   if (h.k === 'k') return { kind: 'kick', from: h.f, clientId: h.c ?? '', epoch: h.e ?? 0 };
-  return { kind: 'publish', from: h.f, message: decodeMessage(body), normal: h.n === 1, shared: (h.s ?? []).map(([group, filter]) => ({ group, filter })) };
+  const e: PublishEnvelope = { kind: 'publish', from: h.f, message: decodeMessage(body), normal: h.n === 1, shared: (h.s ?? []).map(([group, filter]) => ({ group, filter })) };
+  return h.o ? { ...e, only: h.o } : e;
 }
 
 /** Several envelopes in one stream entry: [u32 length][envelope] repeated. */
@@ -195,8 +200,8 @@ export class MessageBus {
     }
   }
 
-  forward(member: string, message: StoredMessage, target: { normal: boolean; shared?: PublishEnvelope['shared'] }): Promise<boolean> {
-    return this.send(member, { kind: 'publish', from: this.selfMember, message, normal: target.normal, shared: target.shared ?? [] });
+  forward(member: string, message: StoredMessage, target: { normal: boolean; shared?: PublishEnvelope['shared']; only?: readonly string[] }): Promise<boolean> {
+    return this.send(member, { kind: 'publish', from: this.selfMember, message, normal: target.normal, shared: target.shared ?? [], only: target.only });
   }
 
   kick(member: string, clientId: string, epoch: number): Promise<boolean> {

@@ -26,8 +26,11 @@ export interface ClusterNodeHooks {
   onRejoined?(): void;
   /** Clients of a reaped node, now owned (offline) by this one: keep their persistent sessions routable. */
   adoptSessions?(clientIds: readonly string[]): void | Promise<void>;
-  /** Publishes left in a reaped node's bus stream, for the adopted sessions of `clientIds` only. */
-  deliverOrphaned?(envelopes: readonly PublishEnvelope[], clientIds: readonly string[]): void | Promise<void>;
+  /**
+   * Publishes left in a reaped node's bus stream: for the sessions adopted here (`adopted`)
+   * and for those of its clients that already connected to another node (`moved`), only.
+   */
+  deliverOrphaned?(envelopes: readonly PublishEnvelope[], adopted: readonly string[], moved: readonly string[]): void | Promise<void>;
 }
 
 export interface ClusterNodeOptions {
@@ -109,7 +112,7 @@ export class ClusterNode {
       await this.o.hooks.adoptSessions?.(report.orphaned);
       // what was forwarded to the dead node but not handled goes to the sessions adopted here
       const undelivered = await this.bus.takeDead(member);
-      if (undelivered.length > 0) await this.o.hooks.deliverOrphaned?.(undelivered, report.orphaned);
+      if (undelivered.length > 0) await this.o.hooks.deliverOrphaned?.(undelivered, report.orphaned, report.moved);
       await this.bus.purge(member);
       this.o.log?.info({ member, clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.orphaned.length }, 'dead node reaped');
       return true;

@@ -40,6 +40,8 @@ export type DisconnectOutcome =
 export interface OrphanReport {
   /** Client ids this reaper took over (offline); their persistent sessions are its to adopt. */
   readonly orphaned: readonly string[];
+  /** Client ids of the dead node that had already connected elsewhere. */
+  readonly moved: readonly string[];
   readonly clients: number;
   readonly fired: number;
   readonly scheduled: number;
@@ -143,6 +145,7 @@ export class ClientRegistry {
   async orphanClients(deadMember: string, fire: FireWill, reaper: string): Promise<OrphanReport> {
     const setKey = this.o.keys.nodeClients(deadMember);
     const orphaned: string[] = [];
+    const moved: string[] = [];
     let cursor = '0';
     let clients = 0;
     let fired = 0;
@@ -156,7 +159,10 @@ export class ClientRegistry {
         await this.o.redis.client.sadd(this.o.keys.nodeClients(reaper), clientId);
         const reply = (await this.o.redis.run('orphanClient', this.clientKeys(clientId), [deadMember, reaper])) as unknown[];
         const status = this.expect('orphan-client', reply, ['not_owner', 'none', 'fire', 'scheduled'], { clientId });
-        if (status === 'not_owner') continue;
+        if (status === 'not_owner') {
+          moved.push(clientId);
+          continue;
+        }
         orphaned.push(clientId);
         const outcome = await this.outcome(clientId, status, reply);
         if (outcome.kind === 'fire') {
@@ -166,7 +172,7 @@ export class ClientRegistry {
       }
     } while (cursor !== '0');
     await this.o.redis.client.del(setKey);
-    return { clients, fired, scheduled, orphaned };
+    return { clients, fired, scheduled, orphaned, moved };
   }
 
   async owner(clientId: string): Promise<{ node: string; epoch: number; online: boolean } | undefined> {

@@ -29,6 +29,8 @@ describe('cross-node bus', { timeout: 60000 }, () => {
     const e = decodeEnvelope(encodeEnvelope({ kind: 'publish', from: 'A/1', message: m, normal: true, shared: [{ group: 'g', filter: 'a/#' }] }));
     assert.deepEqual(e, { kind: 'publish', from: 'A/1', message: m, normal: true, shared: [{ group: 'g', filter: 'a/#' }] });
     assert.deepEqual(decodeEnvelope(encodeEnvelope({ kind: 'kick', from: 'A/1', clientId: 'c', epoch: 4 })), { kind: 'kick', from: 'A/1', clientId: 'c', epoch: 4 });
+    const only = decodeEnvelope(encodeEnvelope({ kind: 'publish', from: 'A/1', message: m, normal: true, shared: [], only: ['c1', 'c2'] }));
+    assert.deepEqual(only.kind === 'publish' && only.only, ['c1', 'c2']);
   });
 
   it('delivers to the addressed node only, once each, in order', async () => {
