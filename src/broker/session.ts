@@ -43,6 +43,11 @@ export interface SessionJournal {
   sent(session: Session, pending: PendingMessage): void;
   /** Completed, refused or dropped. */
   done(session: Session, pending: PendingMessage): void;
+  /**
+   * An incoming QoS 2 packet id was received (before PUBREC: the promise) or released
+   * (PUBREL), so a retransmission to another node after a crash is not delivered twice.
+   */
+  incomingQos2(session: Session, packetId: number, received: boolean): Promise<unknown>;
 }
 
 export class Session implements Subscriber {

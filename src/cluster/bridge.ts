@@ -291,6 +291,15 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     this.withSeq(pending, (seq) => this.node.sessions.removePending(session.clientId, session.epoch, seq));
   }
 
+  incomingQos2(session: Session, packetId: number, received: boolean): Promise<unknown> {
+    const { clientId, epoch } = session;
+    const write = received ? this.node.sessions.addIncomingQos2(clientId, epoch, packetId) : this.node.sessions.removeIncomingQos2(clientId, epoch, packetId);
+    return write.catch((err) => {
+      if (err instanceof StaleEpochError) return; // the session moved: the new incarnation answers for it
+      throw err;
+    });
+  }
+
   private withSeq(pending: PendingMessage, write: (seq: number) => Promise<unknown>): void {
     const seq = this.seqs.get(pending) ?? (pending.storeSeq !== undefined ? Promise.resolve(pending.storeSeq) : undefined);
     if (!seq) return;

@@ -83,7 +83,12 @@ function decided(ch: Channel, packet: IPublishPacket, message: StoredMessage, ve
 }
 
 function routeAndAck(ch: Channel, packet: IPublishPacket, message: StoredMessage): void {
-  const stored = ch.ctx.broker.publish(message, ch.session!.epoch);
+  const session = ch.session!;
+  let stored = ch.ctx.broker.publish(message, session.epoch);
+  // QoS 2 in a cluster: the packet id is stored with the session before PUBREC, so a PUBLISH
+  // retransmitted to another node after this one died is not delivered twice
+  const received = packet.qos === 2 ? session.journal?.incomingQos2(session, packet.messageId!, true) : undefined;
+  if (received) stored = stored ? Promise.all([stored, received]).then(() => undefined) : received.then(() => undefined);
   if (stored === undefined && ch.acksWaiting === 0) return acknowledge(ch, packet);
   // cluster: acknowledge only once other nodes and persistent sessions have it, in the order
   // the publishes arrived; reading goes on meanwhile, so a publisher keeps its window full
@@ -129,7 +134,9 @@ function forwardable(p: NonNullable<IPublishPacket['properties']>): MessagePrope
 
 export function handlePubrel(ch: Channel, packet: IPubrelPacket): void {
   const id = packet.messageId!;
-  const known = ch.session!.incomingQos2.delete(id);
+  const session = ch.session!;
+  const known = session.incomingQos2.delete(id);
+  if (known) void session.journal?.incomingQos2(session, id, false).catch(() => undefined);
   if (!known && ch.protocolVersion === 5) {
     ch.send({ cmd: 'pubcomp', messageId: id, reasonCode: RC.PACKET_IDENTIFIER_NOT_FOUND });
     return;
