@@ -106,8 +106,6 @@ export class MessageBus {
   private running = false;
   private loop?: Promise<void>;
   private handler?: BusHandler;
-  /** Readers of this node's previous member streams, kept until the reaper deletes them. */
-  private readonly draining = new Map<RedisConnection, Promise<void>>();
   private readonly outgoing = new Map<string, { frames: Buffer[]; waiters: { resolve(sent: boolean): void; reject(err: Error): void }[] }>();
 
   constructor(private readonly o: MessageBusOptions) {
@@ -127,9 +125,7 @@ export class MessageBus {
     this.running = false;
     this.reader?.disconnect();
     this.reader = undefined;
-    for (const r of this.draining.keys()) r.disconnect();
-    await Promise.all([this.loop, ...this.draining.values()]);
-    this.draining.clear();
+    await this.loop;
   }
 
   /**
@@ -228,22 +224,13 @@ export class MessageBus {
   private async readLoop(reader: RedisConnection, key: string): Promise<void> {
     // first our own pending entries (read before, never acknowledged), then new ones
     let from = '0';
-    while (this.running && (this.reader === reader || this.draining.has(reader))) {
+    while (this.running && this.reader === reader) {
       let reply: StreamReply;
       try {
         reply = (await reader.callBuffer('XREADGROUP', 'GROUP', GROUP, 'c', 'COUNT', this.o.batch ?? 1000, 'BLOCK', this.o.blockMs ?? 1000, 'STREAMS', key, from)) as StreamReply;
       } catch (err) {
-        if (!this.running) return;
-        if (this.draining.has(reader)) {
-          if ((await this.o.redis.client.exists(key).catch(() => 1)) === 0) {
-            this.o.log?.info({ key }, 'previous bus stream reaped; stopped reading it');
-            this.draining.delete(reader);
-            reader.disconnect();
-            return;
-          }
-        } else if (this.reader !== reader) {
-          return;
-        } else if (/NOGROUP/.test((err as Error).message)) {
+        if (!this.running || this.reader !== reader) return;
+        if (/NOGROUP/.test((err as Error).message)) {
           this.o.log?.error({ key }, 'bus stream vanished (reaped?); recreating');
           await this.o.redis.client.xgroup('CREATE', key, GROUP, '$', 'MKSTREAM').catch(() => undefined);
         } else {

@@ -16,7 +16,7 @@ interface Requested {
 }
 
 export function handleSubscribe(ch: Channel, packet: ISubscribePacket): void {
-  const { config, authorizer } = ch.ctx;
+  const { authorizer } = ch.ctx;
   const v5 = ch.protocolVersion === 5;
   const subscriptionId = packet.properties?.subscriptionIdentifier;
   if (!packet.messageId) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'packet id 0'); // [MQTT-2.2.1-3]
@@ -32,7 +32,6 @@ export function handleSubscribe(ch: Channel, packet: ISubscribePacket): void {
   } else {
     granted(ch, packet, requested, verdicts as Verdict[]);
   }
-  void config;
 }
 
 const ALLOWED: Verdict = { allowed: true };
