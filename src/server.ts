@@ -92,7 +92,7 @@ export class VigilServer {
           fireWill: (will) => this.broker.wills.fire(will),
           onBusMessage: (envelope) => this.bridge!.onBusMessage(envelope),
           onOwnerChange: (owner, reason) => this.ownerChanged(owner, reason),
-          onRejoined: () => this.bridge?.reaped(),
+          onRejoined: (member, previous) => this.bridge?.rejoined(member, previous),
           adoptSessions: (clientIds) => this.bridge?.adopt(clientIds),
           deliverOrphaned: (envelopes, adopted, moved) => this.bridge?.deliverOrphaned(envelopes, adopted, moved),
         },

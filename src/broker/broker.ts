@@ -35,8 +35,8 @@ export interface BrokerCluster {
   open(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): Promise<OpenResult>;
   /** Shared-group picks and forwarding to other nodes; a promise while QoS 1/2 forwards are being stored. */
   routeRemote(message: StoredMessage, deliverLocalShared: (group: string, filter: string) => void): void | Promise<void>;
-  /** The next routing pass belongs to a QoS 1/2 publish: its session writes join the ack. */
-  beginPublish(): void;
+  /** The next routing pass belongs to a QoS 1/2 publish (given its cluster-wide id here): its session writes join the ack. */
+  beginPublish(message: StoredMessage): void;
   subscribed(session: Session, sub: Subscription): void;
   unsubscribed(session: Session, sub: Subscription): void;
   /** A connection ended; the cluster decides its will and persists the session end. */
@@ -135,7 +135,7 @@ export class Broker {
       this.route(message);
       return;
     }
-    if (message.qos > 0) cluster.beginPublish();
+    if (message.qos > 0) cluster.beginPublish(message);
     this.route(message);
     return cluster.routeRemote(message, (group, filter) => this.deliverShared(message, group, filter));
   }
@@ -164,7 +164,7 @@ export class Broker {
     }
     const { subscriber, sub } = entry;
     const out = new OutgoingPublish(message, this.deps.clock.now());
-    if (out.expired) return;
+    if (out.expired || !this.firstCopy(subscriber, message)) return;
     const qos = (message.qos < sub.qos ? message.qos : sub.qos) as 0 | 1 | 2;
     subscriber.deliver(out, qos, sub.retainAsPublished && message.retain, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
   }
@@ -180,16 +180,25 @@ export class Broker {
     this.routing = undefined;
     for (let i = 0; i < targets.length; i++) {
       const s = targets[i];
+      if (message.id !== undefined && !this.firstCopy(s, message)) continue;
       const qos = (message.qos < s.matchQos ? message.qos : s.matchQos) as 0 | 1 | 2;
       s.deliver(out, qos, s.matchRetainAsPublished && message.retain, s.matchIds);
     }
     for (let i = 0; i < shared.length; i++) {
       const { subscriber, sub } = shared[i];
+      if (message.id !== undefined && !this.firstCopy(subscriber, message)) continue;
       const qos = (message.qos < sub.qos ? message.qos : sub.qos) as 0 | 1 | 2;
       subscriber.deliver(out, qos, sub.retainAsPublished && message.retain, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
     }
     targets.length = 0;
     shared.length = 0;
+  }
+
+  /** Cluster: false for a second copy of a message this session already got (dropped, counted). */
+  private firstCopy(s: Session, message: StoredMessage): boolean {
+    if (message.id === undefined || s.seen === undefined || s.seen.first(message.id, this.deps.clock.now())) return true;
+    this.deps.metrics.messagesDroppedTotal.inc({ reason: 'duplicate' });
+    return false;
   }
 
   private collect(entry: SubEntry<Session>): void {

@@ -4,6 +4,7 @@
 import type { PendingMessage, Subscription } from '../store/types.js';
 import type { Subscriber } from './topic-trie.js';
 import { OutgoingPublish } from '../protocol/publish-encoder.js';
+import type { RecentIds } from './recent-ids.js';
 
 /** What a session needs from the connection it is attached to. */
 export interface SessionLink {
@@ -39,21 +40,34 @@ export interface SessionEvents {
  */
 export interface SessionJournal {
   added(session: Session, pending: PendingMessage): void;
-  /** Sent with a packet id, or PUBREC arrived (`released`). */
+  /** Sent with a packet id. */
   sent(session: Session, pending: PendingMessage): void;
+  /**
+   * PUBREC arrived. PUBREL goes out once this resolves: a node resuming the session after a
+   * crash then sends PUBREL too, never the PUBLISH again (a client that already completed
+   * the flow would take it for a new message). Rejects when it could not be stored.
+   */
+  released(session: Session, pending: PendingMessage): Promise<unknown>;
   /** Completed, refused or dropped. */
   done(session: Session, pending: PendingMessage): void;
   /**
-   * An incoming QoS 2 packet id was received (before PUBREC: the promise) or released
-   * (PUBREL), so a retransmission to another node after a crash is not delivered twice.
+   * An incoming QoS 2 packet id was received (stored with the message id before routing),
+   * routed (before PUBREC) or released (PUBREL). A retransmission to another node after a
+   * crash is then routed again under the same id, or only acknowledged: never delivered twice.
    */
-  incomingQos2(session: Session, packetId: number, received: boolean): Promise<unknown>;
+  incomingQos2(session: Session, packetId: number, state: 'received' | 'routed' | 'released', messageId?: string): Promise<unknown>;
+  /** A cluster-wide id for a message received from this session's client. */
+  newMessageId(): string;
 }
 
 export class Session implements Subscriber {
   readonly subscriptions = new Map<string, Subscription>();
   readonly inflight = new Map<number, PendingMessage>();
-  readonly incomingQos2 = new Set<number>();
+  /**
+   * Incoming QoS 2 packet ids not yet released (PUBREL), each with the id of its message while
+   * that is not routed yet (cluster), undefined once routed.
+   */
+  readonly incomingQos2 = new Map<number, string | undefined>();
   private queue: PendingMessage[] = [];
   private queueHead = 0;
   private nextPacketId = 1;
@@ -64,6 +78,13 @@ export class Session implements Subscriber {
   epoch = 0;
   /** Set for persistent sessions in a cluster. */
   journal?: SessionJournal;
+  /** Cluster: ids of the messages that reached this session lately (a second copy is dropped). */
+  seen?: RecentIds;
+  /**
+   * Cluster: a newer incarnation holds this session on another node. Kept a little while so
+   * messages still routed here follow it there (journal.added) instead of being lost.
+   */
+  movedAway = false;
 
   // Routing scratch space: dedupes overlapping subscriptions within one publish.
   matchGen = 0;
@@ -97,6 +118,7 @@ export class Session implements Subscriber {
     }
     const pending: PendingMessage = { message: out.message, qos, retainFlag: retain, subscriptionIds };
     this.journal?.added(this, pending);
+    if (this.movedAway) return; // the journal hands it to the node that holds the session now
     if (link !== null && this.queued === 0 && link.writable && this.inflight.size < link.sendQuota) {
       this.transmit(link, pending, out, false);
     } else {
@@ -183,13 +205,25 @@ export class Session implements Subscriber {
     return true;
   }
 
-  /** PUBREC: the QoS 2 message arrived; from now on only PUBREL is resent. */
-  received(packetId: number): boolean {
+  /**
+   * PUBREC: the QoS 2 message arrived; from now on only PUBREL is resent. False for an
+   * unknown id; a promise while a cluster journal stores it (send PUBREL once it is true).
+   */
+  received(packetId: number): boolean | Promise<boolean> {
     const p = this.inflight.get(packetId);
     if (!p || p.qos !== 2) return false;
-    p.released = true;
-    this.journal?.sent(this, p);
-    return true;
+    if (p.released || !this.journal) {
+      p.released = true;
+      return true;
+    }
+    return this.journal.released(this, p).then(
+      () => {
+        p.released = true;
+        return this.inflight.get(packetId) === p;
+      },
+      // not stored: no PUBREL; on reconnect the PUBLISH is sent again and PUBREC retried
+      () => false,
+    );
   }
 
   /** A PUBREC/PUBACK with an error reason code ends the flow for that id [MQTT-4.3.3]. */

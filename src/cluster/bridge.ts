@@ -14,12 +14,23 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { BusEnvelope, PublishEnvelope } from './bus.js';
 import type { ClusterNode } from './node.js';
+import { RecentIds } from '../broker/recent-ids.js';
+
+/** How long a session that moved to another node stays here, handing on what is still routed to it. */
+const MOVED_AWAY_GRACE_MS = 10_000;
+/** How often a message may be handed on after its session (a client moving twice at once). */
+const MAX_HOPS = 3;
 
 export class ClusterBridge implements BrokerCluster, SessionJournal {
   /** storeSeq of each pending message, once appendPending answered. */
   private readonly seqs = new WeakMap<PendingMessage, Promise<number | undefined>>();
   /** Writes a QoS 1/2 publish must wait for before it is acknowledged (collected while routing). */
   private collecting: Promise<unknown>[] | null = null;
+  /** Route announcements made while a session is rebuilt here (awaited by adopt). */
+  private routeWrites: Promise<unknown>[] | null = null;
+  /** CONNECTs between their claim and their session being ready, by client id. */
+  private readonly opening = new Map<string, Promise<unknown>>();
+  private messageSeq = 0;
 
   constructor(
     private readonly broker: Broker,
@@ -35,6 +46,16 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   // ---- CONNECT / disconnect -----------------------------------------------------------
 
   async open(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): Promise<OpenResult> {
+    const opened = this.openSession(clientId, cleanStart, expiryIntervalS, will);
+    this.opening.set(clientId, opened);
+    try {
+      return await opened;
+    } finally {
+      if (this.opening.get(clientId) === opened) this.opening.delete(clientId);
+    }
+  }
+
+  private async openSession(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): Promise<OpenResult> {
     const { node, broker } = this;
     if (!node.membership.owner) return { refused: RC.SERVER_UNAVAILABLE, reason: 'node is not a cluster owner (Redis lease)' };
     // nothing can be claimed or stored while Redis is away: say so at once rather than queue
@@ -58,6 +79,11 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     let local = broker.sessions.get(clientId);
     if (local?.link) (local.link as Channel).supersede(RC.SESSION_TAKEN_OVER, 'session taken over'); // raced a local takeover
     local = broker.sessions.get(clientId);
+    // a copy that moved on to another node is stale: the stored session is the truth
+    if (local?.movedAway) {
+      broker.endSession(local);
+      local = undefined;
+    }
     try {
       let snapshot: SessionSnapshot | undefined;
       if (cleanStart) {
@@ -78,11 +104,13 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       if (snapshot) this.restore(session, snapshot);
       if (expiryIntervalS > 0) {
         session.journal = this;
+        session.seen ??= this.recentIds(snapshot);
         const seqs = await node.sessions.save(this.snapshotOf(session));
         session.pendingMessages().forEach((p, i) => this.seqs.set(p, Promise.resolve(seqs[i])));
         await node.sessions.setExpiry(clientId, epoch, undefined);
       } else {
         session.journal = undefined;
+        session.seen = undefined;
         if (snapshot) await node.sessions.delete(clientId, epoch).catch(() => false);
       }
       return { session, present };
@@ -92,10 +120,20 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     }
   }
 
+  /** The message ids a resumed session already has: the stored ones and those of its pending messages. */
+  private recentIds(snapshot: SessionSnapshot | undefined): RecentIds {
+    const seen = new RecentIds();
+    const now = Date.now();
+    for (const id of snapshot?.seen ?? []) seen.first(id, now);
+    for (const p of snapshot?.pending ?? []) if (p.message.id !== undefined) seen.first(p.message.id, now);
+    return seen;
+  }
+
   /** Rebuilds a session written by another node: subscriptions, then pending in order. */
   private restore(session: Session, snapshot: SessionSnapshot): void {
     for (const sub of snapshot.subscriptions) this.broker.subscribe(session, sub);
-    for (const id of snapshot.incomingQos2) session.incomingQos2.add(id);
+    const unrouted = new Map(snapshot.unroutedQos2 ?? []);
+    for (const id of snapshot.incomingQos2) session.incomingQos2.set(id, unrouted.get(id));
     session.restorePending(snapshot.pending);
   }
 
@@ -104,7 +142,8 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       clientId: session.clientId,
       subscriptions: [...session.subscriptions.values()],
       pending: session.pendingMessages(),
-      incomingQos2: [...session.incomingQos2],
+      incomingQos2: [...session.incomingQos2.keys()],
+      unroutedQos2: [...session.incomingQos2].filter((e): e is [number, string] => e[1] !== undefined),
       expiryIntervalS: session.expiryIntervalS,
       epoch: session.epoch,
     };
@@ -139,33 +178,114 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   }
 
   /**
-   * This node was reaped (and joined again as a new member): the reaper fired or scheduled
-   * the wills and adopted the persistent sessions, so every copy held here is stale.
+   * This node lost its lease and joined again as a new member. Each session still held here
+   * stays if the registry moves it to the new member; one that a reaper (or a newer
+   * connection) took first is stale here and ends. A disconnect Redis missed while it was
+   * away is recorded now, so the will is decided as usual.
    */
-  reaped(): void {
-    for (const s of this.broker.offlineSessions()) this.broker.endSession(s);
+  async rejoined(member: string, previous: string): Promise<void> {
+    let kept = 0;
+    let lost = 0;
+    for (const session of [...this.broker.sessions.values()]) {
+      if (session.movedAway) continue;
+      let home;
+      try {
+        home = await this.node.registry.rehome(session.clientId, previous, member);
+      } catch (err) {
+        this.redisFailed('rehome', err);
+        continue;
+      }
+      if (this.broker.sessions.get(session.clientId) !== session) continue;
+      if (!home) {
+        lost++;
+        if (session.link) (session.link as Channel).supersede(RC.SESSION_TAKEN_OVER, 'session taken over on another node');
+        else this.broker.endSession(session);
+        continue;
+      }
+      kept++;
+      if (home.online && !session.link && home.epoch === session.epoch) this.disconnected(session, undefined, false);
+    }
+    this.log.info({ member, previous, kept, lost }, 'sessions kept across the rejoin');
   }
 
   /** After reaping a node: its clients' persistent sessions become offline sessions here, routable again. */
   async adopt(clientIds: readonly string[]): Promise<void> {
     for (const clientId of clientIds) {
-      if (this.broker.sessions.has(clientId)) continue;
+      if (this.holds(clientId)) continue;
       try {
         const snapshot = await this.node.sessions.load(clientId);
-        if (!snapshot || snapshot.expiryIntervalS === 0 || this.broker.sessions.has(clientId)) continue;
+        if (!snapshot || snapshot.expiryIntervalS === 0 || this.holds(clientId)) continue;
         const session = this.broker.newSession(clientId, snapshot.expiryIntervalS);
         session.epoch = snapshot.epoch;
+        session.seen = this.recentIds(snapshot);
         this.broker.adoptSession(session);
+        this.routeWrites = [];
         this.restore(session, snapshot);
+        const announced = this.routeWrites;
+        this.routeWrites = null;
         session.pendingMessages().forEach((p) => this.seqs.set(p, Promise.resolve(p.storeSeq)));
         session.journal = this;
         this.broker.detachSession(session);
+        await Promise.all(announced);
         if (session.expiryIntervalS < 0xffffffff) await this.node.sessions.setExpiry(clientId, session.epoch, session.expiryIntervalS * 1000);
       } catch (err) {
         this.ignoreStale('adopt', err);
       }
     }
     if (clientIds.length > 0) this.log.info({ clients: clientIds.length }, 'sessions of a dead node adopted');
+  }
+
+  /** A current (not moved-away) session of this client is here. */
+  private holds(clientId: string): boolean {
+    const s = this.broker.sessions.get(clientId);
+    return s !== undefined && !s.movedAway;
+  }
+
+  /**
+   * A newer incarnation of this session lives on another node: stop sending from this copy;
+   * for a while, what is still routed here is handed on (added), then the copy ends.
+   */
+  private movedAway(session: Session): void {
+    if (session.movedAway) return;
+    session.movedAway = true;
+    if (session.link) (session.link as Channel).supersede(RC.SESSION_TAKEN_OVER, 'session taken over on another node');
+    const timer = setTimeout(() => {
+      if (this.broker.sessions.get(session.clientId) === session) this.broker.endSession(session);
+    }, MOVED_AWAY_GRACE_MS);
+    timer.unref();
+  }
+
+  /**
+   * A message for a session that is no longer here: to the node that holds it now, for that
+   * client only. Resolves once stored there (the bus entry, or this node's own journal).
+   */
+  private async handOn(clientId: string, message: StoredMessage, hops: number): Promise<void> {
+    if (hops > MAX_HOPS) {
+      this.metrics.messagesDroppedTotal.inc({ reason: 'session_moving' });
+      this.log.warn({ clientId, hops }, 'message for a moving session dropped after too many hand-ons');
+      return;
+    }
+    const owner = await this.node.registry.owner(clientId);
+    if (!owner?.node) return; // the session ended: nothing to deliver to
+    if (owner.node !== this.member) {
+      const ok = await this.node.bus.forward(owner.node, message, { normal: true, only: [clientId], hops });
+      if (!ok) throw new Error(`no bus stream for ${owner.node}`);
+      return;
+    }
+    await this.deliverOnly(message, clientId, hops);
+  }
+
+  /** Delivers to one client's session here (waiting for its CONNECT to finish), or hands it on. */
+  private async deliverOnly(message: StoredMessage, clientId: string, hops: number, normal = true, shared: PublishEnvelope['shared'] = []): Promise<void> {
+    const opening = this.opening.get(clientId);
+    if (opening) await opening.catch(() => undefined);
+    if (!this.holds(clientId)) return this.handOn(clientId, message, hops + 1);
+    const outer = this.collecting;
+    this.collecting = [];
+    this.broker.deliverForwarded(message, normal, shared, new Set([clientId]));
+    const writes = this.collecting;
+    this.collecting = outer;
+    await Promise.all(writes);
   }
 
   /**
@@ -212,6 +332,10 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     const writes = this.collecting ?? [];
     this.collecting = null;
     const targets = new Set([...match.members, ...sharedFor.keys()]);
+    if (!this.node.routes.fresh && message.qos > 0) {
+      // the route mirror may be missing nodes: acknowledging could lose the message
+      writes.push(Promise.reject(new Error('route table resyncing after a Redis reconnect')));
+    }
     for (const member of targets) {
       const sent = this.node.bus.forward(member, message, { normal: match.members.has(member), shared: sharedFor.get(member) ?? [] });
       // no stream for that node (gone, or not started yet): not stored, so not acknowledged
@@ -231,7 +355,8 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   }
 
   /** Called by the broker before routing a QoS 1/2 message: journal writes join the ack. */
-  beginPublish(): void {
+  beginPublish(message: StoredMessage): void {
+    message.id ??= this.newMessageId();
     this.collecting = [];
   }
 
@@ -239,9 +364,14 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     if (envelope.kind === 'kick') {
       const session = this.broker.sessions.get(envelope.clientId);
       if (!session || session.epoch >= envelope.epoch) return;
-      if (session.link) (session.link as Channel).supersede(RC.SESSION_TAKEN_OVER, 'session taken over on another node');
+      if (session.journal) this.movedAway(session);
+      else if (session.link) (session.link as Channel).supersede(RC.SESSION_TAKEN_OVER, 'session taken over on another node');
       else this.broker.endSession(session);
       return;
+    }
+    if (envelope.only) {
+      const hops = envelope.hops ?? 0;
+      return Promise.all(envelope.only.map((clientId) => this.deliverOnly(envelope.message, clientId, hops, envelope.normal, envelope.shared))).then(() => undefined);
     }
     this.collecting = [];
     this.broker.deliverForwarded(envelope.message, envelope.normal, envelope.shared, envelope.only ? new Set(envelope.only) : undefined);
@@ -252,7 +382,8 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   };
 
   subscribed(session: Session, sub: Subscription): void {
-    void this.node.routes.addLocal(sub).catch((err) => this.redisFailed('route', err));
+    const announced = this.node.routes.addLocal(sub).catch((err) => this.redisFailed('route', err));
+    this.routeWrites?.push(announced);
     if (session.journal) void this.node.sessions.putSubscription(session.clientId, session.epoch, sub).catch((err) => this.ignoreStale('subscription', err));
   }
 
@@ -266,34 +397,65 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   // ---- the journal of persistent sessions (SessionJournal) ----------------------------
 
   added(session: Session, pending: PendingMessage): void {
-    const append = this.node.sessions.appendPending(session.clientId, session.epoch, pending);
-    const write = append.catch((err) => {
-      // a newer incarnation saved this session elsewhere: an offline copy here is stale
-      if (err instanceof StaleEpochError && !session.link && this.broker.sessions.get(session.clientId) === session) this.broker.endSession(session);
-      this.ignoreStale('pending', err);
-      return undefined;
-    });
-    this.seqs.set(pending, write);
-    // a write that failed (not merely stale) must fail the ack: the publisher resends, rather
-    // than a message acknowledged that no node could resume after this one dies
-    // A stale copy (the session moved to a newer incarnation) that is not connected delivered
-    // this message nowhere: fail the ack too, so the publisher resends once routes catch up.
-    this.collecting?.push(append.catch((err) => {
-      if (!(err instanceof StaleEpochError) || !session.link) throw err;
-    }));
+    const { clientId, epoch } = session;
+    // routed here before the routes caught up with a move: on to where the session is now
+    const stored = session.movedAway ? this.handOn(clientId, pending.message, 1) : this.append(session, pending);
+    if (this.collecting) this.collecting.push(stored);
+    else stored.catch((err) => this.redisFailed('pending', err));
+  }
+
+  private append(session: Session, pending: PendingMessage): Promise<void> {
+    const { clientId, epoch } = session;
+    const append = this.node.sessions.appendPending(clientId, epoch, pending);
+    this.seqs.set(pending, append.catch(() => undefined));
+    // The ack (publisher's PUBACK/PUBREC, or the bus entry) waits for this: a write that
+    // failed fails it, rather than acknowledge a message no node could resume after this one
+    // dies. Stale means a newer incarnation took the session to another node: the message
+    // follows it there.
+    return append.then(
+      () => undefined,
+      (err) => {
+        if (!(err instanceof StaleEpochError)) throw err;
+        if (this.broker.sessions.get(clientId) === session) this.movedAway(session);
+        return this.handOn(clientId, pending.message, 1);
+      },
+    );
   }
 
   sent(session: Session, pending: PendingMessage): void {
     this.withSeq(pending, (seq) => this.node.sessions.markPending(session.clientId, session.epoch, seq, pending.packetId ?? 0, !!pending.released));
   }
 
+  async released(session: Session, pending: PendingMessage): Promise<void> {
+    const seq = await (this.seqs.get(pending) ?? Promise.resolve(pending.storeSeq));
+    // never stored (the append failed): a resumed session cannot send it again either
+    if (seq === undefined) return;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.node.sessions.markPending(session.clientId, session.epoch, seq, pending.packetId ?? 0, true);
+        return;
+      } catch (err) {
+        // stale: the session moved on, its new node answers the PUBREC; otherwise retry while
+        // the message is still in flight here (Redis coming back)
+        if (err instanceof StaleEpochError || attempt >= 20 || session.inflight.get(pending.packetId ?? 0) !== pending || !session.link) throw err;
+        await new Promise((r) => setTimeout(r, 250 * Math.min(attempt, 4)));
+      }
+    }
+  }
+
   done(session: Session, pending: PendingMessage): void {
     this.withSeq(pending, (seq) => this.node.sessions.removePending(session.clientId, session.epoch, seq));
   }
 
-  incomingQos2(session: Session, packetId: number, received: boolean): Promise<unknown> {
+  newMessageId(): string {
+    return `${this.node.member}.${(++this.messageSeq).toString(36)}`;
+  }
+
+  incomingQos2(session: Session, packetId: number, state: 'received' | 'routed' | 'released', messageId?: string): Promise<unknown> {
     const { clientId, epoch } = session;
-    const write = received ? this.node.sessions.addIncomingQos2(clientId, epoch, packetId) : this.node.sessions.removeIncomingQos2(clientId, epoch, packetId);
+    const { sessions } = this.node;
+    const write =
+      state === 'received' ? sessions.addIncomingQos2(clientId, epoch, packetId, messageId) : state === 'routed' ? sessions.addIncomingQos2(clientId, epoch, packetId) : sessions.removeIncomingQos2(clientId, epoch, packetId);
     return write.catch((err) => {
       if (err instanceof StaleEpochError) return; // the session moved: the new incarnation answers for it
       throw err;

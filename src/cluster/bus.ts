@@ -22,6 +22,8 @@ export interface PublishEnvelope {
   readonly shared: readonly { readonly group: string; readonly filter: string }[];
   /** Only these sessions may get it (a reaper re-delivering a dead node's entries to where its clients went). */
   readonly only?: readonly string[];
+  /** How many times this message was handed on after its session moved (bounds the chase). */
+  readonly hops?: number;
 }
 
 export interface KickEnvelope {
@@ -43,6 +45,7 @@ interface Header {
   c?: string;
   e?: number;
   o?: string[];
+  h?: number;
 }
 
 export function encodeEnvelope(e: BusEnvelope): Buffer {
@@ -51,6 +54,7 @@ export function encodeEnvelope(e: BusEnvelope): Buffer {
   if (e.normal) h.n = 1;
   if (e.shared.length > 0) h.s = e.shared.map((s) => [s.group, s.filter]);
   if (e.only) h.o = [...e.only];
+  if (e.hops) h.h = e.hops;
   return encodeFramed(h, encodeMessage(e.message));
 }
 
@@ -58,7 +62,7 @@ export function decodeEnvelope(buf: Buffer): BusEnvelope {
   const { header: h, body } = decodeFramed<Header>(buf);
   if (h.k === 'k') return { kind: 'kick', from: h.f, clientId: h.c ?? '', epoch: h.e ?? 0 };
   const e: PublishEnvelope = { kind: 'publish', from: h.f, message: decodeMessage(body), normal: h.n === 1, shared: (h.s ?? []).map(([group, filter]) => ({ group, filter })) };
-  return h.o ? { ...e, only: h.o } : e;
+  return h.o ? { ...e, only: h.o, hops: h.h ?? 0 } : e;
 }
 
 /** Several envelopes in one stream entry: [u32 length][envelope] repeated. */
@@ -145,9 +149,19 @@ export class MessageBus {
     await this.open();
   }
 
-  /** The reaper's part: every publish still in a dead member's stream, in order. */
+  /**
+   * The reaper's part: every publish still in a dead member's stream, in order. The stream is
+   * first renamed away in one step, so a forward racing the reaper fails (not acknowledged,
+   * resent by its publisher) instead of landing after the read and being purged unread.
+   */
   async takeDead(member: string): Promise<PublishEnvelope[]> {
-    const entries = (await this.o.redis.client.xrangeBuffer(this.o.keys.nodeBus(member), '-', '+')) as [Buffer, Buffer[]][];
+    const taken = this.o.keys.nodeBusTaken(member);
+    try {
+      await this.o.redis.client.rename(this.o.keys.nodeBus(member), taken);
+    } catch (err) {
+      if (!/no such key/i.test((err as Error).message)) throw err;
+    }
+    const entries = (await this.o.redis.client.xrangeBuffer(taken, '-', '+')) as [Buffer, Buffer[]][];
     const out: PublishEnvelope[] = [];
     for (const [, fields] of entries) {
       if (!fields || fields.length < 2) continue;
@@ -196,17 +210,18 @@ export class MessageBus {
     }
   }
 
-  forward(member: string, message: StoredMessage, target: { normal: boolean; shared?: PublishEnvelope['shared']; only?: readonly string[] }): Promise<boolean> {
-    return this.send(member, { kind: 'publish', from: this.selfMember, message, normal: target.normal, shared: target.shared ?? [], only: target.only });
+  forward(member: string, message: StoredMessage, target: { normal: boolean; shared?: PublishEnvelope['shared']; only?: readonly string[]; hops?: number }): Promise<boolean> {
+    return this.send(member, { kind: 'publish', from: this.selfMember, message, normal: target.normal, shared: target.shared ?? [], only: target.only, hops: target.hops });
   }
 
   kick(member: string, clientId: string, epoch: number): Promise<boolean> {
     return this.send(member, { kind: 'kick', from: this.selfMember, clientId, epoch });
   }
 
-  /** The reaper's part: deletes a dead member's stream (entries not yet handled are lost). */
+  /** The reaper's part, once takeDead's entries are handed on: deletes a dead member's stream. */
   async purge(member: string): Promise<void> {
     await this.o.redis.client.del(this.o.keys.nodeBus(member));
+    await this.o.redis.client.del(this.o.keys.nodeBusTaken(member));
   }
 
   private async open(): Promise<void> {

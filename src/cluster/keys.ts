@@ -13,12 +13,14 @@
 //   P:{P:c:<clientId>}:subs       HASH  filter key → encoded Subscription
 //   P:{P:c:<clientId>}:pending    HASH  seq → encoded PendingMessage
 //   P:{P:c:<clientId>}:pstate     HASH  seq → "packetId:released"
-//   P:{P:c:<clientId>}:qos2in     SET   incoming QoS 2 packet ids
+//   P:{P:c:<clientId>}:qos2in     HASH  incoming QoS 2 packet id → id of a message not routed yet, or ''
+//   P:{P:c:<clientId>}:seen       ZSET  message id → time (ms) it reached the session
 //   P:{P:nodes}:leases            ZSET  node member → lease expiry (ms, Redis clock)
 //   P:{P:n:<member>}:clients      SET   client ids a node member has owned (reaper index)
 //   P:{P:n:<member>}:routes       SET   filters with local subscribers on that member
 //   P:{P:n:<member>}:routes:ver   STRING version of that route set
 //   P:{P:n:<member>}:bus          STREAM messages forwarded to that member
+//   P:{P:n:<member>}:bus:taken    STREAM the same, renamed by the member's reaper while it hands them on
 //   P:{P:wills}:due               ZSET  "<epoch>|<clientId>" → dueAt (ms), an index only
 //   P:{P:retained}:msg            HASH  topic → "<seq>\n<encoded message>"
 //   P:{P:retained}:meta           HASH  topic → "<writerEpoch>\n<writerClientId>"
@@ -63,9 +65,13 @@ export class ClusterKeys {
   sessionIncomingQos2(clientId: string): string {
     return this.client(clientId, 'qos2in');
   }
+  /** Ids of the QoS 1/2 messages that reached the session lately (a second copy is dropped). */
+  sessionSeen(clientId: string): string {
+    return this.client(clientId, 'seen');
+  }
   /** All per-session keys, in the order the session scripts take them. */
-  sessionKeys(clientId: string): [string, string, string, string, string] {
-    return [this.session(clientId), this.sessionSubscriptions(clientId), this.sessionPending(clientId), this.sessionPendingState(clientId), this.sessionIncomingQos2(clientId)];
+  sessionKeys(clientId: string): [string, string, string, string, string, string] {
+    return [this.session(clientId), this.sessionSubscriptions(clientId), this.sessionPending(clientId), this.sessionPendingState(clientId), this.sessionIncomingQos2(clientId), this.sessionSeen(clientId)];
   }
 
   get nodeLeases(): string {
@@ -82,6 +88,10 @@ export class ClusterKeys {
   }
   nodeBus(member: string): string {
     return this.member(member, 'bus');
+  }
+  /** A dead member's stream while its reaper hands the entries on (renamed: nothing more lands in it). */
+  nodeBusTaken(member: string): string {
+    return this.member(member, 'bus:taken');
   }
 
   get dueWills(): string {

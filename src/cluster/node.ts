@@ -22,8 +22,11 @@ export interface ClusterNodeHooks {
   onBusMessage: BusHandler;
   /** Ownership changed: on false, close every client connection of this node at once. */
   onOwnerChange?(owner: boolean, reason: OwnerChangeReason): void;
-  /** This node was reaped and joined again as a new member: what it held belongs to its reaper. */
-  onRejoined?(): void;
+  /**
+   * This node lost its lease and joined again as `member` (was `previous`), its routes and
+   * bus stream already moved to the new member: keep what it still holds (registry.rehome).
+   */
+  onRejoined?(member: string, previous: string): void | Promise<void>;
   /** Clients of a reaped node, now owned (offline) by this one: keep their persistent sessions routable. */
   adoptSessions?(clientIds: readonly string[]): void | Promise<void>;
   /**
@@ -83,9 +86,12 @@ export class ClusterNode {
     this.membership.on('lapsed', (members) => {
       for (const m of members) void this.reapMember(m);
     });
-    this.membership.on('rejoined', (member) => {
-      hooks.onRejoined?.();
-      void Promise.all([this.routes.rejoined(member), this.bus.rejoined(member)]).catch((err: Error) => log?.error({ err: err.message }, 'rejoin failed'));
+    this.membership.on('rejoined', (member, previous) => {
+      // announce the routes and open the stream first: nothing routed to the sessions kept
+      // here finds no route while the reaper purges the old member's
+      void Promise.all([this.routes.rejoined(member), this.bus.rejoined(member)])
+        .then(() => hooks.onRejoined?.(member, previous))
+        .catch((err: Error) => log?.error({ err: err.message }, 'rejoin failed'));
     });
     const every = this.o.willSweepMs ?? this.o.config.heartbeatMs;
     this.sweepTimer = setInterval(() => void this.sweepWills(), every);
@@ -108,8 +114,10 @@ export class ClusterNode {
     try {
       if (!(await this.membership.reap(member))) return false;
       const report = await this.registry.orphanClients(member, this.o.hooks.fireWill, this.member);
-      await this.routes.purgeMember(member);
+      // routes of the adopted sessions first, then the dead member's go: every node's mirror
+      // hears of the new route before the old one leaves, so no publish finds neither
       await this.o.hooks.adoptSessions?.(report.orphaned);
+      await this.routes.purgeMember(member);
       // what was forwarded to the dead node but not handled goes to the sessions adopted here
       const undelivered = await this.bus.takeDead(member);
       if (undelivered.length > 0) await this.o.hooks.deliverOrphaned?.(undelivered, report.orphaned, report.moved);

@@ -97,6 +97,18 @@ export class ClientRegistry {
     return this.outcome(clientId, status, reply);
   }
 
+  /**
+   * This node joined again as `member` after losing its lease as `previous`: the client moves
+   * to the new member unless a reaper or a newer connection took it. Returns whether the
+   * registry still had it online (its disconnect could not be recorded while Redis was away).
+   */
+  async rehome(clientId: string, previous: string, member: string): Promise<{ online: boolean; epoch: number } | undefined> {
+    await this.o.redis.client.sadd(this.o.keys.nodeClients(member), clientId);
+    const reply = (await this.o.redis.run('rehomeClient', [this.o.keys.clientOwner(clientId)], [previous, member])) as unknown[];
+    const status = this.expect('rehome-client', reply, ['ok', 'moved'], { clientId });
+    return status === 'ok' ? { online: str(reply[1]) === '1', epoch: num(reply[2]) } : undefined;
+  }
+
   /** Normal DISCONNECT: the will is dropped unpublished. Throws StaleEpochError if another CONNECT won. */
   async normalDisconnect(clientId: string, epoch: number): Promise<boolean> {
     const reply = (await this.o.redis.run('willNormalDisconnect', this.clientKeys(clientId), [epoch])) as unknown[];

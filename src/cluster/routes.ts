@@ -93,20 +93,38 @@ export class RouteTable {
     await sub.subscribe(this.o.keys.routesChannel);
     await this.resync(liveMembers);
     let started = false;
+    // while announcements cannot arrive the mirror may miss routes: routing says so (fresh)
+    sub.on('close', () => {
+      if (this.subscriber === sub) this.fresh = false;
+    });
     sub.on('ready', () => {
       // announcements may have been lost while disconnected (see RedisRetainedStore for why
       // the turn and the PING)
       if (!started || this.subscriber !== sub) return;
-      setImmediate(() => {
+      const attempt = () => {
         void (async () => {
           await (sub as unknown as { ping(): Promise<unknown> }).ping().catch(() => undefined);
           const live = this.o.liveMembers ? await this.o.liveMembers() : [];
           await this.resync([...new Set([...live, ...this.members.keys()])]);
-        })().catch((err: Error) => this.o.log?.error({ err: err.message }, 'route resync failed'));
-      });
+          if (sub.status === 'ready' && this.subscriber === sub) this.fresh = true;
+        })().catch((err: Error) => {
+          this.o.log?.error({ err: err.message }, 'route resync failed; retrying');
+          // still connected: try again shortly (a new 'ready' starts its own attempt)
+          if (sub.status === 'ready' && this.subscriber === sub) setTimeout(attempt, 250).unref();
+        });
+      };
+      setImmediate(attempt);
     });
     started = true;
+    this.fresh = true;
   }
+
+  /**
+   * False from the moment the announcement subscriber lost Redis until it is back and the
+   * sets are reloaded: a route may be missing meanwhile, so a QoS 1/2 publish that finds no
+   * other node is not acknowledged (the publisher sends it again).
+   */
+  fresh = false;
 
   /** Reloads the given members' sets (announcements arriving meanwhile are applied after). */
   async resync(members: readonly string[]): Promise<void> {

@@ -23,6 +23,11 @@ export interface StoredMessage {
   expiresAtMs?: number;
   /** Client id of the publisher (No Local), '' for broker-originated messages. */
   origin: string;
+  /**
+   * Cluster: id of a QoS 1/2 message, given by the node its publisher sent it to; a session
+   * drops a second copy (src/broker/recent-ids.ts). Unset on a single node.
+   */
+  id?: string;
 }
 
 export interface RetainedStore {
@@ -71,8 +76,15 @@ export interface SessionSnapshot {
   pending: PendingMessage[];
   /** Packet ids of incoming QoS 2 messages received but not yet released. */
   incomingQos2: number[];
+  /**
+   * Cluster: those of them not routed yet when stored, with the message id they were given:
+   * a retransmission routes them again under that id (copies are dropped by id).
+   */
+  unroutedQos2?: [packetId: number, messageId: string][];
   expiryIntervalS: number;
   epoch: number;
+  /** Ids of the messages that reached the session lately (cluster), oldest first. */
+  seen?: string[];
 }
 
 export interface PendingMessage {
@@ -103,15 +115,22 @@ export interface SessionStore {
   fence(clientId: string, epoch: number): Promise<void>;
   /** Ends the session; false when there was none. */
   delete(clientId: string, epoch: number): Promise<boolean>;
-  /** Adds an outgoing message at the end of the pending list; returns its storeSeq. */
-  appendPending(clientId: string, epoch: number, pending: PendingMessage): Promise<number>;
+  /**
+   * Adds an outgoing message at the end of the pending list; returns its storeSeq, or
+   * undefined (nothing added) when a message with the same id reached the session lately.
+   */
+  appendPending(clientId: string, epoch: number, pending: PendingMessage): Promise<number | undefined>;
   /** Records the packet id a pending message was sent with, and whether PUBREC arrived. */
   markPending(clientId: string, epoch: number, storeSeq: number, packetId: number, released: boolean): Promise<boolean>;
   /** PUBACK / PUBCOMP / dropped: the message is done. False when unknown. */
   removePending(clientId: string, epoch: number, storeSeq: number): Promise<boolean>;
   putSubscription(clientId: string, epoch: number, sub: Subscription): Promise<void>;
   removeSubscription(clientId: string, epoch: number, filter: string, group?: string): Promise<boolean>;
-  addIncomingQos2(clientId: string, epoch: number, packetId: number): Promise<boolean>;
+  /**
+   * Records an incoming QoS 2 packet id (true when new). `unroutedId`: the message was given
+   * that id and is not routed yet; a later call without it records that it was routed.
+   */
+  addIncomingQos2(clientId: string, epoch: number, packetId: number, unroutedId?: string): Promise<boolean>;
   removeIncomingQos2(clientId: string, epoch: number, packetId: number): Promise<boolean>;
   /** Disconnected: the session ends in `ms`; connected again: undefined (no end). */
   setExpiry(clientId: string, epoch: number, ms: number | undefined): Promise<void>;

@@ -64,9 +64,9 @@ export function sessionsContract(name: string, make: () => Promise<SessionHarnes
 
     it('appends, marks and acknowledges pending messages; an acked one is gone for good', async () => {
       await store.save(snapshot('c', 3));
-      const s1 = await store.appendPending('c', 3, pending('q', 'm1'));
-      const s2 = await store.appendPending('c', 3, pending('q', 'm2', 2));
-      const s3 = await store.appendPending('c', 3, pending('q', 'm3'));
+      const s1 = (await store.appendPending('c', 3, pending('q', 'm1')))!;
+      const s2 = (await store.appendPending('c', 3, pending('q', 'm2', 2)))!;
+      const s3 = (await store.appendPending('c', 3, pending('q', 'm3')))!;
       assert.ok(s1 < s2 && s2 < s3);
       assert.equal(await store.markPending('c', 3, s2, 11, false), true);
       assert.equal(await store.markPending('c', 3, s2, 11, true), true);
@@ -76,6 +76,30 @@ export function sessionsContract(name: string, make: () => Promise<SessionHarnes
       const s = (await store.load('c'))!;
       assert.deepEqual(payloads(s), ['m2', 'm3']);
       assert.deepEqual([s.pending[0].packetId, s.pending[0].released], [11, true]);
+    });
+
+    it('refuses a second copy of a message id, also after a new incarnation saved; delete forgets the ids', async () => {
+      await store.save(snapshot('c', 1));
+      const withId = (payload: string, id: string) => {
+        const p = pending('q', payload);
+        p.message.id = id;
+        return p;
+      };
+      const first = await store.appendPending('c', 1, withId('m1', 'n1.1'));
+      assert.equal(typeof first, 'number');
+      assert.equal(await store.appendPending('c', 1, withId('m1 again', 'n1.1')), undefined, 'a copy is not added');
+      assert.equal(typeof (await store.appendPending('c', 1, withId('m2', 'n1.2'))), 'number');
+      assert.equal(typeof (await store.appendPending('c', 1, pending('q', 'no id'))), 'number', 'messages without an id are never copies');
+      assert.equal(typeof (await store.appendPending('c', 1, pending('q', 'no id'))), 'number');
+      await store.removePending('c', 1, first!);
+      const loaded = (await store.load('c'))!;
+      assert.deepEqual(loaded.seen, ['n1.1', 'n1.2']);
+      assert.deepEqual(payloads(loaded), ['m2', 'no id', 'no id']);
+      await store.save({ ...loaded, epoch: 2 });
+      assert.equal(await store.appendPending('c', 2, withId('m1 late', 'n1.1')), undefined, 'the ids outlive the incarnation');
+      await store.delete('c', 2);
+      await store.save(snapshot('c', 3));
+      assert.equal(typeof (await store.appendPending('c', 3, withId('m1', 'n1.1'))), 'number', 'a new session starts without ids');
     });
 
     it('changes subscriptions and incoming QoS 2 ids', async () => {
@@ -89,6 +113,15 @@ export function sessionsContract(name: string, make: () => Promise<SessionHarnes
       assert.equal(await store.addIncomingQos2('c', 1, 9), false);
       assert.equal(await store.addIncomingQos2('c', 1, 4), true);
       assert.equal(await store.removeIncomingQos2('c', 1, 9), true);
+      assert.equal(await store.addIncomingQos2('c', 1, 7, 'n1.5'), true, 'received, not routed yet');
+      assert.equal(await store.addIncomingQos2('c', 1, 8, 'n1.6'), true);
+      assert.equal(await store.addIncomingQos2('c', 1, 8), false, 'routed now');
+      const mid = (await store.load('c'))!;
+      assert.deepEqual(mid.unroutedQos2, [[7, 'n1.5']]);
+      await store.save({ ...mid, epoch: 2 });
+      assert.deepEqual((await store.load('c'))!.unroutedQos2, [[7, 'n1.5']], 'kept by save');
+      await store.removeIncomingQos2('c', 2, 7);
+      await store.removeIncomingQos2('c', 2, 8);
       const s = (await store.load('c'))!;
       assert.deepEqual(s.subscriptions.map((x) => `${x.filter}:${x.group ?? ''}:${x.qos}`).sort(), ['x::2', 'x:g:1']);
       assert.deepEqual(s.incomingQos2, [4]);
@@ -101,7 +134,7 @@ export function sessionsContract(name: string, make: () => Promise<SessionHarnes
       await assert.rejects(store.save(snapshot('c', 1)), StaleEpochError);
       await assert.rejects(store.putSubscription('c', 1, sub('z')), StaleEpochError);
       await assert.rejects(store.appendPending('nobody', 1, pending('q', 'x')), StaleEpochError);
-      const seq = await store.appendPending('c', 2, pending('q', 'kept'));
+      const seq = (await store.appendPending('c', 2, pending('q', 'kept')))!;
       // the new incarnation loads, then saves what it took over under its epoch
       const loaded = (await store.load('c'))!;
       const seqs = await store.save({ ...loaded, epoch: 4 });

@@ -35,6 +35,8 @@ export interface QosAudit {
   /** Acknowledged payloads missing at some subscriber: "<subscriber> <payload>". */
   readonly lost: string[];
   readonly duplicates: number;
+  /** Payloads received more than once: "<subscriber> <payload>", once per extra copy. */
+  readonly duplicated: string[];
   /** Messages received that were never acknowledged (allowed: the ack may have been lost). */
   readonly unacknowledgedDelivered: number;
 }
@@ -165,6 +167,7 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
     const byQos = ([1, 2] as const).map((qos): QosAudit => {
       const lost: string[] = [];
       let duplicates = 0;
+      const duplicated: string[] = [];
       let unacknowledgedDelivered = 0;
       const prefix = `aud-pub-q${qos}-`;
       for (const s of subs) {
@@ -172,10 +175,11 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
         for (const [p, n] of s.got) {
           if (!p.startsWith(prefix)) continue;
           duplicates += n - 1;
+          for (let k = 1; k < n; k++) duplicated.push(`${s.name} ${p}`);
           if (!acked[qos].has(p)) unacknowledgedDelivered++;
         }
       }
-      return { qos, published: sent[qos].length, acknowledged: acked[qos].size, lost, duplicates, unacknowledgedDelivered };
+      return { qos, published: sent[qos].length, acknowledged: acked[qos].size, lost, duplicates, duplicated, unacknowledgedDelivered };
     });
     return { byQos, timeline };
   } finally {
@@ -188,7 +192,7 @@ export function auditLine(a: QosAudit): string {
   return `# audit QoS ${a.qos}: published ${a.published}, acknowledged ${a.acknowledged}, lost ${a.lost.length}, duplicates ${a.duplicates} (delivered without ack ${a.unacknowledgedDelivered})`;
 }
 
-/** Lost deliveries as seq ranges per subscriber and publisher: "aud-sub-0 <- aud-pub-q1-0: 89-104, 400-410". */
+/** Lost (or duplicated) deliveries as seq ranges per subscriber and publisher: "aud-sub-0 <- aud-pub-q1-0: 89-104, 400-410". */
 export function lossRanges(lost: readonly string[]): string[] {
   const by = new Map<string, number[]>();
   for (const entry of lost) {

@@ -5,11 +5,12 @@
 -- KEYS[2] subscriptions HASH
 -- KEYS[3] pending HASH (seq -> encoded PendingMessage)
 -- KEYS[4] pending state HASH (seq -> "packetId:released")
--- KEYS[5] incoming QoS 2 SET
+-- KEYS[5] incoming QoS 2 HASH (packet id -> id of a message not routed yet, or '')
+-- KEYS[6] seen message ids ZSET: kept as it is (the ids stay seen across incarnations)
 -- ARGV[1] epoch, ARGV[2] expiry interval s,
 -- ARGV[3] n subscriptions, then n pairs (key, encoded subscription),
 -- then m = pending count, then m pairs (encoded pending, state or ''),
--- then q = incoming QoS 2 count, then q packet ids
+-- then q = incoming QoS 2 count, then q pairs (packet id, unrouted message id or '')
 -- Returns {'ok', firstSeq} (pending i has seq firstSeq + i) | {'stale'}
 local stored = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '-1')
 local epoch = tonumber(ARGV[1])
@@ -31,7 +32,7 @@ for _ = 1, m do
 end
 local q = tonumber(ARGV[i]); i = i + 1
 for _ = 1, q do
-  redis.call('SADD', KEYS[5], ARGV[i]); i = i + 1
+  redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]); i = i + 2
 end
 redis.call('HSET', KEYS[1], 'epoch', epoch, 'expiryS', ARGV[2], 'seq', seq)
 return {'ok', first}

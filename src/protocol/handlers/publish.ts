@@ -34,12 +34,16 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
   if (qos === 0 && packet.dup) throw new ProtocolViolation(RC.MALFORMED_PACKET, 'DUP set on a QoS 0 PUBLISH'); // [MQTT-3.3.1-2]
   if (packet.retain && !config.retainAvailable) throw new ProtocolViolation(RC.RETAIN_NOT_SUPPORTED, 'retain not supported'); // MQTT 5 §3.2.2.3.5
 
-  if (qos === 2 && session.incomingQos2.has(packet.messageId!)) {
+  const known = qos === 2 && session.incomingQos2.has(packet.messageId!);
+  // cluster: received, not routed to the end (a failed write, or a node that crashed): routed
+  // again under the same id, so sessions that got the first try drop this copy
+  const unroutedId = known ? session.incomingQos2.get(packet.messageId!) : undefined;
+  if (known && unroutedId === undefined) {
     // a retransmission of a QoS 2 message we already routed: acknowledge again, deliver nothing [MQTT-4.3.3-9]
     ch.io.write(ack(PUBREC, packet.messageId!));
     return;
   }
-  if (qos === 2 && session.incomingQos2.size >= config.maxInflight) {
+  if (qos === 2 && !known && session.incomingQos2.size >= config.maxInflight) {
     metrics.limitHitsTotal.inc({ limit: 'receive_maximum' });
     throw new ProtocolViolation(RC.RECEIVE_MAXIMUM_EXCEEDED, 'receive maximum exceeded'); // [MQTT-3.3.4-7]
   }
@@ -55,6 +59,7 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
     expiresAtMs: props?.messageExpiryInterval !== undefined ? ch.ctx.clock.now() + props.messageExpiryInterval * 1000 : undefined,
     origin: ch.clientId,
   };
+  if (unroutedId !== undefined) message.id = unroutedId;
 
   if (authorizer.allowAll) return routeAndAck(ch, packet, message);
   const verdict = authorizer.check(ch.identity!, 'publish', topic);
@@ -77,46 +82,79 @@ function decided(ch: Channel, packet: IPublishPacket, message: StoredMessage, ve
   if (config.deniedPublish311 === 'disconnect') return ch.close(undefined, 'publish_not_authorized');
   if (packet.qos === 1) ch.io.write(ack(PUBACK, id));
   if (packet.qos === 2) {
-    ch.session!.incomingQos2.add(id);
+    ch.session!.incomingQos2.set(id, undefined);
     ch.io.write(ack(PUBREC, id));
   }
 }
 
 function routeAndAck(ch: Channel, packet: IPublishPacket, message: StoredMessage): void {
   const session = ch.session!;
+  const journal = session.journal;
+  if (packet.qos === 2 && journal && message.id === undefined) {
+    // QoS 2 from a persistent session in a cluster: the packet id and the message id are
+    // stored before routing, so a PUBLISH retransmitted to any node after a failure is routed
+    // under the same id (or, once routed, only acknowledged) — delivered once either way
+    const id = packet.messageId!;
+    message.id = journal.newMessageId();
+    session.incomingQos2.set(id, message.id);
+    const received = journal.incomingQos2(session, id, 'received', message.id).then(
+      () => undefined,
+      (err: Error) => err,
+    );
+    ch.waitFor(received, (err) => {
+      if (err === undefined) return route(ch, packet, message);
+      session.incomingQos2.delete(id);
+      refuseUnstored(ch, packet, message, err);
+    });
+    return;
+  }
+  route(ch, packet, message);
+}
+
+function route(ch: Channel, packet: IPublishPacket, message: StoredMessage): void {
+  const session = ch.session!;
   let stored = ch.ctx.broker.publish(message, session.epoch);
-  // QoS 2 in a cluster: the packet id is stored with the session before PUBREC, so a PUBLISH
-  // retransmitted to another node after this one died is not delivered twice
-  const received = packet.qos === 2 ? session.journal?.incomingQos2(session, packet.messageId!, true) : undefined;
-  if (received) stored = stored ? Promise.all([stored, received]).then(() => undefined) : received.then(() => undefined);
+  const journal = session.journal;
+  if (packet.qos === 2 && journal) {
+    // routed (forwards and sessions stored): a retransmission is only acknowledged from now on
+    const id = packet.messageId!;
+    stored = (stored ?? Promise.resolve()).then(() => journal.incomingQos2(session, id, 'routed')).then(() => undefined);
+  }
   if (stored === undefined && ch.acksWaiting === 0) return acknowledge(ch, packet);
   // cluster: acknowledge only once other nodes and persistent sessions have it, in the order
   // the publishes arrived; reading goes on meanwhile, so a publisher keeps its window full
   ch.acksWaiting++;
   const outcome = (stored ?? Promise.resolve()).then(
-    () => true,
-    (err: Error) => {
-      ch.ctx.log.warn({ clientId: ch.clientId, topic: message.topic, err: err.message }, 'publish could not be stored, not acknowledged');
-      return false;
-    },
+    () => undefined,
+    (err: Error) => err,
   );
-  ch.ackChain = ch.ackChain.then(() => outcome).then((ok) => {
+  ch.ackChain = ch.ackChain.then(() => outcome).then((err) => {
       ch.acksWaiting--;
       if (ch.state === 'closing' || ch.state === 'closed') return;
-      if (ok) return acknowledge(ch, packet);
-      // nothing is acknowledged that could not be stored: 5.0 says so, 3.1.1 can only drop the connection
-      if (ch.protocolVersion === 5) {
-        ch.send({ cmd: packet.qos === 1 ? 'puback' : 'pubrec', messageId: packet.messageId!, reasonCode: RC.UNSPECIFIED_ERROR, properties: ch.reasonString('could not be stored') });
-      } else {
-        ch.close(undefined, 'publish_not_stored');
-      }
+      if (err === undefined) return acknowledge(ch, packet);
+      refuseUnstored(ch, packet, message, err);
   });
+}
+
+/** Nothing is acknowledged that could not be stored: 5.0 says so, 3.1.1 can only drop the connection. */
+function refuseUnstored(ch: Channel, packet: IPublishPacket, message: StoredMessage, err: Error): void {
+  ch.ctx.log.warn({ clientId: ch.clientId, topic: message.topic, err: err.message }, 'publish could not be stored, not acknowledged');
+  if (ch.protocolVersion === 5) {
+    // the flow ends here: the packet id is free for a new message [MQTT-4.3.3]
+    if (packet.qos === 2 && ch.session!.incomingQos2.delete(packet.messageId!)) {
+      void ch.session!.journal?.incomingQos2(ch.session!, packet.messageId!, 'released').catch(() => undefined);
+    }
+    ch.send({ cmd: packet.qos === 1 ? 'puback' : 'pubrec', messageId: packet.messageId!, reasonCode: RC.UNSPECIFIED_ERROR, properties: ch.reasonString('could not be stored') });
+  } else {
+    // the flow stays open: the client retransmits on reconnect (DUP), routed again under the same id
+    ch.close(undefined, 'publish_not_stored');
+  }
 }
 
 function acknowledge(ch: Channel, packet: IPublishPacket): void {
   if (packet.qos === 1) ch.io.write(ack(PUBACK, packet.messageId!));
   else if (packet.qos === 2) {
-    ch.session!.incomingQos2.add(packet.messageId!);
+    ch.session!.incomingQos2.set(packet.messageId!, undefined);
     ch.io.write(ack(PUBREC, packet.messageId!));
   }
 }
@@ -136,7 +174,7 @@ export function handlePubrel(ch: Channel, packet: IPubrelPacket): void {
   const id = packet.messageId!;
   const session = ch.session!;
   const known = session.incomingQos2.delete(id);
-  if (known) void session.journal?.incomingQos2(session, id, false).catch(() => undefined);
+  if (known) void session.journal?.incomingQos2(session, id, 'released').catch(() => undefined);
   if (!known && ch.protocolVersion === 5) {
     ch.send({ cmd: 'pubcomp', messageId: id, reasonCode: RC.PACKET_IDENTIFIER_NOT_FOUND });
     return;
@@ -158,7 +196,14 @@ export function handlePubrec(ch: Channel, packet: IPubrecPacket): void {
     session.pump(ch.ctx.clock.now());
     return;
   }
-  if (session.received(id)) ch.sendPubrel(id);
+  const received = session.received(id);
+  if (received instanceof Promise) {
+    void received.then((ok) => {
+      if (ok && session.link === ch) ch.sendPubrel(id);
+    });
+    return;
+  }
+  if (received) ch.sendPubrel(id);
   else if (ch.protocolVersion === 5) ch.send({ cmd: 'pubrel', messageId: id, reasonCode: RC.PACKET_IDENTIFIER_NOT_FOUND });
   else ch.sendPubrel(id);
 }

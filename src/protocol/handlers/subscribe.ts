@@ -96,7 +96,9 @@ function sendRetained(ch: Channel, sub: Subscription, messages: readonly import(
   if (!session || session.link !== ch) return;
   const now = ch.ctx.clock.now();
   const ids = sub.subscriptionId === undefined ? undefined : [sub.subscriptionId];
-  for (const m of messages) {
+  for (const stored of messages) {
+    // a retained copy is sent again on every subscribe: it is no second copy of the live one
+    const m = stored.id === undefined ? stored : { ...stored, id: undefined };
     const qos = (m.qos < sub.qos ? m.qos : sub.qos) as 0 | 1 | 2;
     // retained messages sent because of a subscription carry RETAIN 1 [MQTT-3.3.1-8]
     session.deliver(new OutgoingPublish(m, now), qos, true, ids);

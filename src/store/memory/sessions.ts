@@ -4,6 +4,7 @@ import type { Clock } from '../../clock.js';
 import { systemClock } from '../../clock.js';
 import type { PendingMessage, SessionSnapshot, SessionStore, Subscription } from '../types.js';
 import { StaleEpochError } from '../errors.js';
+import { RecentIds } from '../../broker/recent-ids.js';
 
 interface Stored {
   epoch: number;
@@ -11,11 +12,16 @@ interface Stored {
   seq: number;
   subscriptions: Map<string, Subscription>;
   pending: Map<number, PendingMessage>;
-  incomingQos2: Set<number>;
+  /** packet id → id of a message not routed yet ('' once routed) */
+  incomingQos2: Map<number, string>;
   endsAtMs?: number;
 }
 
 const subKey = (filter: string, group?: string) => (group === undefined ? filter : `$share/${group}/${filter}`);
+
+function unrouted(s: Stored): [number, string][] {
+  return [...s.incomingQos2].filter(([, id]) => id !== '').sort((a, b) => a[0] - b[0]);
+}
 
 function copyPending(p: PendingMessage): PendingMessage {
   return { ...p, message: { ...p.message, payload: Buffer.from(p.message.payload) } };
@@ -25,6 +31,8 @@ export class MemorySessionStore implements SessionStore {
   private readonly sessions = new Map<string, Stored>();
   /** Sequence counters survive delete(), as in Redis they survive via epochs. */
   private readonly seqs = new Map<string, number>();
+  /** Message ids that reached each session lately; kept across save(), dropped by delete(). */
+  private readonly seen = new Map<string, RecentIds>();
 
   constructor(private readonly clock: Clock = systemClock) {}
 
@@ -52,7 +60,9 @@ export class MemorySessionStore implements SessionStore {
       expiryIntervalS: s.expiryIntervalS,
       subscriptions: [...s.subscriptions.values()].map((x) => ({ ...x })),
       pending: [...s.pending.entries()].sort((a, b) => a[0] - b[0]).map(([seq, p]) => ({ ...copyPending(p), storeSeq: seq })),
-      incomingQos2: [...s.incomingQos2].sort((a, b) => a - b),
+      incomingQos2: [...s.incomingQos2.keys()].sort((a, b) => a - b),
+      ...(unrouted(s).length > 0 ? { unroutedQos2: unrouted(s) } : {}),
+      seen: this.seen.get(clientId)?.ids() ?? [],
     };
   }
 
@@ -75,7 +85,7 @@ export class MemorySessionStore implements SessionStore {
       seq,
       subscriptions: new Map(snapshot.subscriptions.map((x) => [subKey(x.filter, x.group), { ...x }])),
       pending,
-      incomingQos2: new Set(snapshot.incomingQos2),
+      incomingQos2: new Map(snapshot.incomingQos2.map((id) => [id, new Map(snapshot.unroutedQos2 ?? []).get(id) ?? ''])),
     });
     return seqs;
   }
@@ -92,11 +102,18 @@ export class MemorySessionStore implements SessionStore {
     if (!s) return false;
     if (s.epoch > epoch) throw new StaleEpochError(clientId, epoch);
     this.sessions.delete(clientId);
+    this.seen.delete(clientId);
     return true;
   }
 
-  async appendPending(clientId: string, epoch: number, pending: PendingMessage): Promise<number> {
+  async appendPending(clientId: string, epoch: number, pending: PendingMessage): Promise<number | undefined> {
     const s = this.owned(clientId, epoch);
+    const id = pending.message.id;
+    if (id !== undefined) {
+      let seen = this.seen.get(clientId);
+      if (!seen) this.seen.set(clientId, (seen = new RecentIds()));
+      if (!seen.first(id, this.clock.now())) return undefined;
+    }
     const seq = ++s.seq;
     this.seqs.set(clientId, seq);
     const { storeSeq: _ignored, packetId: _p, released: _r, ...rest } = pending;
@@ -124,11 +141,11 @@ export class MemorySessionStore implements SessionStore {
     return this.owned(clientId, epoch).subscriptions.delete(subKey(filter, group));
   }
 
-  async addIncomingQos2(clientId: string, epoch: number, packetId: number): Promise<boolean> {
+  async addIncomingQos2(clientId: string, epoch: number, packetId: number, unroutedId?: string): Promise<boolean> {
     const s = this.owned(clientId, epoch);
-    if (s.incomingQos2.has(packetId)) return false;
-    s.incomingQos2.add(packetId);
-    return true;
+    const added = !s.incomingQos2.has(packetId);
+    s.incomingQos2.set(packetId, unroutedId ?? '');
+    return added;
   }
 
   async removeIncomingQos2(clientId: string, epoch: number, packetId: number): Promise<boolean> {

@@ -8,10 +8,27 @@ import type { RedisArg, VigilRedis } from '../../cluster/redis.js';
 import { buf, num, str } from '../../cluster/redis.js';
 import { decodePending, encodePending } from '../../cluster/codec.js';
 import { statusError, UnexpectedScriptReplyError } from '../errors.js';
+import { SEEN_MAX, SEEN_WINDOW_MS } from '../../broker/recent-ids.js';
 
 export interface RedisSessionStoreOptions {
   readonly redis: VigilRedis;
   readonly keys: ClusterKeys;
+  /** How long, and how many, message ids a session remembers (defaults: recent-ids.ts). */
+  readonly seenWindowMs?: number;
+  readonly seenMax?: number;
+}
+
+function incomingFrom(flat: unknown[]): Pick<SessionSnapshot, 'incomingQos2' | 'unroutedQos2'> {
+  const incomingQos2: number[] = [];
+  const unroutedQos2: [number, string][] = [];
+  for (let i = 0; i < flat.length; i += 2) {
+    const packetId = num(flat[i]);
+    const id = str(flat[i + 1]);
+    incomingQos2.push(packetId);
+    if (id !== '') unroutedQos2.push([packetId, id]);
+  }
+  incomingQos2.sort((a, b) => a - b);
+  return unroutedQos2.length > 0 ? { incomingQos2, unroutedQos2 } : { incomingQos2 };
 }
 
 const subKey = (filter: string, group?: string) => (group === undefined ? filter : `$share/${group}/${filter}`);
@@ -56,7 +73,8 @@ export class RedisSessionStore implements SessionStore {
       expiryIntervalS: num(reply[2]),
       subscriptions,
       pending,
-      incomingQos2: (reply[6] as unknown[]).map(num).sort((a, b) => a - b),
+      ...incomingFrom(reply[6] as unknown[]),
+      seen: ((reply[7] as unknown[] | undefined) ?? []).map(str),
     };
   }
 
@@ -65,7 +83,9 @@ export class RedisSessionStore implements SessionStore {
     for (const sub of s.subscriptions) args.push(subKey(sub.filter, sub.group), JSON.stringify(sub));
     args.push(s.pending.length);
     for (const p of s.pending) args.push(encodePending(p), p.packetId === undefined ? '' : `${p.packetId}:${p.released ? 1 : 0}`);
-    args.push(s.incomingQos2.length, ...s.incomingQos2);
+    const unrouted = new Map(s.unroutedQos2 ?? []);
+    args.push(s.incomingQos2.length);
+    for (const packetId of s.incomingQos2) args.push(packetId, unrouted.get(packetId) ?? '');
     const reply = await this.run('session-save', 'sessionSave', this.o.keys.sessionKeys(s.clientId), args, { clientId: s.clientId, epoch: s.epoch });
     const first = num(reply[1]);
     return s.pending.map((_, i) => first + i);
@@ -82,12 +102,14 @@ export class RedisSessionStore implements SessionStore {
 
   private pendingKeys(clientId: string): string[] {
     const k = this.o.keys;
-    return [k.session(clientId), k.sessionPending(clientId), k.sessionPendingState(clientId)];
+    return [k.session(clientId), k.sessionPending(clientId), k.sessionPendingState(clientId), k.sessionSeen(clientId)];
   }
 
-  async appendPending(clientId: string, epoch: number, pending: PendingMessage): Promise<number> {
-    const reply = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), [epoch, 'append', encodePending(pending)], { clientId, epoch });
-    return num(reply[1]);
+  /** The message's store seq, or undefined when the session already had a message with its id. */
+  async appendPending(clientId: string, epoch: number, pending: PendingMessage): Promise<number | undefined> {
+    const args: RedisArg[] = [epoch, 'append', encodePending(pending), pending.message.id ?? '', Date.now(), this.o.seenWindowMs ?? SEEN_WINDOW_MS, this.o.seenMax ?? SEEN_MAX];
+    const reply = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), args, { clientId, epoch }, ['ok', 'dup']);
+    return str(reply[0]) === 'dup' ? undefined : num(reply[1]);
   }
 
   async markPending(clientId: string, epoch: number, storeSeq: number, packetId: number, released: boolean): Promise<boolean> {
@@ -113,8 +135,8 @@ export class RedisSessionStore implements SessionStore {
     return this.change(clientId, epoch, ['unsub', subKey(filter, group)]);
   }
 
-  addIncomingQos2(clientId: string, epoch: number, packetId: number): Promise<boolean> {
-    return this.change(clientId, epoch, ['qos2-add', packetId]);
+  addIncomingQos2(clientId: string, epoch: number, packetId: number, unroutedId?: string): Promise<boolean> {
+    return this.change(clientId, epoch, ['qos2-add', packetId, unroutedId ?? '']);
   }
 
   removeIncomingQos2(clientId: string, epoch: number, packetId: number): Promise<boolean> {
