@@ -54,6 +54,7 @@ export class MemorySessionStore implements SessionStore {
   async load(clientId: string): Promise<SessionSnapshot | undefined> {
     const s = this.live(clientId);
     if (!s) return undefined;
+    const unroutedQos2 = unrouted(s);
     return {
       clientId,
       epoch: s.epoch,
@@ -61,7 +62,7 @@ export class MemorySessionStore implements SessionStore {
       subscriptions: [...s.subscriptions.values()].map((x) => ({ ...x })),
       pending: [...s.pending.entries()].sort((a, b) => a[0] - b[0]).map(([seq, p]) => ({ ...copyPending(p), storeSeq: seq })),
       incomingQos2: [...s.incomingQos2.keys()].sort((a, b) => a - b),
-      ...(unrouted(s).length > 0 ? { unroutedQos2: unrouted(s) } : {}),
+      ...(unroutedQos2.length > 0 ? { unroutedQos2 } : {}),
       seen: this.seen.get(clientId)?.ids() ?? [],
     };
   }
@@ -79,13 +80,14 @@ export class MemorySessionStore implements SessionStore {
       seqs.push(seq);
     }
     this.seqs.set(snapshot.clientId, seq);
+    const unroutedIds = new Map(snapshot.unroutedQos2 ?? []);
     this.sessions.set(snapshot.clientId, {
       epoch: snapshot.epoch,
       expiryIntervalS: snapshot.expiryIntervalS,
       seq,
       subscriptions: new Map(snapshot.subscriptions.map((x) => [subKey(x.filter, x.group), { ...x }])),
       pending,
-      incomingQos2: new Map(snapshot.incomingQos2.map((id) => [id, new Map(snapshot.unroutedQos2 ?? []).get(id) ?? ''])),
+      incomingQos2: new Map(snapshot.incomingQos2.map((id) => [id, unroutedIds.get(id) ?? ''])),
     });
     return seqs;
   }
