@@ -62,6 +62,7 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     // --- cluster ---
     clusterNodes: new Gauge({ name: 'vigil_cluster_nodes', help: 'Live nodes seen in the cluster', registers: r }),
     leaseRenewalsTotal: new Counter({ name: 'vigil_lease_renewals_total', help: 'Lease renewals by outcome', labelNames: ['outcome'], registers: r }),
+    sessionCheckpointsTotal: new Counter({ name: 'vigil_session_checkpoints_total', help: 'Persistent sessions saved whole after journal writes failed (Redis trouble)', registers: r }),
     crossNodeMessagesTotal: new Counter({ name: 'vigil_cross_node_messages_total', help: 'Messages forwarded between nodes, by direction', labelNames: ['direction'], registers: r }),
     redisCommandSeconds: new Histogram({ name: 'vigil_redis_command_seconds', help: 'Redis command latency', labelNames: ['command'], buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5], registers: r }),
     redisErrorsTotal: new Counter({ name: 'vigil_redis_errors_total', help: 'Redis errors by kind', labelNames: ['kind'], registers: r }),

@@ -74,9 +74,15 @@ export class VigilServer {
   /** Lost the lease (Redis unreachable, or reaped): this node must not act for any client now. */
   private ownerChanged(owner: boolean, reason: string): void {
     this.log.warn({ owner, reason }, owner ? 'cluster ownership regained' : 'cluster ownership lost, closing every connection');
-    if (owner) return;
-    // the node that reaps this one decides the wills and adopts the persistent sessions
-    for (const c of [...this.broker.connections] as Channel[]) c.supersede(RC.SERVER_BUSY, 'node lost its cluster lease');
+    if (owner) {
+      // the lease came back without lapsing (no new member): settle what was closed meanwhile
+      if (reason === 'renewed') void this.bridge?.rejoined(this.cluster!.member, this.cluster!.member);
+      return;
+    }
+    // persistent sessions stay here, offline, with their routes: the rejoin keeps them unless
+    // a reaper took them first (then it decides the wills and adopts them)
+    this.bridge?.leaseLost();
+    for (const c of [...this.broker.connections] as Channel[]) c.supersede(RC.SERVER_BUSY, 'node lost its cluster lease', true);
   }
 
   async start(): Promise<void> {

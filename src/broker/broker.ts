@@ -296,6 +296,20 @@ export class Broker {
     this.detachSession(session);
   }
 
+  /**
+   * Cluster: a connection closed because its client is connected elsewhere now, or because
+   * this node lost its lease. A session that moved away stays a while (the cluster hands on
+   * what still reaches it); after a lease loss a persistent session stays offline, routes and
+   * all, until the node knows whether it still holds it (ClusterBridge.rejoined); otherwise
+   * the session ends here. No will: that is decided where the client is now, or at the rejoin.
+   */
+  sessionSuperseded(session: Session, leaseLost: boolean): void {
+    session.link = null;
+    if (this.sessions.get(session.clientId) !== session || session.movedAway) return;
+    if (leaseLost && session.expiryIntervalS > 0) this.detachSession(session);
+    else this.endSession(session);
+  }
+
   /** Offline sessions held here (cluster: dropped when this node was reaped). */
   offlineSessions(): Session[] {
     return [...this.offline];

@@ -31,13 +31,30 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   /** CONNECTs between their claim and their session being ready, by client id. */
   private readonly opening = new Map<string, Promise<unknown>>();
   private messageSeq = 0;
+  /**
+   * Persistent sessions whose state here is ahead of Redis (a journal write failed), with a
+   * count of failures: saved whole (checkpoint) once Redis answers again.
+   */
+  private readonly dirty = new Map<Session, number>();
+  private checkpointing?: Promise<void>;
+  private readonly checkpointTimer: NodeJS.Timeout;
+  /**
+   * Sessions held when this node lost its lease (member it held them as, and the epoch of a
+   * connection closed then, whose disconnect Redis has not heard of): settled by rejoined().
+   */
+  private heldAtLeaseLoss = new Map<string, { session: Session; member: string; epoch: number }>();
 
   constructor(
     private readonly broker: Broker,
     private readonly node: ClusterNode,
     private readonly log: Logger,
     private readonly metrics: Metrics,
-  ) {}
+  ) {
+    this.checkpointTimer = setInterval(() => {
+      if (this.dirty.size > 0 && node.membership.owner && node.redis.client.status === 'ready') void this.checkpointDirty();
+    }, 500);
+    this.checkpointTimer.unref();
+  }
 
   get member(): string {
     return this.node.member;
@@ -79,8 +96,9 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     let local = broker.sessions.get(clientId);
     if (local?.link) (local.link as Channel).supersede(RC.SESSION_TAKEN_OVER, 'session taken over'); // raced a local takeover
     local = broker.sessions.get(clientId);
-    // a copy that moved on to another node is stale: the stored session is the truth
-    if (local?.movedAway) {
+    // a copy that moved on to another node is stale, and so is one kept across a lease loss
+    // that another member owned since: the stored session is the truth
+    if (local && (local.movedAway || !this.stillHeld(local, claim.previousOwner))) {
       broker.endSession(local);
       local = undefined;
     }
@@ -120,6 +138,13 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     }
   }
 
+  /** A session kept across a lease loss is still this node's if no other member owned the client since. */
+  private stillHeld(session: Session, previousOwner: string): boolean {
+    const held = this.heldAtLeaseLoss.get(session.clientId);
+    if (!held || held.session !== session) return true;
+    return previousOwner === held.member || previousOwner === this.member;
+  }
+
   /** The message ids a resumed session already has: the stored ones and those of its pending messages. */
   private recentIds(snapshot: SessionSnapshot | undefined): RecentIds {
     const seen = new RecentIds();
@@ -157,7 +182,11 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   }
 
   disconnected(session: Session, will: WillRecord | undefined, normal: boolean): void {
-    const { clientId, epoch, expiryIntervalS } = session;
+    void will;
+    this.recordDisconnect(session.clientId, session.epoch, session.expiryIntervalS, normal);
+  }
+
+  private recordDisconnect(clientId: string, epoch: number, expiryIntervalS: number, normal: boolean): void {
     const registry = this.node.registry;
     const settle = normal
       ? registry.normalDisconnect(clientId, epoch).then(() => undefined)
@@ -170,7 +199,6 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     });
     this.settling.add(tracked);
     void tracked.finally(() => this.settling.delete(tracked));
-    void will;
     if (expiryIntervalS > 0) {
       const ms = expiryIntervalS >= 0xffffffff ? undefined : expiryIntervalS * 1000;
       if (ms !== undefined) void this.node.sessions.setExpiry(clientId, epoch, ms).catch((err) => this.ignoreStale('expiry', err));
@@ -178,34 +206,109 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   }
 
   /**
-   * This node lost its lease and joined again as a new member. Each session still held here
-   * stays if the registry moves it to the new member; one that a reaper (or a newer
-   * connection) took first is stale here and ends. A disconnect Redis missed while it was
-   * away is recorded now, so the will is decided as usual.
+   * This node lost its lease: every connection is about to close without its will being
+   * decided (Redis cannot be told now). Remembers what was held, for rejoined().
+   */
+  leaseLost(): void {
+    for (const session of this.broker.sessions.values()) {
+      if (session.movedAway || this.heldAtLeaseLoss.has(session.clientId)) continue;
+      this.heldAtLeaseLoss.set(session.clientId, { session, member: this.member, epoch: session.epoch });
+    }
+  }
+
+  /**
+   * The lease is back: as a new member after it lapsed (`previous` is the old one), or the same
+   * one when it was renewed in time. Each client held at the loss stays if the registry moves
+   * it to `member` (rehome); one that a reaper or a newer connection took meanwhile is theirs,
+   * and its copy here ends. A disconnect Redis missed is recorded now (the will is decided as
+   * usual), and the sessions kept are saved whole: writes that failed while Redis was away are
+   * in them.
    */
   async rejoined(member: string, previous: string): Promise<void> {
+    const held = this.heldAtLeaseLoss;
+    this.heldAtLeaseLoss = new Map();
     let kept = 0;
     let lost = 0;
-    for (const session of [...this.broker.sessions.values()]) {
-      if (session.movedAway) continue;
+    const clientIds = new Set([...held.keys(), ...[...this.broker.sessions].filter(([, s]) => !s.movedAway).map(([id]) => id)]);
+    for (const clientId of clientIds) {
+      const session = this.broker.sessions.get(clientId);
+      const closed = held.get(clientId);
+      const local = session && !session.movedAway && (!closed || closed.session === session) ? session : undefined;
+      if (!local && !closed) continue;
       let home;
       try {
-        home = await this.node.registry.rehome(session.clientId, previous, member);
+        home = await this.node.registry.rehome(clientId, previous, member);
       } catch (err) {
         this.redisFailed('rehome', err);
         continue;
       }
-      if (this.broker.sessions.get(session.clientId) !== session) continue;
+      const now = this.broker.sessions.get(clientId);
       if (!home) {
         lost++;
-        if (session.link) (session.link as Channel).supersede(RC.SESSION_TAKEN_OVER, 'session taken over on another node');
-        else this.broker.endSession(session);
+        if (local && now === local) {
+          if (local.link) (local.link as Channel).supersede(RC.SESSION_TAKEN_OVER, 'session taken over on another node');
+          else this.broker.endSession(local);
+        }
         continue;
       }
-      kept++;
-      if (home.online && !session.link && home.epoch === session.epoch) this.disconnected(session, undefined, false);
+      if (local && now === local) {
+        kept++;
+        if (local.journal) this.markDirty(local);
+      } else if (now && now !== local) continue; // a CONNECT here since: it settled the client
+      const epoch = local?.epoch ?? closed!.epoch;
+      const offline = local ? !local.link : true;
+      if (home.online && home.epoch === epoch && offline) this.recordDisconnect(clientId, epoch, local?.expiryIntervalS ?? 0, false);
     }
-    this.log.info({ member, previous, kept, lost }, 'sessions kept across the rejoin');
+    const saved = await this.checkpointDirty();
+    this.log.info({ member, previous, kept, lost, saved }, 'sessions kept across the lease loss');
+  }
+
+  // ---- checkpoints: a session's state saved whole after journal writes failed -----------
+
+  private markDirty(session: Session): void {
+    if (!session.journal) return;
+    this.dirty.set(session, (this.dirty.get(session) ?? 0) + 1);
+  }
+
+  /** Saves every dirty session; true when none is left dirty. */
+  checkpointDirty(): Promise<boolean> {
+    if (this.dirty.size === 0) return Promise.resolve(true);
+    this.checkpointing ??= (async () => {
+      for (const [session, mark] of [...this.dirty]) {
+        if (this.broker.sessions.get(session.clientId) !== session || session.movedAway || !session.journal) {
+          this.dirty.delete(session);
+          continue;
+        }
+        try {
+          await this.checkpoint(session);
+          if (this.dirty.get(session) === mark) this.dirty.delete(session);
+        } catch (err) {
+          if (!(err instanceof StaleEpochError)) {
+            this.redisFailed('checkpoint', err);
+            return;
+          }
+          this.dirty.delete(session);
+          if (this.broker.sessions.get(session.clientId) === session) this.movedAway(session);
+        }
+      }
+    })().finally(() => (this.checkpointing = undefined));
+    return this.checkpointing.then(() => this.dirty.size === 0);
+  }
+
+  private async checkpoint(session: Session): Promise<void> {
+    const snapshot = this.snapshotOf(session);
+    const saved = this.node.sessions.save(snapshot);
+    // later journal writes of these messages address their new place
+    snapshot.pending.forEach((p, i) => {
+      const before = this.seqs.get(p) ?? Promise.resolve(p.storeSeq);
+      this.seqs.set(p, saved.then((seqs) => seqs[i], () => before));
+    });
+    await saved;
+    if (!session.link) {
+      const ms = session.expiresAtMs === undefined ? undefined : Math.max(1, session.expiresAtMs - Date.now());
+      await this.node.sessions.setExpiry(session.clientId, session.epoch, ms);
+    }
+    this.metrics.sessionCheckpointsTotal.inc();
   }
 
   /** After reaping a node: its clients' persistent sessions become offline sessions here, routable again. */
@@ -361,6 +464,19 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   }
 
   onBusMessage = (envelope: BusEnvelope): void | Promise<void> => {
+    // without the lease this node may not act for its sessions: the entry waits (read again)
+    if (!this.node.membership.owner) return Promise.reject(new Error('not a cluster owner now'));
+    const handled = this.handleBusMessage(envelope);
+    if (this.dirty.size === 0) return handled;
+    // a session here is ahead of Redis: a copy of a message it has in memory only would be
+    // dropped as a duplicate, so the entry is acknowledged once the session is saved
+    const saved = this.checkpointDirty().then((clean) => {
+      if (!clean) throw new Error('sessions not saved yet');
+    });
+    return handled ? Promise.all([handled, saved]).then(() => undefined) : saved;
+  };
+
+  private handleBusMessage(envelope: BusEnvelope): void | Promise<void> {
     if (envelope.kind === 'kick') {
       const session = this.broker.sessions.get(envelope.clientId);
       if (!session || session.epoch >= envelope.epoch) return;
@@ -379,29 +495,31 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     this.collecting = null;
     // the bus acknowledges the entry once the persistent sessions have it
     if (writes.length > 0) return Promise.all(writes).then(() => undefined);
-  };
+  }
 
   subscribed(session: Session, sub: Subscription): void {
     const announced = this.node.routes.addLocal(sub).catch((err) => this.redisFailed('route', err));
     this.routeWrites?.push(announced);
-    if (session.journal) void this.node.sessions.putSubscription(session.clientId, session.epoch, sub).catch((err) => this.ignoreStale('subscription', err));
+    if (session.journal) void this.node.sessions.putSubscription(session.clientId, session.epoch, sub).catch((err) => this.journalFailed(session, 'subscription', err));
   }
 
   unsubscribed(session: Session, sub: Subscription): void {
     void this.node.routes.removeLocal(sub).catch((err) => this.redisFailed('route', err));
     if (session.journal && this.broker.sessions.get(session.clientId) === session) {
-      void this.node.sessions.removeSubscription(session.clientId, session.epoch, sub.filter, sub.group).catch((err) => this.ignoreStale('subscription', err));
+      void this.node.sessions.removeSubscription(session.clientId, session.epoch, sub.filter, sub.group).catch((err) => this.journalFailed(session, 'subscription', err));
     }
   }
 
   // ---- the journal of persistent sessions (SessionJournal) ----------------------------
 
   added(session: Session, pending: PendingMessage): void {
-    const { clientId, epoch } = session;
+    const { clientId } = session;
     // routed here before the routes caught up with a move: on to where the session is now
     const stored = session.movedAway ? this.handOn(clientId, pending.message, 1) : this.append(session, pending);
     if (this.collecting) this.collecting.push(stored);
-    else stored.catch((err) => this.redisFailed('pending', err));
+    // the message is in memory here either way: if Redis did not get it, a checkpoint will
+    if (!session.movedAway) stored.catch((err) => this.journalFailed(session, 'pending', err));
+    else if (!this.collecting) stored.catch((err) => this.redisFailed('pending', err));
   }
 
   private append(session: Session, pending: PendingMessage): Promise<void> {
@@ -423,7 +541,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   }
 
   sent(session: Session, pending: PendingMessage): void {
-    this.withSeq(pending, (seq) => this.node.sessions.markPending(session.clientId, session.epoch, seq, pending.packetId ?? 0, !!pending.released));
+    this.withSeq(session, pending, (seq) => this.node.sessions.markPending(session.clientId, session.epoch, seq, pending.packetId ?? 0, !!pending.released));
   }
 
   async released(session: Session, pending: PendingMessage): Promise<void> {
@@ -444,7 +562,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   }
 
   done(session: Session, pending: PendingMessage): void {
-    this.withSeq(pending, (seq) => this.node.sessions.removePending(session.clientId, session.epoch, seq));
+    this.withSeq(session, pending, (seq) => this.node.sessions.removePending(session.clientId, session.epoch, seq));
   }
 
   newMessageId(): string {
@@ -458,14 +576,23 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       state === 'received' ? sessions.addIncomingQos2(clientId, epoch, packetId, messageId) : state === 'routed' ? sessions.addIncomingQos2(clientId, epoch, packetId) : sessions.removeIncomingQos2(clientId, epoch, packetId);
     return write.catch((err) => {
       if (err instanceof StaleEpochError) return; // the session moved: the new incarnation answers for it
+      // the caller refuses the publish; what is in memory now reaches Redis with a checkpoint
+      this.markDirty(session);
       throw err;
     });
   }
 
-  private withSeq(pending: PendingMessage, write: (seq: number) => Promise<unknown>): void {
+  private withSeq(session: Session, pending: PendingMessage, write: (seq: number) => Promise<unknown>): void {
     const seq = this.seqs.get(pending) ?? (pending.storeSeq !== undefined ? Promise.resolve(pending.storeSeq) : undefined);
     if (!seq) return;
-    void seq.then((s) => (s === undefined ? undefined : write(s))).catch((err) => this.ignoreStale('pending', err));
+    void seq.then((s) => (s === undefined ? undefined : write(s))).catch((err) => this.journalFailed(session, 'pending', err));
+  }
+
+  /** A write of a session's journal failed: unless it moved on, it is saved whole later. */
+  private journalFailed(session: Session, what: string, err: unknown): void {
+    if (err instanceof StaleEpochError) return;
+    this.markDirty(session);
+    this.redisFailed(what, err);
   }
 
   // ---- errors -------------------------------------------------------------------------

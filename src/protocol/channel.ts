@@ -82,6 +82,8 @@ export class Channel implements SessionLink, LiveConnection {
   acksWaiting = 0;
   /** Cluster: closed because a newer incarnation took over elsewhere, or this node was fenced. */
   superseded = false;
+  /** Superseded because this node lost its cluster lease (the session may stay, see closed()). */
+  private leaseLost = false;
   closeReason = 'socket_closed';
   private backlog: Packet[] = [];
   /** An asynchronous step is running: later packets wait in the backlog to keep order. */
@@ -286,10 +288,9 @@ export class Channel implements SessionLink, LiveConnection {
     const session = this.session;
     if (!wasConnected || !session || session.link !== this) return;
     if (this.superseded) {
-      // a newer incarnation owns the client elsewhere, or this node lost its lease (the
-      // node that reaps it adopts the session): its will and session are not this node's
-      session.link = null;
-      this.ctx.broker.endSession(session);
+      // a newer incarnation owns the client elsewhere, or this node lost its lease: the
+      // will is not this node's to decide now (broker.sessionSuperseded)
+      this.ctx.broker.sessionSuperseded(session, this.leaseLost);
       return;
     }
     this.ctx.broker.clientGone(session, this.will, this.normalDisconnect);
@@ -299,8 +300,9 @@ export class Channel implements SessionLink, LiveConnection {
    * Cluster: the client connected on another node (5.0 DISCONNECT 0x8E), or this node lost
    * its lease and may not act as owner (0x89).
    */
-  supersede(reasonCode: number, why: string): void {
+  supersede(reasonCode: number, why: string, leaseLost = false): void {
     this.superseded = true;
+    this.leaseLost = leaseLost;
     this.close(reasonCode, why);
     this.closed();
   }

@@ -109,7 +109,10 @@ export interface PendingMessage {
  */
 export interface SessionStore {
   load(clientId: string): Promise<SessionSnapshot | undefined>;
-  /** Replaces the whole session; returns the storeSeq given to each pending message, in order. */
+  /**
+   * Replaces the whole session; returns the storeSeq given to each pending message, in order.
+   * The seen ids are kept, and those of the pending messages written are added.
+   */
   save(snapshot: SessionSnapshot): Promise<number[]>;
   /** A new incarnation takes the session: writes of older epochs are refused from now on. */
   fence(clientId: string, epoch: number): Promise<void>;

@@ -102,6 +102,15 @@ export function sessionsContract(name: string, make: () => Promise<SessionHarnes
       assert.equal(typeof (await store.appendPending('c', 3, withId('m1', 'n1.1'))), 'number', 'a new session starts without ids');
     });
 
+    it('remembers the ids of the pending messages a save writes (a checkpoint after failed appends)', async () => {
+      const p = pending('q', 'kept in memory');
+      p.message.id = 'n2.7';
+      await store.save(snapshot('c', 1, { pending: [p] }));
+      assert.deepEqual((await store.load('c'))!.seen, ['n2.7']);
+      assert.equal(await store.appendPending('c', 1, { ...pending('q', 'copy'), message: { ...p.message } }), undefined, 'a copy handed on later is refused');
+      assert.deepEqual(payloads(await store.load('c')), ['kept in memory']);
+    });
+
     it('changes subscriptions and incoming QoS 2 ids', async () => {
       await store.save(snapshot('c', 1, { subscriptions: [sub('x')] }));
       await store.putSubscription('c', 1, sub('y', { qos: 0 }));

@@ -73,7 +73,12 @@ export class MemorySessionStore implements SessionStore {
     let seq = prev?.seq ?? this.seqs.get(snapshot.clientId) ?? 0;
     const pending = new Map<number, PendingMessage>();
     const seqs: number[] = [];
+    let seen = this.seen.get(snapshot.clientId);
     for (const p of snapshot.pending) {
+      if (p.message.id !== undefined) {
+        if (!seen) this.seen.set(snapshot.clientId, (seen = new RecentIds()));
+        seen.first(p.message.id, this.clock.now());
+      }
       seq++;
       const { storeSeq: _ignored, ...rest } = p;
       pending.set(seq, copyPending(rest));

@@ -82,10 +82,11 @@ export class RedisSessionStore implements SessionStore {
     const args: RedisArg[] = [s.epoch, s.expiryIntervalS, s.subscriptions.length];
     for (const sub of s.subscriptions) args.push(subKey(sub.filter, sub.group), JSON.stringify(sub));
     args.push(s.pending.length);
-    for (const p of s.pending) args.push(encodePending(p), p.packetId === undefined ? '' : `${p.packetId}:${p.released ? 1 : 0}`);
+    for (const p of s.pending) args.push(encodePending(p), p.packetId === undefined ? '' : `${p.packetId}:${p.released ? 1 : 0}`, p.message.id ?? '');
     const unrouted = new Map(s.unroutedQos2 ?? []);
     args.push(s.incomingQos2.length);
     for (const packetId of s.incomingQos2) args.push(packetId, unrouted.get(packetId) ?? '');
+    args.push(Date.now());
     const reply = await this.run('session-save', 'sessionSave', this.o.keys.sessionKeys(s.clientId), args, { clientId: s.clientId, epoch: s.epoch });
     const first = num(reply[1]);
     return s.pending.map((_, i) => first + i);
