@@ -2,10 +2,11 @@
 // Long audited QoS 1 / QoS 2 run (the suite's short variant is test/cluster-e2e/audit.test.ts):
 // 3 Vigil nodes on one real Redis (AOF, fsync always), 3 publishers per QoS numbering every
 // message, 3 persistent subscribers; node a is SIGKILLed at 25 % of the run, Redis is
-// SIGKILLed at 60 % and restarted 2 s later. Prints `# audit QoS n: published N, acknowledged M,
+// SIGKILLed at 60 % and restarted 2 s later (`--redis-down-ms`: shorter than the node timeout,
+// leases survive; longer, every lease lapses and the nodes rejoin). Prints `# audit QoS n: published N, acknowledged M,
 // lost L, duplicates D` and the lost seq ranges; exit 1 on any loss (or a QoS 2 duplicate).
 //
-//   npm run build && node bench/audit.mjs [--minutes 2] [--publish-every-ms 20]
+//   npm run build && node bench/audit.mjs [--minutes 2] [--publish-every-ms 20] [--redis-down-ms 2000]
 import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -22,6 +23,7 @@ const opt = (name, dflt) => {
   return i >= 0 ? Number(process.argv[i + 1]) : dflt;
 };
 const durationMs = opt('minutes', 2) * 60_000;
+const redisDownMs = opt('redis-down-ms', 2000);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const redis = await startRedis({ appendonly: true });
@@ -43,7 +45,7 @@ try {
     log: (line) => console.log(`# ${line}`),
     faults: [
       { atMs: durationMs * 0.25, name: 'SIGKILL node a', run: () => nodes[0].kill('SIGKILL') },
-      { atMs: durationMs * 0.6, name: 'Redis SIGKILL, 2 s down, restart', run: async () => (await redis.kill(), await sleep(2000), await redis.restart()) },
+      { atMs: durationMs * 0.6, name: `Redis SIGKILL, ${redisDownMs} ms down, restart`, run: async () => (await redis.kill(), await sleep(redisDownMs), await redis.restart()) },
     ],
   });
   for (const q of result.byQos) {
