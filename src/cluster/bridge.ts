@@ -239,6 +239,8 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       try {
         home = await this.node.registry.rehome(clientId, previous, member);
       } catch (err) {
+        // unsettled: a CONNECT here still treats the copy as possibly taken (stillHeld)
+        this.heldAtLeaseLoss.set(clientId, closed ?? { session: local!, member: previous, epoch: local!.epoch });
         this.redisFailed('rehome', err);
         continue;
       }
