@@ -58,6 +58,8 @@ export class ClusterNode {
   bus!: MessageBus;
   private sweepTimer?: NodeJS.Timeout;
   private readonly reaping = new Set<string>();
+  /** When this node last became owner (start, rejoin, or a lease renewed after it was unconfirmed). */
+  private ownerSinceMs = 0;
 
   constructor(private readonly o: ClusterNodeOptions) {
     const { config, metrics, log } = o;
@@ -82,8 +84,16 @@ export class ClusterNode {
     await this.routes.start(await this.membership.liveNodes());
     await this.retained.start();
     await this.bus.start(hooks.onBusMessage);
-    this.membership.on('owner', (owner, reason) => hooks.onOwnerChange?.(owner, reason));
+    this.membership.on('owner', (owner, reason) => {
+      if (owner) this.ownerSinceMs = Date.now();
+      hooks.onOwnerChange?.(owner, reason);
+    });
     this.membership.on('lapsed', (members) => {
+      // Just back from a Redis outage, the lapsed members are most likely its other victims,
+      // about to rejoin and keep their own sessions (rehome): reaping them waits one node
+      // timeout, so they do, rather than their sessions move here without what only their
+      // memory holds. Every heartbeat lists the lapsed members again.
+      if (Date.now() - this.ownerSinceMs < this.o.config.nodeTimeoutMs) return;
       for (const m of members) void this.reapMember(m);
     });
     this.membership.on('rejoined', (member, previous) => {
