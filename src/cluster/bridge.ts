@@ -425,6 +425,11 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
 
   routeRemote(message: StoredMessage, deliverLocalShared: (group: string, filter: string) => void): void | Promise<void> {
     const match = this.node.routes.route(message.topic);
+    if (message.qos === 0 && match.shared.length === 0) {
+      // the common QoS 0 case: nothing to wait for, nothing allocated per message
+      for (const member of match.members) this.node.bus.post(member, message, true);
+      return;
+    }
     const sharedFor = new Map<string, { group: string; filter: string }[]>();
     for (const pick of match.shared) {
       if (pick.member === this.node.member) deliverLocalShared(pick.group, pick.filter);
@@ -491,8 +496,13 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       const hops = envelope.hops ?? 0;
       return Promise.all(envelope.only.map((clientId) => this.deliverOnly(envelope.message, clientId, hops, envelope.normal, envelope.shared))).then(() => undefined);
     }
+    if (envelope.message.qos === 0) {
+      // QoS 0 reaches no journal: nothing to wait for
+      this.broker.deliverForwarded(envelope.message, envelope.normal, envelope.shared);
+      return;
+    }
     this.collecting = [];
-    this.broker.deliverForwarded(envelope.message, envelope.normal, envelope.shared, envelope.only ? new Set(envelope.only) : undefined);
+    this.broker.deliverForwarded(envelope.message, envelope.normal, envelope.shared);
     const writes = this.collecting;
     this.collecting = null;
     // the bus acknowledges the entry once the persistent sessions have it

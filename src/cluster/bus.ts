@@ -4,10 +4,11 @@
 // handler failure leaves the entry pending and it is read again. Sends use NOMKSTREAM: only
 // the receiving member creates its stream (at start), and the reaper deletes a dead
 // member's stream, after which sends to it report `false` instead of piling up.
-// Entries are binary: codec frame {k, f, ...} + encoded StoredMessage.
+// Entries are binary. A publish (the hot path) is one flat record, no JSON unless it carries
+// rarely used parts (encodePublish); a kick is a codec frame {k, f, ...}.
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { StoredMessage } from '../store/types.js';
+import type { MessageProperties, StoredMessage } from '../store/types.js';
 import type { ClusterKeys } from './keys.js';
 import type { RedisConnection, VigilRedis } from './redis.js';
 import { decodeFramed, decodeMessage, encodeFramed, encodeMessage } from './codec.js';
@@ -50,6 +51,8 @@ interface Header {
 
 export function encodeEnvelope(e: BusEnvelope): Buffer {
   if (e.kind === 'kick') return encodeFramed({ k: 'k', f: e.from, c: e.clientId, e: e.epoch } satisfies Header, Buffer.alloc(0));
+  const flat = encodePublish(e);
+  if (flat) return flat;
   const h: Header = { k: 'p', f: e.from };
   if (e.normal) h.n = 1;
   if (e.shared.length > 0) h.s = e.shared.map((s) => [s.group, s.filter]);
@@ -58,7 +61,118 @@ export function encodeEnvelope(e: BusEnvelope): Buffer {
   return encodeFramed(h, encodeMessage(e.message));
 }
 
+// A flat publish record:
+//   u8 PUBLISH_FLAT | u8 flags | str from | str topic | str origin | [str id] | [f64 BE expiresAtMs]
+//   | [u32 BE n | n bytes JSON: shared groups, only, hops, properties] | payload (the rest)
+// where str = u16 BE byte length + UTF-8. A JSON-framed value starts with a u32 header length,
+// whose first byte is never PUBLISH_FLAT (headers are far below 0xB1000000 bytes).
+const PUBLISH_FLAT = 0xb1;
+const F_NORMAL = 1;
+const F_RETAIN = 2;
+const F_ID = 4;
+const F_EXPIRES = 8;
+const F_EXTRA = 16;
+const QOS_SHIFT = 5;
+
+interface PublishExtra {
+  s?: [string, string][];
+  o?: string[];
+  h?: number;
+  p?: Omit<MessageProperties, 'correlationData'> & { correlationData?: string };
+}
+
+/** The flat encoding of a publish envelope, or undefined when a string is too long for it. */
+function encodePublish(e: PublishEnvelope): Buffer | undefined {
+  const m = e.message;
+  let flags = (m.qos << QOS_SHIFT) | (e.normal ? F_NORMAL : 0) | (m.retain ? F_RETAIN : 0);
+  let extra: Buffer | undefined;
+  if (e.shared.length > 0 || e.only || e.hops || m.properties) {
+    const x: PublishExtra = {};
+    if (e.shared.length > 0) x.s = e.shared.map((s) => [s.group, s.filter]);
+    if (e.only) x.o = [...e.only];
+    if (e.hops) x.h = e.hops;
+    if (m.properties) {
+      const { correlationData, ...rest } = m.properties;
+      x.p = correlationData ? { ...rest, correlationData: correlationData.toString('base64') } : rest;
+    }
+    extra = Buffer.from(JSON.stringify(x), 'utf8');
+    flags |= F_EXTRA;
+  }
+  const fromLen = Buffer.byteLength(e.from);
+  const topicLen = Buffer.byteLength(m.topic);
+  const originLen = Buffer.byteLength(m.origin);
+  const idLen = m.id === undefined ? 0 : Buffer.byteLength(m.id);
+  if (fromLen > 0xffff || topicLen > 0xffff || originLen > 0xffff || idLen > 0xffff) return undefined;
+  let size = 2 + 2 + fromLen + 2 + topicLen + 2 + originLen + m.payload.length;
+  if (m.id !== undefined) {
+    flags |= F_ID;
+    size += 2 + idLen;
+  }
+  if (m.expiresAtMs !== undefined) {
+    flags |= F_EXPIRES;
+    size += 8;
+  }
+  if (extra) size += 4 + extra.length;
+  const out = Buffer.allocUnsafe(size);
+  out[0] = PUBLISH_FLAT;
+  out[1] = flags;
+  let at = out.writeUInt16BE(fromLen, 2);
+  at += out.write(e.from, at, 'utf8');
+  at = out.writeUInt16BE(topicLen, at);
+  at += out.write(m.topic, at, 'utf8');
+  at = out.writeUInt16BE(originLen, at);
+  at += out.write(m.origin, at, 'utf8');
+  if (m.id !== undefined) {
+    at = out.writeUInt16BE(idLen, at);
+    at += out.write(m.id, at, 'utf8');
+  }
+  if (m.expiresAtMs !== undefined) at = out.writeDoubleBE(m.expiresAtMs, at);
+  if (extra) {
+    at = out.writeUInt32BE(extra.length, at);
+    at += extra.copy(out, at);
+  }
+  m.payload.copy(out, at);
+  return out;
+}
+
+function decodePublish(buf: Buffer): PublishEnvelope {
+  let at = 2;
+  const take = (n: number): number => {
+    if (at + n > buf.length) throw new Error('bus entry truncated');
+    const from = at;
+    at += n;
+    return from;
+  };
+  const str = (): string => {
+    const n = buf.readUInt16BE(take(2));
+    const from = take(n);
+    return buf.toString('utf8', from, from + n);
+  };
+  const flags = buf[1];
+  const from = str();
+  const message: StoredMessage = { topic: str(), payload: EMPTY, qos: ((flags >> QOS_SHIFT) & 3) as 0 | 1 | 2, retain: (flags & F_RETAIN) !== 0, origin: str() };
+  if (flags & F_ID) message.id = str();
+  if (flags & F_EXPIRES) message.expiresAtMs = buf.readDoubleBE(take(8));
+  let x: PublishExtra = {};
+  if (flags & F_EXTRA) {
+    const n = buf.readUInt32BE(take(4));
+    const start = take(n);
+    x = JSON.parse(buf.toString('utf8', start, start + n)) as PublishExtra;
+  }
+  if (x.p) {
+    const { correlationData, ...rest } = x.p;
+    message.properties = correlationData !== undefined ? { ...rest, correlationData: Buffer.from(correlationData, 'base64') } : rest;
+  }
+  // a copy: the entry is a view into a reply buffer that queued messages must not pin
+  message.payload = Buffer.from(buf.subarray(at));
+  const e: PublishEnvelope = { kind: 'publish', from, message, normal: (flags & F_NORMAL) !== 0, shared: (x.s ?? []).map(([group, filter]) => ({ group, filter })) };
+  return x.o ? { ...e, only: x.o, hops: x.h ?? 0 } : e;
+}
+
+const EMPTY = Buffer.alloc(0);
+
 export function decodeEnvelope(buf: Buffer): BusEnvelope {
+  if (buf[0] === PUBLISH_FLAT) return decodePublish(buf);
   const { header: h, body } = decodeFramed<Header>(buf);
   if (h.k === 'k') return { kind: 'kick', from: h.f, clientId: h.c ?? '', epoch: h.e ?? 0 };
   const e: PublishEnvelope = { kind: 'publish', from: h.f, message: decodeMessage(body), normal: h.n === 1, shared: (h.s ?? []).map(([group, filter]) => ({ group, filter })) };
@@ -102,6 +216,16 @@ export interface MessageBusOptions {
 }
 
 const GROUP = 'vigil';
+const NONE: PublishEnvelope['shared'] = [];
+
+/** What is sent to one member in one event-loop turn. */
+interface Batch {
+  frames: Buffer[];
+  /** send() callers, told whether the entry was stored. */
+  waiters: { resolve(sent: boolean): void; reject(err: Error): void }[];
+  /** post()ed QoS 0 publishes in it (counted when the entry cannot be stored). */
+  posts: number;
+}
 type StreamReply = [Buffer, [Buffer, Buffer[]][]][] | null;
 
 export class MessageBus {
@@ -110,7 +234,7 @@ export class MessageBus {
   private running = false;
   private loop?: Promise<void>;
   private handler?: BusHandler;
-  private readonly outgoing = new Map<string, { frames: Buffer[]; waiters: { resolve(sent: boolean): void; reject(err: Error): void }[] }>();
+  private readonly outgoing = new Map<string, Batch>();
 
   constructor(private readonly o: MessageBusOptions) {
     this.selfMember = o.member;
@@ -180,15 +304,29 @@ export class MessageBus {
    * entry (a batch), so Redis work follows the number of turns, not of messages.
    */
   send(member: string, envelope: BusEnvelope): Promise<boolean> {
+    const b = this.batchFor(member);
+    b.frames.push(encodeEnvelope(envelope));
+    return new Promise<boolean>((resolve, reject) => b.waiters.push({ resolve, reject }));
+  }
+
+  /**
+   * A QoS 0 publish for a member's plain subscriptions: sent like send(), but nobody waits
+   * for it; a batch that could not be stored is counted (dropped, node_gone) and logged.
+   */
+  post(member: string, message: StoredMessage, normal: boolean): void {
+    const b = this.batchFor(member);
+    b.frames.push(encodeEnvelope({ kind: 'publish', from: this.selfMember, message, normal, shared: NONE }));
+    b.posts++;
+  }
+
+  private batchFor(member: string): Batch {
     let batch = this.outgoing.get(member);
     if (!batch) {
-      batch = { frames: [], waiters: [] };
+      batch = { frames: [], waiters: [], posts: 0 };
       this.outgoing.set(member, batch);
       if (this.outgoing.size === 1) setImmediate(() => this.flush());
     }
-    batch.frames.push(encodeEnvelope(envelope));
-    const b = batch;
-    return new Promise<boolean>((resolve, reject) => b.waiters.push({ resolve, reject }));
+    return batch;
   }
 
   private flush(): void {
@@ -201,9 +339,11 @@ export class MessageBus {
         .then(
           (id) => {
             if (id !== null) this.o.metrics?.crossNodeMessagesTotal.inc({ direction: 'out' }, batch.frames.length);
+            else if (batch.posts > 0) this.o.metrics?.messagesDroppedTotal.inc({ reason: 'node_gone' }, batch.posts);
             for (const w of batch.waiters) w.resolve(id !== null);
           },
           (err: Error) => {
+            if (batch.posts > 0) this.o.log?.warn({ member, messages: batch.posts, err: err.message }, 'QoS 0 forward failed');
             for (const w of batch.waiters) w.reject(err);
           },
         );

@@ -186,19 +186,27 @@ export class RouteTable {
 
   /** Other members with matching non-shared subscriptions (synchronous). */
   nodesFor(topic: string): Set<string> {
-    return this.route(topic).members;
+    return new Set(this.route(topic).members);
   }
 
-  /** Members to forward a message to, and the member chosen for each matching shared group. */
+  /** Reused by every route() call: one publish is routed at a time, on the main thread. */
+  private readonly scratch: { members: Set<string>; shared: SharedPick[] } = { members: new Set(), shared: [] };
+  private readonly visit = (e: SubEntry<RemoteMember>): void => {
+    const m = e.subscriber.clientId;
+    if (e.sub.group !== undefined) this.scratch.shared.push({ group: e.sub.group, filter: e.sub.filter, member: m });
+    else if (m !== this.selfMember) this.scratch.members.add(m);
+  };
+
+  /**
+   * Members to forward a message to, and the member chosen for each matching shared group.
+   * The result is valid until the next call (the per-publish path allocates nothing).
+   */
   route(topic: string): RouteMatch {
-    const members = new Set<string>();
-    const shared: SharedPick[] = [];
-    this.trie.match(topic, (e: SubEntry<RemoteMember>) => {
-      const m = e.subscriber.clientId;
-      if (e.sub.group !== undefined) shared.push({ group: e.sub.group, filter: e.sub.filter, member: m });
-      else if (m !== this.selfMember) members.add(m);
-    });
-    return { members, shared };
+    const r = this.scratch;
+    r.members.clear();
+    r.shared.length = 0;
+    this.trie.match(topic, this.visit);
+    return r;
   }
 
   /** Members currently known to have routes. */

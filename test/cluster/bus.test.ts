@@ -33,6 +33,30 @@ describe('cross-node bus', { timeout: 60000 }, () => {
     assert.deepEqual(only.kind === 'publish' && only.only, ['c1', 'c2']);
   });
 
+  it('round-trips every field of the flat publish record, and still reads the JSON-framed one', () => {
+    const plain = message('ŝensoroj/ĉambro/1', Buffer.from('x'.repeat(300)), { qos: 2, retain: true, origin: '', id: 'n/1.z' });
+    const cases: BusEnvelope[] = [
+      { kind: 'publish', from: 'A/1', message: plain, normal: true, shared: [] },
+      { kind: 'publish', from: 'A/1', message: { ...plain, payload: Buffer.alloc(0), qos: 0, retain: false, origin: 'dev-1', id: undefined }, normal: false, shared: [{ group: 'g', filter: '#' }] },
+      { kind: 'publish', from: 'A/1', message: { ...plain, properties: { userProperties: { k: ['a', 'b'] } } }, normal: true, shared: [], only: ['c1'], hops: 2 },
+    ];
+    for (const e of cases) {
+      const encoded = encodeEnvelope(e);
+      assert.equal(encoded[0], 0xb1, 'flat record');
+      const back = decodeEnvelope(encoded);
+      const { id, ...rest } = (e as Extract<BusEnvelope, { kind: 'publish' }>).message;
+      assert.deepEqual(back, { ...e, message: id === undefined ? rest : { ...rest, id } });
+    }
+    // written by a node of the previous format (u32 header length + JSON header + message)
+    const header = Buffer.from(JSON.stringify({ k: 'p', f: 'A/0', n: 1 }));
+    const body = Buffer.from(JSON.stringify({ t: 'a/b', q: 1, o: 'p', i: 'A/0.1' }));
+    const legacy = Buffer.concat([Buffer.from([0, 0, 0, header.length]), header, Buffer.from([0, 0, 0, body.length]), body, Buffer.from('hi')]);
+    assert.deepEqual(decodeEnvelope(legacy), { kind: 'publish', from: 'A/0', normal: true, shared: [], message: { topic: 'a/b', payload: Buffer.from('hi'), qos: 1, retain: false, origin: 'p', id: 'A/0.1' } });
+    // a cut-off entry is an error (the read loop leaves it pending), not a wrong message
+    const whole = encodeEnvelope(cases[0]);
+    assert.throws(() => decodeEnvelope(whole.subarray(0, 12)), /truncated/);
+  });
+
   it('delivers to the addressed node only, once each, in order', async () => {
     const keys = newKeys();
     const got = { A: [] as string[], B: [] as string[], C: [] as string[] };
