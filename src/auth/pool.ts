@@ -28,7 +28,8 @@ export class AuthPool {
 
   constructor(private readonly options: AuthPoolOptions) {
     this.pool = new Piscina({
-      filename: new URL('./worker.js', import.meta.url).href,
+      // a CommonJS entry (worker-entry.cts says why)
+      filename: new URL('./worker-entry.cjs', import.meta.url).href,
       minThreads: options.threads,
       maxThreads: options.threads,
       // Keep the threads: they hold imported keys and the compiled policy.
