@@ -133,6 +133,7 @@ const DASHBOARDS = [
           { title: 'Redis command latency p99 by command', w: 12, unit: 's', desc: '99th percentile Redis latency per command (script:* are the Lua scripts). Every session change and forward waits on these.', targets: [t(`histogram_quantile(0.99, sum by (le, command) (rate(vigil_redis_command_seconds_bucket{${NODE}}[${W}])))`, '{{command}}')] },
           { title: 'Redis commands per second', w: 6, unit: 'ops', desc: 'Redis commands per second by command.', targets: [t(`sum by (command) (rate(vigil_redis_command_seconds_count{${NODE}}[${W}]))`, '{{command}}')] },
           { title: 'Redis errors', w: 6, unit: 'ops', desc: 'Redis errors per second by kind (connection, timeout, script, ...).', targets: [t(`sum by (node, kind) (rate(vigil_redis_errors_total{${NODE}}[${W}]))`, '{{node}} {{kind}}')] },
+          { title: 'Session checkpoints', w: 12, unit: 'ops', desc: 'Persistent sessions saved whole because some of their Redis writes failed (Redis away, lease lost): non-zero only around Redis trouble, and back to zero once Redis answers.', targets: [t(`sum by (node) (rate(vigil_session_checkpoints_total{${NODE}}[${W}]))`, '{{node}}')] },
         ],
       },
     ],
