@@ -148,7 +148,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   /** The message ids a resumed session already has: the stored ones and those of its pending messages. */
   private recentIds(snapshot: SessionSnapshot | undefined): RecentIds {
     const seen = new RecentIds();
-    const now = Date.now();
+    const now = this.broker.deps.clock.now();
     for (const id of snapshot?.seen ?? []) seen.first(id, now);
     for (const p of snapshot?.pending ?? []) if (p.message.id !== undefined) seen.first(p.message.id, now);
     return seen;
@@ -307,7 +307,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     });
     await saved;
     if (!session.link) {
-      const ms = session.expiresAtMs === undefined ? undefined : Math.max(1, session.expiresAtMs - Date.now());
+      const ms = session.expiresAtMs === undefined ? undefined : Math.max(1, session.expiresAtMs - this.broker.deps.clock.now());
       await this.node.sessions.setExpiry(session.clientId, session.epoch, ms);
     }
     this.metrics.sessionCheckpointsTotal.inc();
