@@ -170,14 +170,19 @@ export class Broker {
   }
 
   private route(message: StoredMessage): void {
-    const out = new OutgoingPublish(message, this.deps.clock.now());
-    if (out.expired) return;
     this.gen++;
     this.routing = message;
     const targets = this.targets;
     const shared = this.sharedTargets;
     this.trie.match(message.topic, this.visit);
     this.routing = undefined;
+    if (targets.length === 0 && shared.length === 0) return; // no local subscriber (a cluster node's usual case)
+    const out = new OutgoingPublish(message, this.deps.clock.now());
+    if (out.expired) {
+      targets.length = 0;
+      shared.length = 0;
+      return;
+    }
     for (let i = 0; i < targets.length; i++) {
       const s = targets[i];
       if (message.id !== undefined && !this.firstCopy(s, message)) continue;

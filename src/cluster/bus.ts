@@ -379,7 +379,10 @@ export class MessageBus {
   private async readLoop(reader: RedisConnection, key: string): Promise<void> {
     // first our own pending entries (read before, never acknowledged), then new ones
     let from = '0';
+    let acking: Promise<unknown> = Promise.resolve();
     while (this.running && this.reader === reader) {
+      // pending entries are read again only once the acknowledgements sent so far landed
+      if (from === '0') await acking;
       let reply: StreamReply;
       try {
         reply = (await reader.callBuffer('XREADGROUP', 'GROUP', GROUP, 'c', 'COUNT', this.o.batch ?? 1000, 'BLOCK', this.o.blockMs ?? 1000, 'STREAMS', key, from)) as StreamReply;
@@ -438,7 +441,9 @@ export class MessageBus {
           this.o.log?.error({ id: waiting[i].id, err: (r.reason as Error)?.message }, 'bus handler failed; will retry');
         }
       });
-      if (done.length > 0) await this.ack(key, done).catch((err: Error) => this.o.log?.warn({ err: err.message }, 'bus ack failed'));
+      // a read of new entries does not wait for the acknowledgement (one round trip less per
+      // batch); an entry whose acknowledgement is lost stays pending and comes again after a failure
+      if (done.length > 0) acking = this.ack(key, done).catch((err: Error) => this.o.log?.warn({ err: err.message }, 'bus ack failed'));
       if (failed || done.length < entries.length) {
         from = '0';
         await new Promise((r) => setTimeout(r, 200));
