@@ -39,10 +39,10 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   private checkpointing?: Promise<void>;
   private readonly checkpointTimer: NodeJS.Timeout;
   /**
-   * Sessions held when this node lost its lease (member it held them as, and the epoch of a
-   * connection closed then, whose disconnect Redis has not heard of): settled by rejoined().
+   * Sessions held when this node lost its lease, with the member it held them as (a connection
+   * closed then has a disconnect Redis has not heard of): settled by rejoined().
    */
-  private heldAtLeaseLoss = new Map<string, { session: Session; member: string; epoch: number }>();
+  private heldAtLeaseLoss = new Map<string, { session: Session; member: string }>();
 
   constructor(
     private readonly broker: Broker,
@@ -212,7 +212,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
   leaseLost(): void {
     for (const session of this.broker.sessions.values()) {
       if (session.movedAway || this.heldAtLeaseLoss.has(session.clientId)) continue;
-      this.heldAtLeaseLoss.set(session.clientId, { session, member: this.member, epoch: session.epoch });
+      this.heldAtLeaseLoss.set(session.clientId, { session, member: this.member });
     }
   }
 
@@ -240,7 +240,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
         home = await this.node.registry.rehome(clientId, previous, member);
       } catch (err) {
         // unsettled: a CONNECT here still treats the copy as possibly taken (stillHeld)
-        this.heldAtLeaseLoss.set(clientId, closed ?? { session: local!, member: previous, epoch: local!.epoch });
+        this.heldAtLeaseLoss.set(clientId, closed ?? { session: local!, member: previous });
         this.redisFailed('rehome', err);
         continue;
       }
@@ -257,7 +257,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
         kept++;
         if (local.journal) this.markDirty(local);
       } else if (now && now !== local) continue; // a CONNECT here since: it settled the client
-      const epoch = local?.epoch ?? closed!.epoch;
+      const epoch = (local ?? closed!.session).epoch;
       const offline = local ? !local.link : true;
       if (home.online && home.epoch === epoch && offline) this.recordDisconnect(clientId, epoch, local?.expiryIntervalS ?? 0, false);
     }

@@ -80,13 +80,7 @@ export class VigilRedis {
   async close(): Promise<void> {
     const all = [this.client, ...this.extra];
     this.extra.clear();
-    await Promise.all(all.map(async (c) => {
-      try {
-        await c.quit();
-      } catch {
-        c.disconnect();
-      }
-    }));
+    await Promise.all(all.map(closeConnection));
   }
 
   private connect(o: { autoPipelining: boolean; commandTimeoutMs?: number }): RedisConnection {
@@ -142,6 +136,15 @@ export class VigilRedis {
 }
 
 /** Reply helpers: scripts run with the Buffer variant answer Buffers for bulk strings. */
+/** Closes a connection politely (QUIT), or at once when it cannot (Redis away). */
+export async function closeConnection(c: RedisConnection): Promise<void> {
+  try {
+    await c.quit();
+  } catch {
+    c.disconnect();
+  }
+}
+
 export function str(v: unknown): string {
   if (Buffer.isBuffer(v)) return v.toString('utf8');
   if (v === null || v === undefined) return '';

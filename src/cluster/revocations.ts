@@ -7,6 +7,7 @@ import type { RevocationEntry, RevocationKind, RevocationList, RevocationListene
 import type { Logger } from '../log.js';
 import type { ClusterKeys } from './keys.js';
 import type { RedisConnection, VigilRedis } from './redis.js';
+import { closeConnection } from './redis.js';
 
 export interface RedisRevocationOptions {
   readonly redis: VigilRedis;
@@ -120,6 +121,6 @@ export class RedisRevocationList implements RevocationList {
     this.listeners.clear();
     const sub = this.subscriber;
     this.subscriber = undefined;
-    if (sub) await sub.quit().catch(() => sub.disconnect());
+    if (sub) await closeConnection(sub);
   }
 }

@@ -16,7 +16,7 @@ import type { Subscription } from '../store/types.js';
 import { TopicTrie, type Subscriber, type SubEntry } from '../broker/topic-trie.js';
 import type { ClusterKeys } from './keys.js';
 import type { RedisConnection, VigilRedis } from './redis.js';
-import { num, str } from './redis.js';
+import { closeConnection, num, str } from './redis.js';
 import { UnexpectedScriptReplyError } from '../store/errors.js';
 
 export interface SharedPick {
@@ -141,13 +141,7 @@ export class RouteTable {
   async stop(): Promise<void> {
     const sub = this.subscriber;
     this.subscriber = undefined;
-    if (sub) {
-      try {
-        await sub.quit();
-      } catch {
-        sub.disconnect();
-      }
-    }
+    if (sub) await closeConnection(sub);
   }
 
   /** A local session subscribed: publishes the filter when this node's count goes 0→1. */

@@ -10,7 +10,7 @@ import type { RetainedStore, StoredMessage } from '../types.js';
 import { MemoryRetainedStore } from '../memory/retained.js';
 import type { ClusterKeys } from '../../cluster/keys.js';
 import type { RedisConnection, VigilRedis } from '../../cluster/redis.js';
-import { num, str } from '../../cluster/redis.js';
+import { closeConnection, num, str } from '../../cluster/redis.js';
 import { decodeMessage, encodeMessage } from '../../cluster/codec.js';
 import { statusError, UnexpectedScriptReplyError } from '../errors.js';
 
@@ -69,13 +69,7 @@ export class RedisRetainedStore implements RetainedStore {
     this.stopped = true;
     const sub = this.subscriber;
     this.subscriber = undefined;
-    if (sub) {
-      try {
-        await sub.quit();
-      } catch {
-        sub.disconnect();
-      }
-    }
+    if (sub) await closeConnection(sub);
   }
 
   /** RetainedStore.set: never rejects (the broker does not await it); failures are logged. */
