@@ -78,13 +78,27 @@ describe('wills', { timeout: 30000, concurrency: true }, () => {
         will: { topic, payload: Buffer.from('delayed'), qos: 1, retain: false, properties: { willDelayInterval: delayS } },
       });
 
-    it('DISCONNECT 0x04 (disconnect with will) publishes the will', async () => {
-      const w = await watch('will/5/rc4');
-      const c = await pool.connect(broker.url, { protocolVersion: 5, clientId: uniqueId(), will: { topic: 'will/5/rc4', payload: 'asked for', qos: 1, retain: false } });
-      await c.mqtt.endAsync(false, { reasonCode: 0x04 });
-      const [m] = await w.waitForMessages(1);
-      assert.equal(m.payload, 'asked for');
-    });
+    // only 0x00 discards the will; 0x04 asks for it and any other reason (an error) keeps it [MQTT-3.1.2-10, MQTT-3.14.4-3]
+    for (const [reasonCode, published] of [[0x00, false], [0x04, true], [0x80, true], [0x83, true]] as const) {
+      it(`DISCONNECT 0x${reasonCode.toString(16).padStart(2, '0')} ${published ? 'publishes' : 'discards'} the will`, async () => {
+        const topic = `will/5/rc${reasonCode}`;
+        const w = await watch(topic);
+        const c = await pool.connect(broker.url, { protocolVersion: 5, clientId: uniqueId(), will: { topic, payload: 'asked for', qos: 1, retain: false } });
+        await c.mqtt.endAsync(false, { reasonCode });
+        if (published) {
+          const [m] = await w.waitForMessages(1);
+          assert.equal(m.payload, 'asked for');
+        } else {
+          // a marker published after the DISCONNECT arrives behind any will the broker would have sent
+          const marker = await pool.connect(broker.url, { protocolVersion: 5, clientId: uniqueId() });
+          await marker.mqtt.publishAsync(topic, 'marker', { qos: 1 });
+          const [m] = await w.waitForMessages(1);
+          assert.equal(m.payload, 'marker');
+          await sleep(300);
+          assert.equal(w.messages.length, 1, 'no will after the marker either');
+        }
+      });
+    }
 
     it('the will waits for its delay', async () => {
       const w = await watch('will/5/delay');

@@ -1,5 +1,6 @@
-// DISCONNECT from a client: 0x00 discards the will, 0x04 keeps it [MQTT-3.14.4-3]; MQTT 5 may
-// change the session expiry, but not from zero [MQTT-3.14.2-2].
+// DISCONNECT from a client: only 0x00 (normal disconnection) discards the will; 0x04 and every
+// other reason code (0x80 unspecified error, ...) keep it [MQTT-3.1.2-10, MQTT-3.14.4-3]. MQTT 5
+// may change the session expiry, but not from zero [MQTT-3.14.2-2].
 import type { IDisconnectPacket } from 'mqtt-packet';
 import type { Channel } from '../channel.js';
 import { ProtocolViolation, RC } from '../reason-codes.js';
@@ -12,7 +13,7 @@ export function handleDisconnect(ch: Channel, packet: IDisconnectPacket): void {
     session.expiryIntervalS = Math.min(requestedExpiry, ch.ctx.config.maxSessionExpiryS);
   }
   const reason = packet.reasonCode ?? 0;
-  if (reason !== RC.DISCONNECT_WITH_WILL) {
+  if (reason === RC.SUCCESS) {
     ch.normalDisconnect = true;
     if (ch.will && !ch.ctx.broker.cluster) ch.ctx.metrics.willsCancelledTotal.inc({ cause: 'normal' }); // the cluster registry counts its own
   }
