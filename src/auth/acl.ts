@@ -135,19 +135,38 @@ export function isSafeSubstitution(value: string): boolean {
   return value.length > 0 && !/[+#/\u0000]/.test(value) && !value.startsWith('$');
 }
 
+/** The placeholders of rule text: %u username, %c client id, %s TLS certificate subject. */
+const PLACEHOLDER = /%[ucs]/g;
+
+/** The value a placeholder stands for, or undefined when this subject has none that is safe. */
+function placeholderValue(placeholder: string, subject: AclSubject): string | undefined {
+  // %s: the TLS client certificate's subject (CN); a client without one never matches
+  const value = placeholder === '%u' ? subject.username : placeholder === '%c' ? subject.clientId : subject.certSubject;
+  return value !== undefined && isSafeSubstitution(value) ? value : undefined;
+}
+
+/**
+ * Substitutes one level in a single pass over the rule text: an inserted value is never
+ * scanned again, so a username that is literally "%c" stays the text "%c" and cannot pull in
+ * the client id (the second-order substitution of CVE-2017-7650).
+ */
+function substitute(level: string, subject: AclSubject): string | undefined {
+  let unsafe = false;
+  const out = level.replace(PLACEHOLDER, (placeholder) => {
+    const value = placeholderValue(placeholder, subject);
+    if (value === undefined) unsafe = true;
+    return value ?? '';
+  });
+  return unsafe ? undefined : out;
+}
+
 function ruleLevels(rule: CompiledRule, subject: AclSubject): Levels | undefined {
   if (!rule.templated) return rule.levels;
   const out: string[] = [];
   for (const level of rule.levels) {
-    if (!level.includes('%')) {
-      out.push(level);
-      continue;
-    }
-    if (level.includes('%u') && !isSafeSubstitution(subject.username)) return undefined;
-    if (level.includes('%c') && !isSafeSubstitution(subject.clientId)) return undefined;
-    // %s: the TLS client certificate's subject (CN); a client without one never matches
-    if (level.includes('%s') && (subject.certSubject === undefined || !isSafeSubstitution(subject.certSubject))) return undefined;
-    out.push(level.replaceAll('%u', subject.username).replaceAll('%c', subject.clientId).replaceAll('%s', subject.certSubject ?? ''));
+    const substituted = level.includes('%') ? substitute(level, subject) : level;
+    if (substituted === undefined) return undefined;
+    out.push(substituted);
   }
   return out;
 }

@@ -54,6 +54,27 @@ describe('ACL policy', () => {
     assert.equal(evaluate(policy, dev, 'publish', 'devices/anyone/telemetry').allowed, false);
   });
 
+  it('substitutes in one pass: a username or client id that is itself a placeholder stays literal', () => {
+    const both = compilePolicy({ roles: { server: { publish: ['trusted/%u/#', 'devices/%c/%u', 'certs/%s/#'] } } });
+    // CVE-2017-7650's class: "%c" as a username must not become the client id in a second pass
+    const mallory = { username: '%c', clientId: 'bob', roles: ['server'] };
+    assert.equal(evaluate(both, mallory, 'publish', 'trusted/bob/x').allowed, false);
+    assert.equal(evaluate(both, mallory, 'publish', 'trusted/%c/x').allowed, true, 'her own, literal, topic');
+    // each subject would gain these topics if an inserted value were substituted again
+    const cases = [
+      [{ username: '%u', clientId: 'bob' }, ['trusted/bob/x']],
+      [{ username: '%s', clientId: 'c', certSubject: 'bob' }, ['trusted/bob/x']],
+      [{ username: 'x%cy', clientId: 'bob' }, ['trusted/xboby/x']],
+      [{ username: 'u', clientId: '%u' }, ['devices/u/u']],
+      [{ username: 'u', clientId: 'c', certSubject: '%c' }, ['certs/c/x']],
+    ] as const;
+    for (const [who, topics] of cases) {
+      for (const topic of topics) assert.equal(evaluate(both, { ...who, roles: ['server'] }, 'publish', topic).allowed, false, `${JSON.stringify(who)} ${topic}`);
+    }
+    assert.equal(evaluate(both, { username: 'u', clientId: '%u', roles: ['server'] }, 'publish', 'devices/%u/u').allowed, true);
+    assert.equal(evaluate(both, { username: 'u', clientId: '%u', roles: ['server'] }, 'publish', 'devices/u/u').allowed, false);
+  });
+
   it('authorizes subscriptions by filter coverage; an overlapping deny refuses the whole filter', () => {
     const mon = subject('m', ['monitor']);
     assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/+/dvs/server/state').allowed, true);
