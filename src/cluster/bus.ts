@@ -10,8 +10,8 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { MessageProperties, StoredMessage } from '../store/types.js';
 import type { ClusterKeys } from './keys.js';
-import type { RedisConnection, VigilRedis } from './redis.js';
-import { decodeFramed, decodeMessage, encodeFramed, encodeMessage } from './codec.js';
+import type { RedisConnection, VigilRedis } from '../redis/connection.js';
+import { decodeFramed, decodeMessage, encodeFramed, encodeMessage } from '../store/redis/codec.js';
 
 export interface PublishEnvelope {
   readonly kind: 'publish';

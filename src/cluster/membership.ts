@@ -15,9 +15,9 @@ import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../log.js';
-import type { VigilRedis } from './redis.js';
+import type { VigilRedis } from '../redis/connection.js';
 import type { ClusterKeys } from './keys.js';
-import { num, str } from './redis.js';
+import { num, str } from '../redis/connection.js';
 import { statusError } from '../store/errors.js';
 
 export interface MembershipOptions {

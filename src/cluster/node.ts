@@ -9,7 +9,7 @@ import type { WillRecord } from '../store/types.js';
 import { RedisRetainedStore } from '../store/redis/retained.js';
 import { RedisSessionStore } from '../store/redis/sessions.js';
 import { ClusterKeys } from './keys.js';
-import { VigilRedis } from './redis.js';
+import { VigilRedis } from '../redis/connection.js';
 import { Membership, type OwnerChangeReason } from './membership.js';
 import { ClientRegistry } from './registry.js';
 import { RouteTable } from './routes.js';

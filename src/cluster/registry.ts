@@ -8,9 +8,9 @@ import type { Metrics } from '../metrics.js';
 import type { WillRecord } from '../store/types.js';
 import { statusError, UnexpectedScriptReplyError } from '../store/errors.js';
 import type { ClusterKeys } from './keys.js';
-import type { VigilRedis } from './redis.js';
-import { buf, num, str } from './redis.js';
-import { decodeWill, encodeWill } from './codec.js';
+import type { VigilRedis } from '../redis/connection.js';
+import { buf, num, str } from '../redis/connection.js';
+import { decodeWill, encodeWill } from '../store/redis/codec.js';
 
 export interface ClaimOptions {
   readonly cleanStart: boolean;

@@ -6,8 +6,8 @@ import type { Identity } from '../auth/types.js';
 import type { RevocationEntry, RevocationKind, RevocationList, RevocationListener, RevokeOptions } from '../auth/revocation.js';
 import type { Logger } from '../log.js';
 import type { ClusterKeys } from './keys.js';
-import type { RedisConnection, VigilRedis } from './redis.js';
-import { closeConnection } from './redis.js';
+import type { RedisConnection, VigilRedis } from '../redis/connection.js';
+import { closeConnection } from '../redis/connection.js';
 
 export interface RedisRevocationOptions {
   readonly redis: VigilRedis;

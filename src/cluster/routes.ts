@@ -15,8 +15,8 @@ import type { Logger } from '../log.js';
 import type { Subscription } from '../store/types.js';
 import { TopicTrie, type Subscriber, type SubEntry } from '../broker/topic-trie.js';
 import type { ClusterKeys } from './keys.js';
-import type { RedisConnection, VigilRedis } from './redis.js';
-import { closeConnection, num, str } from './redis.js';
+import type { RedisConnection, VigilRedis } from '../redis/connection.js';
+import { closeConnection, num, str } from '../redis/connection.js';
 import { UnexpectedScriptReplyError } from '../store/errors.js';
 
 export interface SharedPick {

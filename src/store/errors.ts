@@ -1,7 +1,6 @@
 // Typed failures of the state stores. The Lua scripts answer with a status string as the
 // first element of their reply; statusError() below is the one place that turns the failing
-// statuses into these errors (the memory twins throw the same classes, so the contract tests
-// can expect one behaviour). Statuses that are ordinary outcomes ('fire', 'scheduled',
+// statuses into these errors. Statuses that are ordinary outcomes ('fire', 'scheduled',
 // 'none', 'lost', ...) are results, not errors, and are handled by each caller.
 
 export class StoreError extends Error {

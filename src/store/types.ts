@@ -1,6 +1,6 @@
-// State that outlives a connection, one interface per concern. Each has an in-memory
-// implementation (single node, the default) and a Redis one (cluster). Both must pass the
-// same contract tests in test/contract/.
+// State that outlives a connection, one interface per concern, each with a contract test in
+// test/contract/. Retained messages have an in-memory implementation (single node) and a
+// Redis one (cluster); persistent sessions are stored only by the cluster (SessionStore).
 import type { Identity } from '../auth/types.js';
 
 /** Properties of an application message that travel with it (MQTT 5). */
@@ -102,7 +102,11 @@ export interface PendingMessage {
 }
 
 /**
- * Persistent sessions that outlive the node holding them (cluster: Redis; single node: memory).
+ * Persistent sessions that outlive the node holding them: the cluster's, in Redis. There is
+ * deliberately no memory implementation: on one node the live Session objects in
+ * Broker.sessions are the whole state (a session outlives its connection there, not its
+ * process), so a store would only copy them. The cluster writes through to this store
+ * (src/cluster/bridge.ts) so another node can resume a session.
  * Every write names the incarnation (epoch) making it: save()/delete() are refused with
  * StaleEpochError when a newer epoch has saved, the incremental operations unless the stored
  * epoch is exactly theirs. A session exists once save() ran for it.

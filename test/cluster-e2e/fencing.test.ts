@@ -9,7 +9,7 @@ import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
 import { startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { ClientPool, sleep } from '../helpers/mqtt.js';
 import { ClusterKeys } from '../../src/cluster/keys.js';
-import { VigilRedis } from '../../src/cluster/redis.js';
+import { VigilRedis } from '../../src/redis/connection.js';
 import { RedisRetainedStore } from '../../src/store/redis/retained.js';
 
 const NODE_TIMEOUT_MS = 1500;

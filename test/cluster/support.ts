@@ -1,6 +1,6 @@
 // Shared bits of the cluster tests: Redis connections with a random key prefix, waiting
 // for a condition, collecting what must be closed.
-import { VigilRedis, type RedisTarget } from '../../src/cluster/redis.js';
+import { VigilRedis, type RedisTarget } from '../../src/redis/connection.js';
 import { ClusterKeys } from '../../src/cluster/keys.js';
 import { createMetrics } from '../../src/metrics.js';
 import { randomPrefix } from '../helpers/redis.js';

@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, startRedisCluster, type TestRedis, type TestRedisCluster } from '../helpers/redis.js';
 import { ClientRegistry } from '../../src/cluster/registry.js';
-import type { RedisTarget } from '../../src/cluster/redis.js';
+import type { RedisTarget } from '../../src/redis/connection.js';
 import { StaleEpochError } from '../../src/store/errors.js';
 import type { WillRecord } from '../../src/store/types.js';
 import { Closer, newKeys, sleep, will } from './support.js';

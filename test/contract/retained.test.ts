@@ -2,15 +2,15 @@ import { after, before, describe } from 'node:test';
 import { retainedContract } from './retained.contract.js';
 import { MemoryRetainedStore } from '../../src/store/memory/retained.js';
 import { RedisRetainedStore } from '../../src/store/redis/retained.js';
-import { VigilRedis, type RedisTarget } from '../../src/cluster/redis.js';
-import { ClusterKeys } from '../../src/cluster/keys.js';
+import { VigilRedis, type RedisTarget } from '../../src/redis/connection.js';
+import { StoreKeys } from '../../src/store/redis/keys.js';
 import { randomPrefix, startRedis, startRedisCluster, type TestRedis, type TestRedisCluster } from '../helpers/redis.js';
 
 retainedContract('memory', async () => ({ store: new MemoryRetainedStore(), close: async () => {} }));
 
 async function redisHarness(target: RedisTarget) {
   const redis = new VigilRedis({ target });
-  const store = new RedisRetainedStore({ redis, keys: new ClusterKeys(randomPrefix('ret')) });
+  const store = new RedisRetainedStore({ redis, keys: new StoreKeys(randomPrefix('ret')) });
   await store.start();
   return {
     store,

@@ -1,4 +1,4 @@
-// The SessionStore contract: memory and Redis implementations must both pass it.
+// The SessionStore contract: what any implementation must do (today the Redis one).
 import { describe, it, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import type { PendingMessage, SessionSnapshot, SessionStore, Subscription } from '../../src/store/types.js';

@@ -8,15 +8,15 @@ import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
 import type { RetainedStore, StoredMessage } from '../types.js';
 import { MemoryRetainedStore } from '../memory/retained.js';
-import type { ClusterKeys } from '../../cluster/keys.js';
-import type { RedisConnection, VigilRedis } from '../../cluster/redis.js';
-import { closeConnection, num, str } from '../../cluster/redis.js';
-import { decodeMessage, encodeMessage } from '../../cluster/codec.js';
+import type { StoreKeys } from './keys.js';
+import type { RedisConnection, VigilRedis } from '../../redis/connection.js';
+import { closeConnection, num, str } from '../../redis/connection.js';
+import { decodeMessage, encodeMessage } from './codec.js';
 import { statusError, UnexpectedScriptReplyError } from '../errors.js';
 
 export interface RedisRetainedOptions {
   readonly redis: VigilRedis;
-  readonly keys: ClusterKeys;
+  readonly keys: StoreKeys;
   readonly log?: Logger;
   readonly metrics?: Metrics;
   /** How long a delete keeps fencing older incarnations of its writer (default 24 h). */

@@ -3,16 +3,16 @@
 // An acknowledged QoS 1/2 message is in Redis before the ack to its publisher is sent (the
 // caller awaits appendPending), so it survives the subscriber's node crashing.
 import type { PendingMessage, SessionSnapshot, SessionStore, Subscription } from '../types.js';
-import type { ClusterKeys } from '../../cluster/keys.js';
-import type { RedisArg, VigilRedis } from '../../cluster/redis.js';
-import { buf, num, str } from '../../cluster/redis.js';
-import { decodePending, encodePending } from '../../cluster/codec.js';
+import type { StoreKeys } from './keys.js';
+import type { RedisArg, VigilRedis } from '../../redis/connection.js';
+import { buf, num, str } from '../../redis/connection.js';
+import { decodePending, encodePending } from './codec.js';
 import { statusError, UnexpectedScriptReplyError } from '../errors.js';
 import { SEEN_MAX, SEEN_WINDOW_MS } from '../../broker/recent-ids.js';
 
 export interface RedisSessionStoreOptions {
   readonly redis: VigilRedis;
-  readonly keys: ClusterKeys;
+  readonly keys: StoreKeys;
   /** How long, and how many, message ids a session remembers (defaults: recent-ids.ts). */
   readonly seenWindowMs?: number;
   readonly seenMax?: number;

@@ -1,5 +1,5 @@
 // Redis connections for the cluster: a standalone server (VIGIL_REDIS_URL) or a Redis
-// Cluster (VIGIL_REDIS_CLUSTER_NODES), with every Lua script of src/cluster/lua defined on it,
+// Cluster (VIGIL_REDIS_CLUSTER_NODES), with every Lua script (src/redis/scripts.ts) defined on it,
 // every command timed into vigil_redis_command_seconds and every failure counted in
 // vigil_redis_errors_total. Scripts are timed under `script:<name>`.
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
@@ -60,7 +60,7 @@ export class VigilRedis {
     return c;
   }
 
-  /** Runs a Lua script of src/cluster/lua by command name; binary-safe (Buffers in the reply). */
+  /** Runs a Lua script (src/store/redis/lua, src/cluster/lua) by command name; binary-safe (Buffers in the reply). */
   async run(command: string, keys: readonly string[], args: readonly RedisArg[]): Promise<unknown> {
     const def = loadScripts().get(command);
     if (!def) throw new Error(`no Lua script ${command}`);

@@ -1,5 +1,8 @@
-// The Lua scripts of src/cluster/lua/, loaded from the source tree at runtime (tsc does not
-// copy .lua files into dist/). Each file starts with a header naming KEYS, ARGV and the
+// The Lua scripts, loaded from the source tree at runtime (tsc does not copy .lua files into
+// dist/). Each owner keeps its scripts beside its code: the stores' in src/store/redis/lua/
+// (sessions, retained messages), the cluster's in src/cluster/lua/ (membership, client
+// registry, wills, routes). Every script is defined on every connection (src/redis/connection.ts),
+// so a script name must be unique across the folders. Each file starts with a header naming KEYS, ARGV and the
 // reply; the number of keys is read from that header (every `KEYS[n]` in the leading comment lines), so the header
 // cannot drift from how the script is called. A script `claim-client.lua` becomes the
 // ioredis command `claimClient` (and `claimClientBuffer` for binary replies).
@@ -13,18 +16,21 @@ export interface ScriptDef {
   readonly lua: string;
 }
 
-/** src/cluster/lua both when running dist/src/cluster/*.js and src/cluster/*.ts directly. */
-export function luaDir(): string {
-  const candidates = [new URL('./lua/', import.meta.url), new URL('../../../src/cluster/lua/', import.meta.url)];
+/** The folders holding Lua scripts, relative to src/. */
+export const LUA_FOLDERS = ['store/redis/lua', 'cluster/lua'] as const;
+
+/** A Lua folder both when running dist/src/redis/*.js and src/redis/*.ts directly. */
+export function luaDir(folder: string): string {
+  const candidates = [new URL(`../${folder}/`, import.meta.url), new URL(`../../../src/${folder}/`, import.meta.url)];
   for (const url of candidates) {
     const dir = fileURLToPath(url);
-    if (existsSync(dir)) return dir;
+    if (existsSync(dir) && readdirSync(dir).some((f) => f.endsWith('.lua'))) return dir;
   }
   throw new Error(`Lua scripts not found (looked in ${candidates.map((u) => fileURLToPath(u)).join(', ')})`);
 }
 
 export function commandName(file: string): string {
-  return file.replace(/\.lua$/, '').replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+  return file.slice(file.lastIndexOf('/') + 1).replace(/\.lua$/, '').replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
 
 export function parseScript(file: string, lua: string): ScriptDef {
@@ -45,11 +51,15 @@ let cache: Map<string, ScriptDef> | undefined;
 
 export function loadScripts(): Map<string, ScriptDef> {
   if (cache) return cache;
-  const dir = luaDir();
   const out = new Map<string, ScriptDef>();
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua')).sort()) {
-    const def = parseScript(file, readFileSync(dir + file, 'utf8'));
-    out.set(def.command, def);
+  for (const folder of LUA_FOLDERS) {
+    const dir = luaDir(folder);
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua')).sort()) {
+      const def = parseScript(`${folder}/${file}`, readFileSync(dir + file, 'utf8'));
+      const clash = out.get(def.command);
+      if (clash) throw new Error(`${def.file}: script name already used by ${clash.file}`);
+      out.set(def.command, def);
+    }
   }
   cache = out;
   return out;

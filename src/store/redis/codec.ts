@@ -3,7 +3,7 @@
 //   u32 BE header length | header (UTF-8 JSON) | body
 // StoredMessage: body = payload. PendingMessage / WillRecord / bus envelope: body = an
 // encoded StoredMessage. Lua never parses these; it stores and returns them whole.
-import type { PendingMessage, StoredMessage, WillRecord, MessageProperties } from '../store/types.js';
+import type { PendingMessage, StoredMessage, WillRecord, MessageProperties } from '../types.js';
 
 interface MessageHeader {
   t: string;
