@@ -26,6 +26,7 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     bytesInTotal: new Counter({ name: 'vigil_bytes_in_total', help: 'Bytes read from client sockets', registers: r }),
     bytesOutTotal: new Counter({ name: 'vigil_bytes_out_total', help: 'Bytes written to client sockets', registers: r }),
     messagesDroppedTotal: new Counter({ name: 'vigil_messages_dropped_total', help: 'Messages not delivered, by reason', labelNames: ['reason'], registers: r }),
+    packetsDroppedTotal: new Counter({ name: 'vigil_packets_dropped_total', help: 'Packets other than PUBLISH not sent because they exceed the client\'s Maximum Packet Size, by packet type', labelNames: ['packet'], registers: r }),
     retainedMessages: new Gauge({ name: 'vigil_retained_messages', help: 'Retained messages stored', registers: r }),
 
     // --- sessions ---

@@ -14,7 +14,8 @@ import type { WillRecord } from '../store/types.js';
 import type { FailureLimiter } from '../limits/rate-limiter.js';
 import { withPacketId, type OutgoingPublish } from './publish-encoder.js';
 import { ProtocolViolation, RC, reasonName } from './reason-codes.js';
-import { handleConnect } from './handlers/connect.js';
+import { propertyViolation } from './properties.js';
+import { handleConnect, refuse } from './handlers/connect.js';
 import { handlePublish, handlePubrel, handlePuback, handlePubrec, handlePubcomp } from './handlers/publish.js';
 import { handleSubscribe, handleUnsubscribe } from './handlers/subscribe.js';
 import { handleDisconnect } from './handlers/disconnect.js';
@@ -124,6 +125,11 @@ export class Channel implements SessionLink, LiveConnection {
         if (packet.cmd !== 'connect') return this.protocolError(RC.PROTOCOL_ERROR, `${packet.cmd} before CONNECT`); // [MQTT-3.1.0-1]
         return handleConnect(this, packet);
       }
+      const props = (packet as { properties?: object }).properties;
+      if (props !== undefined) {
+        const bad = propertyViolation(packet.cmd, props);
+        if (bad) return this.protocolError(bad.code, bad.reason);
+      }
       switch (packet.cmd) {
         case 'publish': return handlePublish(this, packet);
         case 'puback': return handlePuback(this, packet);
@@ -207,12 +213,21 @@ export class Channel implements SessionLink, LiveConnection {
   send(packet: Packet): void {
     if (this.state === 'closed') return;
     let bytes = mqttPacket.generate(packet, { protocolVersion: this.protocolVersion });
-    // Reason strings and user properties are the first to go when a packet would be too large [MQTT-3.1.2-25]
-    const props = (packet as { properties?: { reasonString?: string; userProperties?: unknown } }).properties;
-    if (this.clientMaxPacketSize && bytes.length > this.clientMaxPacketSize && props) {
-      delete props.reasonString;
-      delete props.userProperties;
-      bytes = mqttPacket.generate(packet, { protocolVersion: this.protocolVersion });
+    if (this.clientMaxPacketSize && bytes.length > this.clientMaxPacketSize) {
+      // reason string and user properties go first [MQTT-3.2.2-19, MQTT-3.2.2-20, MQTT-3.4.2-2,
+      // MQTT-3.4.2-3, MQTT-3.9.2-1, MQTT-3.9.2-2, MQTT-3.14.2-3, MQTT-3.14.2-4 ...]
+      const props = (packet as { properties?: { reasonString?: string; userProperties?: unknown } }).properties;
+      if (props && (props.reasonString !== undefined || props.userProperties !== undefined)) {
+        delete props.reasonString;
+        delete props.userProperties;
+        bytes = mqttPacket.generate(packet, { protocolVersion: this.protocolVersion });
+      }
+      // still too large: not sent at all [MQTT-3.1.2-24]
+      if (bytes.length > this.clientMaxPacketSize) {
+        this.ctx.metrics.packetsDroppedTotal.inc({ packet: packet.cmd });
+        this.ctx.log.debug({ clientId: this.clientId, packet: packet.cmd, bytes: bytes.length, max: this.clientMaxPacketSize }, 'packet larger than the client maximum, not sent');
+        return;
+      }
     }
     this.io.write(bytes);
   }
@@ -258,12 +273,15 @@ export class Channel implements SessionLink, LiveConnection {
 
   /**
    * Closes the connection; a 5.0 client that completed CONNECT gets DISCONNECT with the
-   * reason first [MQTT-4.13.2-1]. The will follows the normal rules when the socket is gone.
+   * reason first [MQTT-4.13.2-1], one still connecting gets CONNACK with it. The will follows the normal rules when the socket is gone.
    */
   close(reasonCode: number | undefined, why: string): void {
     if (this.state === 'closing' || this.state === 'closed') return;
-    if (this.protocolVersion === 5 && reasonCode !== undefined && this.connected) {
-      this.send({ cmd: 'disconnect', reasonCode, properties: this.reasonString(why) });
+    if (this.protocolVersion === 5 && reasonCode !== undefined) {
+      if (this.connected) this.send({ cmd: 'disconnect', reasonCode, properties: this.reasonString(why) });
+      // a 5.0 CONNECT not yet answered is refused with the reason in CONNACK (MQTT 5 §4.13.1);
+      // 3.1.1 closes without a CONNACK [MQTT-3.1.4-1]
+      else if (this.state === 'awaiting-connect' || this.state === 'authenticating') return refuse(this, { code: reasonCode, reason: why });
     }
     this.closeReason = reasonCode === undefined ? why : reasonName(reasonCode);
     this.state = 'closing';

@@ -58,6 +58,13 @@ export function connackCode311(reasonCode: number): number {
   }
 }
 
+/** Reason codes a 5.0 CONNACK may carry (MQTT 5 §3.2.2.2); any other refusal goes as 0x80 Unspecified error. */
+const CONNACK_CODES = new Set<number>([0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8c, 0x90, 0x95, 0x97, 0x99, 0x9a, 0x9b, 0x9c, 0x9d, 0x9f]);
+
+export function connackCode5(reasonCode: number): number {
+  return CONNACK_CODES.has(reasonCode) ? reasonCode : RC.UNSPECIFIED_ERROR;
+}
+
 /** Short label for metrics and logs. */
 export function reasonName(code: number): string {
   for (const [k, v] of Object.entries(RC)) if (v === code) return k.toLowerCase();

@@ -1,12 +1,11 @@
 // The transport: bytes in, packets to the channel; packets out, batched per event-loop
 // turn (cork/uncork gives one writev for everything a turn produced). Oversized packets are
 // refused from the fixed header, before their body is buffered.
-import { isUtf8 } from 'node:buffer';
 import type { Duplex } from 'node:stream';
-import mqttPacket from 'mqtt-packet';
-import type { Packet, Parser } from 'mqtt-packet';
+import type { Packet } from 'mqtt-packet';
 import { Channel, type ChannelContext, type ChannelIO } from '../protocol/channel.js';
 import { RC } from '../protocol/reason-codes.js';
+import { strictParser, type FramingError } from './strict-parser.js';
 
 /** Socket-like streams: net.Socket, tls.TLSSocket, or a WebSocket stream. */
 export type ByteStream = Duplex & { remoteAddress?: string; setNoDelay?(noDelay?: boolean): unknown; cork(): void; uncork(): void };
@@ -64,8 +63,7 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
   const remote = stream.remoteAddress ?? 'unknown';
   const io = new StreamIO(stream, ctx, remote, listener, certSubject);
   const channel = new Channel(ctx, io);
-  const parser = mqttPacket.parser({ protocolVersion: 4 });
-  strictUtf8Strings(parser);
+  const parser = strictParser();
   const max = ctx.config.maxPacketSize;
   const gauge = ctx.metrics.connectionsCurrent.labels(listener);
   gauge.inc();
@@ -76,10 +74,12 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
     if (packetSize(packet.length ?? 0) > max) return tooLarge(channel);
     channel.handlePacket(packet);
   });
-  parser.on('error', (err: Error) => {
+  parser.on('error', (err: FramingError) => {
     if (channel.state === 'closing' || channel.state === 'closed') return;
-    if (channel.state === 'awaiting-connect' && err.message === 'Invalid protocol version') channel.refuseProtocolLevel();
-    else channel.handleFramingError(err.message);
+    if (channel.state === 'awaiting-connect' && err.message === 'Invalid protocol version') return channel.refuseProtocolLevel();
+    // a 5.0 CONNECT that fails to parse is answered in 5.0's form (CONNACK with the reason)
+    if (channel.state === 'awaiting-connect' && parser.connectVersion === 5) channel.protocolVersion = 5;
+    channel.handleFramingError(err.message, err.reasonCode);
   });
   stream.on('data', (chunk: Buffer) => {
     if (channel.state === 'closing' || channel.state === 'closed') return;
@@ -108,23 +108,6 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
 function packetSize(remainingLength: number): number {
   const lengthBytes = remainingLength < 128 ? 1 : remainingLength < 16384 ? 2 : remainingLength < 2097152 ? 3 : 4;
   return 1 + lengthBytes + remainingLength;
-}
-
-/**
- * mqtt-packet decodes strings leniently, turning ill-formed UTF-8 (and encoded surrogates)
- * into U+FFFD; such a string makes the packet malformed [MQTT-1.5.4-1]. Only a string that
- * decoded to U+FFFD needs the exact check, so well-formed traffic pays one scan at most.
- */
-function strictUtf8Strings(parser: Parser): void {
-  const internals = parser as unknown as { _parseString(): string | null; _pos: number; _list: { slice(start: number, end: number): Buffer } };
-  const lenient = internals._parseString;
-  internals._parseString = function (this: typeof internals): string | null {
-    const start = this._pos;
-    const s = lenient.call(this);
-    // null makes the parser report the packet as malformed ("Cannot parse topic", ...)
-    if (s !== null && s.includes('\uFFFD') && !isUtf8(this._list.slice(start + 2, this._pos))) return null;
-    return s;
-  };
 }
 
 function tooLarge(channel: Channel): void {

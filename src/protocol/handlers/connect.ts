@@ -8,8 +8,10 @@ import { NEVER_EXPIRES, type OpenResult } from '../../broker/broker.js';
 import type { Session } from '../../broker/session.js';
 import type { WillRecord, MessageProperties } from '../../store/types.js';
 import type { Channel } from '../channel.js';
-import { connackCode311, ProtocolViolation, RC, reasonName } from '../reason-codes.js';
+import { connackCode311, connackCode5, ProtocolViolation, RC, reasonName } from '../reason-codes.js';
+import { propertyViolation } from '../properties.js';
 import { validTopicName } from '../topics.js';
+import { isValidTopicName } from '../../auth/topic-filter.js';
 
 /** Refusals that count towards the authentication back-off (not busy / unavailable). */
 const CREDENTIAL_FAILURES = new Set<number>([RC.BAD_USERNAME_OR_PASSWORD, RC.NOT_AUTHORIZED, RC.BAD_AUTHENTICATION_METHOD]);
@@ -22,8 +24,7 @@ interface Refusal {
 export function handleConnect(ch: Channel, packet: IConnectPacket): void {
   const version = packet.protocolVersion ?? 4;
   ch.protocolVersion = version;
-  // mqtt-packet checks the other CONNECT flags but lets Will QoS 3 through [MQTT-3.1.2-14]
-  if ((packet.will?.qos ?? 0) > 2) throw new ProtocolViolation(RC.MALFORMED_PACKET, 'will QoS 3');
+  malformed(packet, version);
   const refusal = validate(ch, packet);
   if (refusal) return refuse(ch, refusal);
 
@@ -50,6 +51,28 @@ export function handleConnect(ch: Channel, packet: IConnectPacket): void {
   else authenticated(ch, packet, outcome);
 }
 
+/**
+ * What makes a CONNECT malformed beyond what the parser refuses (transport/strict-parser.ts).
+ * Thrown as a ProtocolViolation: 3.1.1 closes without a CONNACK [MQTT-3.1.4-1], 5.0 gets
+ * CONNACK with the reason first (Channel.close).
+ */
+function malformed(packet: IConnectPacket, version: number): void {
+  const will = packet.will;
+  // mqtt-packet checks the other CONNECT flags but lets Will QoS 3 through [MQTT-3.1.2-14]
+  if ((will?.qos ?? 0) > 2) throw new ProtocolViolation(RC.MALFORMED_PACKET, 'will QoS 3');
+  // 3.1.1 allows no password without a user name; 5.0 does (MQTT 5 §3.1.2.9)
+  if (version !== 5 && packet.password !== undefined && packet.username === undefined) throw new ProtocolViolation(RC.MALFORMED_PACKET, 'password flag without user name flag'); // [MQTT-3.1.2-22]
+  // a topic name is at least one character [MQTT-4.7.3-1]; the will topic is one [MQTT-3.1.3-11]
+  if (will && will.topic === '') throw new ProtocolViolation(RC.MALFORMED_PACKET, 'empty will topic');
+  if (version === 5) {
+    const bad = (packet.properties && propertyViolation('connect', packet.properties)) || (will?.properties && propertyViolation('will', will.properties));
+    if (bad) throw new ProtocolViolation(bad.code, bad.reason);
+    const responseTopic = will?.properties?.responseTopic;
+    // the will goes out as a PUBLISH, whose Response Topic has no wildcards [MQTT-3.3.2-14]
+    if (responseTopic !== undefined && !isValidTopicName(responseTopic)) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'will response topic is not a topic name');
+  }
+}
+
 function validate(ch: Channel, packet: IConnectPacket): Refusal | undefined {
   const { config } = ch.ctx;
   const v5 = ch.protocolVersion === 5;
@@ -66,9 +89,10 @@ function validate(ch: Channel, packet: IConnectPacket): Refusal | undefined {
 
   if (v5) {
     const p = packet.properties ?? {};
+    // before any refusal: the CONNACK is held to it too [MQTT-3.1.2-24]
+    ch.clientMaxPacketSize = p.maximumPacketSize ?? 0;
     if (p.receiveMaximum === 0 || p.maximumPacketSize === 0) return { code: RC.PROTOCOL_ERROR, reason: 'zero receive maximum or packet size' }; // MQTT 5 §3.1.2.11.3, §3.1.2.11.4
     ch.sendQuota = Math.min(p.receiveMaximum ?? 65535, config.maxInflight);
-    ch.clientMaxPacketSize = p.maximumPacketSize ?? 0;
     ch.clientTopicAliasMax = p.topicAliasMaximum ?? 0;
     ch.problemInfo = p.requestProblemInformation !== false;
     ch.authMethod = p.authenticationMethod;
@@ -86,7 +110,11 @@ function validate(ch: Channel, packet: IConnectPacket): Refusal | undefined {
 
   const will = packet.will;
   if (will) {
-    if (!validTopicName(will.topic, config)) return { code: RC.TOPIC_NAME_INVALID, reason: 'invalid will topic' };
+    if (!validTopicName(will.topic, config)) {
+      // 3.1.1 has no return code for it: a CONNECT that does not conform is closed without CONNACK [MQTT-3.1.4-1]
+      if (!v5) throw new ProtocolViolation(RC.TOPIC_NAME_INVALID, 'invalid will topic');
+      return { code: RC.TOPIC_NAME_INVALID, reason: 'invalid will topic' };
+    }
     if (will.retain && !config.retainAvailable) return { code: RC.RETAIN_NOT_SUPPORTED, reason: 'retain not supported' };
   }
   return undefined;
@@ -214,7 +242,7 @@ export function refuse(ch: Channel, refusal: Refusal): void {
   metrics.connectOutcomesTotal.inc({ code: reasonName(refusal.code), version: String(ch.protocolVersion) });
   log.info({ clientId: ch.clientId, remote: ch.io.remoteAddress, code: reasonName(refusal.code), reason: refusal.reason }, 'connect refused');
   if (ch.protocolVersion === 5) {
-    ch.send({ cmd: 'connack', sessionPresent: false, reasonCode: refusal.code, properties: ch.reasonString(refusal.reason) });
+    ch.send({ cmd: 'connack', sessionPresent: false, reasonCode: connackCode5(refusal.code), properties: ch.reasonString(refusal.reason) });
   } else {
     ch.send({ cmd: 'connack', sessionPresent: false, returnCode: connackCode311(refusal.code) });
   }

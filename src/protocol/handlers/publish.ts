@@ -6,10 +6,12 @@ import type { MessageProperties, StoredMessage } from '../../store/types.js';
 import { ack, type Channel } from '../channel.js';
 import { ProtocolViolation, RC } from '../reason-codes.js';
 import { validTopicName } from '../topics.js';
+import { isValidTopicName } from '../../auth/topic-filter.js';
 
 const PUBACK = 0x40;
 const PUBREC = 0x50;
 const PUBCOMP = 0x70;
+const SYS_IS_THE_BROKERS: Verdict = { allowed: false, reason: '$SYS is the broker\'s' };
 
 export function handlePublish(ch: Channel, packet: IPublishPacket): void {
   const { config, metrics, authorizer } = ch.ctx;
@@ -29,6 +31,12 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
     } else {
       ch.inboundAliases.set(alias, topic);
     }
+  }
+  if (ch.protocolVersion === 5) {
+    // MQTT 5 §3.3.2.3.4: an empty topic stands for an alias; without one it is a Protocol Error
+    if (topic === '') throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'empty topic without a topic alias');
+    if (props?.subscriptionIdentifier !== undefined) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier from a client'); // [MQTT-3.3.4-6]
+    if (props?.responseTopic !== undefined && !isValidTopicName(props.responseTopic)) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'response topic with wildcards'); // [MQTT-3.3.2-14]
   }
   if (!validTopicName(topic, config)) throw new ProtocolViolation(RC.TOPIC_NAME_INVALID, 'invalid topic name');
   if (qos === 0 && packet.dup) throw new ProtocolViolation(RC.MALFORMED_PACKET, 'DUP set on a QoS 0 PUBLISH'); // [MQTT-3.3.1-2]
@@ -61,7 +69,11 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
   };
   if (unroutedId !== undefined) message.id = unroutedId;
 
-  if (authorizer.allowAll) return routeAndAck(ch, packet, message);
+  // $SYS is the broker's [§4.7.2]: a client publishes there only when the policy names it
+  // (leading wildcards never match $ topics [MQTT-4.7.2-1]), never with allow-all
+  if (topic.startsWith('$SYS/') || topic === '$SYS') {
+    if (authorizer.allowAll) return decided(ch, packet, message, SYS_IS_THE_BROKERS);
+  } else if (authorizer.allowAll) return routeAndAck(ch, packet, message);
   const verdict = authorizer.check(ch.identity!, 'publish', topic);
   if (verdict instanceof Promise) ch.waitFor(verdict, (v) => decided(ch, packet, message, v));
   else decided(ch, packet, message, verdict);
