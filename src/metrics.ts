@@ -33,6 +33,7 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     sessionsCurrent: new Gauge({ name: 'vigil_sessions_current', help: 'Sessions on this node, by state', labelNames: ['state'], registers: r }),
     subscriptionsCurrent: new Gauge({ name: 'vigil_subscriptions_current', help: 'Subscriptions held by sessions on this node', registers: r }),
     queuedMessages: new Gauge({ name: 'vigil_queued_messages', help: 'Messages waiting in session queues (offline or beyond in-flight)', registers: r }),
+    queuedBytes: new Gauge({ name: 'vigil_queued_bytes', help: 'Bytes (payload and topic) of the messages waiting in session queues', registers: r }),
     inflightMessages: new Gauge({ name: 'vigil_inflight_messages', help: 'Outgoing QoS 1/2 messages awaiting acknowledgement', registers: r }),
     sessionsExpiredTotal: new Counter({ name: 'vigil_sessions_expired_total', help: 'Persistent sessions removed at expiry', registers: r }),
 
@@ -46,6 +47,7 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     jwksRefreshesTotal: new Counter({ name: 'vigil_jwks_refreshes_total', help: 'JWKS loads by trigger and outcome', labelNames: ['trigger', 'outcome'], registers: r }),
     jwksKeys: new Gauge({ name: 'vigil_jwks_keys', help: 'Keys known, by state (active, retired)', labelNames: ['state'], registers: r }),
     aclVerdictCacheTotal: new Counter({ name: 'vigil_acl_verdict_cache_total', help: 'ACL verdict cache lookups by result (hit, miss)', labelNames: ['result'], registers: r }),
+    aclDeliveryEvaluationsTotal: new Counter({ name: 'vigil_acl_delivery_evaluations_total', help: 'Delivery authorizations evaluated on the main thread (a topic new to an identity class; the rest are table hits)', registers: r }),
     aclDeniesTotal: new Counter({ name: 'vigil_acl_denies_total', help: 'Authorization denials by action', labelNames: ['action'], registers: r }),
     aclReloadsTotal: new Counter({ name: 'vigil_acl_reloads_total', help: 'ACL policy reloads by outcome', labelNames: ['outcome'], registers: r }),
     revocationsTotal: new Counter({ name: 'vigil_revocations_total', help: 'Revocations received, by kind (subject, jti)', labelNames: ['kind'], registers: r }),

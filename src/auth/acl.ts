@@ -3,7 +3,7 @@
 // docs/acl.md; `compilePolicy` validates it strictly so a typo fails the reload (and the
 // previous policy stays) instead of silently granting or denying.
 import type { AuthAction, TokenAcl } from './types.js';
-import { covers, innerFilter, isValidTopicFilter, isValidTopicName, matches, overlaps, splitLevels, type Levels } from './topic-filter.js';
+import { covers, innerFilter, isValidTopicFilter, isValidTopicName, matches, splitLevels, type Levels } from './topic-filter.js';
 
 export class AclPolicyError extends Error {}
 
@@ -190,20 +190,49 @@ function describe(rule: CompiledRule): string {
  * carries an acl claim — also be granted by the claim (the claim narrows, never widens).
  */
 export function evaluate(policy: CompiledPolicy | null, subject: AclSubject, action: AuthAction, topic: string): AclDecision {
-  let target: string | undefined = topic;
-  if (action === 'subscribe') {
-    target = innerFilter(topic);
-    if (target === undefined || !isValidTopicFilter(target)) return { allowed: false, reason: 'invalid_topic' };
-  } else if (!isValidTopicName(topic)) {
-    return { allowed: false, reason: 'invalid_topic' };
+  if (action === 'publish') {
+    if (!isValidTopicName(topic)) return { allowed: false, reason: 'invalid_topic' };
+    const levels = splitLevels(topic);
+    const test = (rule: Levels) => matches(rule, levels);
+    return decide(policy, subject, 'publish', test);
   }
+  const target = innerFilter(topic);
+  if (target === undefined || !isValidTopicFilter(target)) return { allowed: false, reason: 'invalid_topic' };
   const levels = splitLevels(target);
-  // Publish: the topic name is matched. Subscribe: an allowed filter must cover the requested
-  // filter entirely, and a deny filter that overlaps it at all refuses the whole subscription
-  // (a SUBACK cannot grant part of a filter).
-  const grants = action === 'publish' ? (rule: Levels) => matches(rule, levels) : (rule: Levels) => covers(rule, levels);
-  const denies = action === 'publish' ? grants : (rule: Levels) => overlaps(rule, levels);
+  // Subscribe: an allowed filter must cover the requested filter entirely. A deny filter
+  // refuses it only when it covers it too (nothing the filter matches could ever be
+  // delivered); a deny that merely overlaps a wildcard filter leaves the subscription granted,
+  // and the denied topics are held back message by message at delivery (evaluateReceive).
+  const test = (rule: Levels) => covers(rule, levels);
+  return decide(policy, subject, 'subscribe', test);
+}
 
+/**
+ * May the subject receive a message on this concrete topic name (a delivery to one of its
+ * subscriptions)? The subscribe rules decide, matched against the topic name: granted by an
+ * allow, not hit by a deny, and — with a token acl claim — granted by its subscribe list.
+ */
+export function evaluateReceive(policy: CompiledPolicy | null, subject: AclSubject, topic: string): AclDecision {
+  if (!isValidTopicName(topic)) return { allowed: false, reason: 'invalid_topic' };
+  const levels = splitLevels(topic);
+  const test = (rule: Levels) => matches(rule, levels);
+  return decide(policy, subject, 'subscribe', test);
+}
+
+/** True when a subscribe rule the subject may meet (top level or one of its roles) substitutes %u, %c or %s. */
+export function receiveRulesTemplated(policy: CompiledPolicy, roles: readonly string[]): boolean {
+  const lists = [policy.allow.subscribe, policy.deny.subscribe];
+  for (const r of roles) {
+    if (!Object.hasOwn(policy.roles, r)) continue;
+    lists.push(policy.roles[r]!.allow.subscribe, policy.roles[r]!.deny.subscribe);
+  }
+  return lists.some((list) => list.some((rule) => rule.templated));
+}
+
+/** The one rule order for every question: a deny that `applies` wins, then a grant that does, then the token claim narrows. */
+function decide(policy: CompiledPolicy | null, subject: AclSubject, action: AuthAction, applies: (rule: Levels) => boolean): AclDecision {
+  const grants = applies;
+  const denies = applies;
   if (policy !== null) {
     const roleSpecs = subject.roles.filter((r) => Object.hasOwn(policy.roles, r)).map((r) => policy.roles[r]!);
     const denied = firstMatch(policy.deny[action], subject, denies) ?? firstOf(roleSpecs, (s) => firstMatch(s.deny[action], subject, denies));

@@ -1,4 +1,5 @@
-// Authorization at the moment of every send (PUBLISH, SUBSCRIBE, and a will when it fires).
+// Authorization at the moment of every send (PUBLISH, SUBSCRIBE, every delivery, and a will
+// when it fires). Deliveries have their own main-thread verdict tables (receive-verdicts.ts).
 //
 // `check` answers synchronously from a main-thread verdict cache; only a miss goes to the
 // pool's evaluateAcl task, and concurrent misses for the same question share that task. The
@@ -13,10 +14,11 @@
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { evaluate, type AclDecision, type AclSubject } from './acl.js';
+import { ReceiveTables } from './receive-verdicts.js';
 import type { AclPolicyFile, LoadedPolicy } from './acl-file.js';
 import type { AuthPool } from './pool.js';
 import type { RevocationList } from './revocation.js';
-import type { AuthAction, Authorizer, Identity, Verdict } from './types.js';
+import type { AuthAction, Authorizer, Identity, ReceiveVerdicts, Verdict } from './types.js';
 import { preciseNowMs } from './worker.js';
 
 export interface PolicyAuthorizerOptions {
@@ -52,20 +54,29 @@ export class PolicyAuthorizer implements Authorizer {
   /** Every cached verdict of an older version is stale; bumped by generation changes and overflow. */
   private version = 0;
   private cachedVerdicts = 0;
+  private readonly receive: ReceiveTables;
 
   constructor(private readonly options: PolicyAuthorizerOptions) {
     this.maxPerIdentity = options.maxVerdictsPerIdentity ?? 1000;
     this.maxTotal = options.maxVerdicts ?? 200_000;
     this.policyGeneration = options.policyFile?.current.generation ?? 0;
+    const evaluations = options.metrics.aclDeliveryEvaluationsTotal;
+    this.receive = new ReceiveTables({
+      policy: () => this.policy()?.policy ?? null,
+      isRevoked: (identity) => options.revocations.isRevoked(identity),
+      evaluated: () => evaluations.inc(),
+    });
     if (options.policyFile) {
       this.unsubscribe.push(options.policyFile.onReload((p) => {
         this.policyGeneration = p.generation;
         this.flush();
+        this.receive.flush();
       }));
     }
     this.unsubscribe.push(options.revocations.onRevoked(() => {
       this.revocationsSeen++;
       this.flush();
+      this.receive.flush();
     }));
   }
 
@@ -123,6 +134,10 @@ export class PolicyAuthorizer implements Authorizer {
       });
     entry.pending.set(key, task);
     return task;
+  }
+
+  receiveVerdicts(identity: Identity): ReceiveVerdicts | null {
+    return this.allowAll ? null : this.receive.forIdentity(identity);
   }
 
   /**

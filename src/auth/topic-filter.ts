@@ -1,12 +1,11 @@
 // Topic name / topic filter algebra used by authorization. Pure functions over level arrays,
 // so they run the same in a piscina worker and in a unit test.
 //
-// Three questions are answered here:
-//   matches(filter, topic)    does a filter match a topic name (publish checks)
+// Two questions are answered here:
+//   matches(filter, topic)    does a filter match a topic name (publish and delivery checks)
 //   covers(outer, inner)      is every topic matched by `inner` also matched by `outer`
-//                             (a SUBSCRIBE filter is allowed when an allowed filter covers it)
-//   overlaps(a, b)            is there at least one topic matched by both
-//                             (a SUBSCRIBE filter is denied when it overlaps a denied filter)
+//                             (a SUBSCRIBE filter is allowed when an allowed filter covers it,
+//                             refused when a denied filter covers it)
 
 export type Levels = readonly string[];
 
@@ -84,18 +83,4 @@ export function covers(outer: Levels, inner: Levels): boolean {
     if (n === '+' || n !== o) return false;
   }
   return outer.length === inner.length;
-}
-
-export function overlaps(a: Levels, b: Levels): boolean {
-  if (dollarBlocks(a[0], b[0]) || dollarBlocks(b[0], a[0])) return false;
-  const n = Math.max(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    const x = a[i];
-    const y = b[i];
-    if (x === '#' || y === '#') return true;
-    if (x === undefined || y === undefined) return false;
-    if (x === '+' || y === '+') continue;
-    if (x !== y) return false;
-  }
-  return true;
 }

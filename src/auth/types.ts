@@ -61,6 +61,16 @@ export interface Authenticator {
   close(): Promise<void>;
 }
 
+/**
+ * Delivery verdicts, answered synchronously on the main thread: one per topic, shared by every
+ * identity the subscribe rules cannot tell apart, valid for one policy and revocation state.
+ */
+export interface ReceiveVerdicts {
+  /** True once a policy reload or a revocation happened: these verdicts no longer apply. */
+  readonly stale: boolean;
+  allows(topic: string): boolean;
+}
+
 export type Verdict = { readonly allowed: true } | { readonly allowed: false; readonly reason: string };
 
 /**
@@ -71,6 +81,11 @@ export interface Authorizer {
   /** True when there is no policy at all: every check is allowed, callers may skip checking. */
   readonly allowAll: boolean;
   check(identity: Identity, action: AuthAction, topic: string): Verdict | Promise<Verdict>;
+  /**
+   * What this identity may receive, for the delivery check (docs/acl.md "Delivery"). Null when
+   * there is no policy at all: every delivery is allowed. Ask again once it is `stale`.
+   */
+  receiveVerdicts(identity: Identity): ReceiveVerdicts | null;
   /** Generation counter bumped on policy reload / revocation so per-session caches can drop stale verdicts. */
   readonly generation: number;
   close(): Promise<void>;

@@ -79,8 +79,16 @@ export class Broker {
     const { metrics } = deps;
     const sent = [metrics.messagesOutTotal.labels('0'), metrics.messagesOutTotal.labels('1'), metrics.messagesOutTotal.labels('2')];
     this.receivedByQos = [metrics.messagesInTotal.labels('0'), metrics.messagesInTotal.labels('1'), metrics.messagesInTotal.labels('2')];
+    const deliveryDenied = metrics.messagesDroppedTotal.labels('not_authorized');
+    const receiveDenied = metrics.aclDeniesTotal.labels('receive');
     this.sessionEvents = {
-      dropped: (reason: DropReason) => metrics.messagesDroppedTotal.inc({ reason }),
+      dropped: (reason: DropReason) => {
+        if (reason === 'not_authorized') {
+          // a delivery the subscriber's identity may not receive (docs/acl.md "Delivery")
+          deliveryDenied.inc();
+          receiveDenied.inc();
+        } else metrics.messagesDroppedTotal.inc({ reason });
+      },
       sent: (qos) => {
         this.stats.messagesSent++;
         sent[qos].inc();
@@ -330,7 +338,7 @@ export class Broker {
   }
 
   newSession(clientId: string, expiryIntervalS: number): Session {
-    return new Session(clientId, expiryIntervalS, { maxQueued: this.deps.config.maxQueued, overflow: this.deps.config.queueOverflow }, this.sessionEvents);
+    return new Session(clientId, expiryIntervalS, { maxQueued: this.deps.config.maxQueued, overflow: this.deps.config.queueOverflow }, this.sessionEvents, this.deps.authorizer);
   }
 
   /** The connection is gone: the session stays for its expiry interval, or ends now. */

@@ -1,6 +1,7 @@
 // A session: subscriptions, the outgoing in-flight window and queue, and incoming QoS 2
 // state. It outlives connections when its expiry interval says so. The attached connection
 // is reached only through SessionLink, so a session never touches a socket.
+import type { Authorizer, Identity, ReceiveVerdicts } from '../auth/types.js';
 import type { PendingMessage, Subscription } from '../store/types.js';
 import type { Subscriber } from './topic-trie.js';
 import { OutgoingPublish } from '../protocol/publish-encoder.js';
@@ -27,7 +28,7 @@ export interface SessionLimits {
   readonly overflow: OverflowPolicy;
 }
 
-export type DropReason = 'offline_qos0' | 'backpressure_qos0' | 'queue_full' | 'expired' | 'too_large';
+export type DropReason = 'offline_qos0' | 'backpressure_qos0' | 'queue_full' | 'expired' | 'too_large' | 'not_authorized';
 
 export interface SessionEvents {
   dropped(reason: DropReason): void;
@@ -85,6 +86,10 @@ export class Session implements Subscriber {
    * messages still routed here follow it there (journal.added) instead of being lost.
    */
   movedAway = false;
+  /** Whose permissions decide what this session receives: the identity of its latest connection. */
+  private receiver?: Identity;
+  /** Null: every delivery is allowed (no policy, or no connection seen yet; see mayReceive). */
+  private receiving: ReceiveVerdicts | null = null;
 
   // Routing scratch space: dedupes overlapping subscriptions within one publish.
   matchGen = 0;
@@ -97,7 +102,34 @@ export class Session implements Subscriber {
     public expiryIntervalS: number,
     private readonly limits: SessionLimits,
     private readonly events: SessionEvents,
+    private readonly permissions: Pick<Authorizer, 'receiveVerdicts'>,
   ) {}
+
+  /**
+   * The session receives as this identity from now on (CONNECT, MQTT 5 re-authentication).
+   * It stays in force while the session is offline, so a message a reconnect could not
+   * receive anyway is not queued for it.
+   */
+  receiveAs(identity: Identity): void {
+    this.receiver = identity;
+    this.receiving = this.permissions.receiveVerdicts(identity);
+  }
+
+  /**
+   * The delivery check: may the session's identity receive this topic under the policy and
+   * revocations in force now? Every PUBLISH the session sends passes here — live, shared,
+   * forwarded from another node, a will, retained on subscribe (all through deliver), queued
+   * (pump) and resent after a reconnect (resume). Without a policy it is one branch. A denial
+   * is counted, never logged (it can happen per message).
+   */
+  mayReceive(topic: string): boolean {
+    let receiving = this.receiving;
+    if (receiving === null) return true;
+    if (receiving.stale) receiving = this.receiving = this.permissions.receiveVerdicts(this.receiver!);
+    if (receiving === null || receiving.allows(topic)) return true;
+    this.events.dropped('not_authorized');
+    return false;
+  }
 
   get online(): boolean {
     return this.link !== null;
@@ -109,6 +141,7 @@ export class Session implements Subscriber {
 
   /** Delivers one routed message at the given QoS; queues when it cannot be sent now. */
   deliver(out: OutgoingPublish, qos: 0 | 1 | 2, retain: boolean, subscriptionIds: number[] | undefined): void {
+    if (!this.mayReceive(out.message.topic)) return;
     const link = this.link;
     if (qos === 0) {
       if (link === null) this.events.dropped('offline_qos0');
@@ -188,6 +221,11 @@ export class Session implements Subscriber {
         this.journal?.done(this, pending);
         continue;
       }
+      // queued under an earlier policy, or before this connection's identity was known
+      if (!this.mayReceive(pending.message.topic)) {
+        this.journal?.done(this, pending);
+        continue;
+      }
       this.transmit(link, pending, out, false);
     }
     if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
@@ -255,6 +293,11 @@ export class Session implements Subscriber {
     for (const [id, pending] of this.inflight) {
       if (pending.released) {
         link.sendPubrel(id);
+        continue;
+      }
+      if (!this.mayReceive(pending.message.topic)) {
+        this.inflight.delete(id);
+        this.journal?.done(this, pending);
         continue;
       }
       const out = new OutgoingPublish(pending.message, nowMs);

@@ -43,6 +43,7 @@ function reauthenticated(ch: Channel, outcome: AuthOutcome): void {
     return;
   }
   ch.identity = outcome.identity;
+  ch.session?.receiveAs(outcome.identity);
   ch.state = 'connected';
   metrics.reauthTotal.inc({ outcome: 'success' });
   log.info({ clientId: ch.clientId, username: outcome.identity.username }, 're-authenticated');

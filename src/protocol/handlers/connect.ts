@@ -203,6 +203,7 @@ function connected(ch: Channel, session: Session, present: boolean, expiryS: num
   ch.send(connack);
   metrics.connectOutcomesTotal.inc({ code: 'success', version: String(ch.protocolVersion) });
   log.debug({ clientId: ch.clientId, username: ch.identity?.username, version: ch.protocolVersion, present }, 'client connected');
+  session.receiveAs(ch.identity!); // before resume: what waited is checked against this identity
   session.resume(ch, clock.now()); // [MQTT-4.4.0-1] resend unacknowledged messages
   ch.drainBacklog();
 }

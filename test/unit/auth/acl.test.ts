@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { AclPolicyError, compilePolicy, evaluate, parseTokenAcl, type AclSubject } from '../../../src/auth/acl.js';
+import { AclPolicyError, compilePolicy, evaluate, evaluateReceive, parseTokenAcl, type AclSubject } from '../../../src/auth/acl.js';
 
 const policy = compilePolicy({
   roles: {
@@ -75,15 +75,32 @@ describe('ACL policy', () => {
     assert.equal(evaluate(both, { username: 'u', clientId: '%u', roles: ['server'] }, 'publish', 'devices/u/u').allowed, false);
   });
 
-  it('authorizes subscriptions by filter coverage; an overlapping deny refuses the whole filter', () => {
+  it('authorizes subscriptions by filter coverage; a deny refuses only the filters it covers', () => {
     const mon = subject('m', ['monitor']);
     assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/+/dvs/server/state').allowed, true);
     assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/x/dvs/a/#').allowed, true);
     assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/x/other/#').reason, 'no_grant', 'wider than any grant');
     assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/#').allowed, false);
-    assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/+/dvs/#').reason, 'deny_rule', 'overlaps trusted/+/dvs/private/#');
+    assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/+/dvs/#').allowed, true, 'overlapping trusted/+/dvs/private/# is no reason to refuse it');
     assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/x/dvs/private/keys').reason, 'deny_rule');
+    assert.equal(evaluate(policy, mon, 'subscribe', 'trusted/+/dvs/private/+').reason, 'deny_rule', 'covered by the deny: nothing could be delivered');
+    // what the granted wildcard filter delivers is decided per topic
+    assert.equal(evaluateReceive(policy, mon, 'trusted/x/dvs/state').allowed, true);
+    assert.equal(evaluateReceive(policy, mon, 'trusted/x/dvs/private/keys').reason, 'deny_rule');
+    assert.equal(evaluateReceive(policy, mon, 'trusted/x/other').reason, 'no_grant');
     assert.equal(evaluate(policy, mon, 'subscribe', 'public/news').allowed, true, 'top-level allow applies to everyone');
+  });
+
+  it('grants # and +/+ beside a deny rule; the denied topics are held back per message', () => {
+    const admin = subject('root', ['admin']);
+    for (const filter of ['#', '+/+', 'trusted/#', '$share/g/#']) assert.equal(evaluate(policy, admin, 'subscribe', filter).allowed, true, filter);
+    assert.equal(evaluateReceive(policy, admin, 'trusted/a/dvs/state').allowed, true);
+    assert.equal(evaluateReceive(policy, admin, 'trusted/a/dvs/private/k').reason, 'deny_rule');
+    assert.equal(evaluateReceive(policy, admin, '$SYS/broker/uptime').reason, 'no_grant', '# grants no $ topic [MQTT-4.7.2-1]');
+    // a token claim narrows deliveries as it narrows subscriptions
+    const narrowed = subject('root', ['admin'], { tokenAcl: { subscribe: ['trusted/a/#'] } });
+    assert.equal(evaluateReceive(policy, narrowed, 'trusted/a/x').allowed, true);
+    assert.equal(evaluateReceive(policy, narrowed, 'trusted/b/x').reason, 'token_acl');
   });
 
   it('authorizes $share subscriptions on the inner filter', () => {

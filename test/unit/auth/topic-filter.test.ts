@@ -1,10 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { covers, innerFilter, isValidTopicFilter, isValidTopicName, matches, overlaps, splitLevels } from '../../../src/auth/topic-filter.js';
+import { covers, innerFilter, isValidTopicFilter, isValidTopicName, matches, splitLevels } from '../../../src/auth/topic-filter.js';
 
 const m = (f: string, t: string) => matches(splitLevels(f), splitLevels(t));
 const c = (outer: string, inner: string) => covers(splitLevels(outer), splitLevels(inner));
-const o = (a: string, b: string) => overlaps(splitLevels(a), splitLevels(b));
 
 describe('topic filter algebra', () => {
   it('matches topic names against filters', () => {
@@ -35,18 +34,6 @@ describe('topic filter algebra', () => {
     assert.ok(!c('#', '$SYS/#'));
     assert.ok(!c('a/b', 'a/b/c'));
     assert.ok(!c('a/b/c', 'a/b'));
-  });
-
-  it('overlaps: there is a topic both filters match', () => {
-    assert.ok(o('trusted/#', 'trusted/x/secret'));
-    assert.ok(o('trusted/+/secret', 'trusted/x/#'));
-    assert.ok(o('a/#', 'a'));
-    assert.ok(o('+/b', 'a/+'));
-    assert.ok(!o('a/b/#', 'a'));
-    assert.ok(!o('a/b', 'a/c'));
-    assert.ok(!o('a/+', 'a/b/c'));
-    assert.ok(!o('#', '$SYS/x'));
-    assert.ok(o('$SYS/#', '$SYS/x'));
   });
 
   it('validates names and filters', () => {
