@@ -231,18 +231,16 @@ export function receiveRulesTemplated(policy: CompiledPolicy, roles: readonly st
 
 /** The one rule order for every question: a deny that `applies` wins, then a grant that does, then the token claim narrows. */
 function decide(policy: CompiledPolicy | null, subject: AclSubject, action: AuthAction, applies: (rule: Levels) => boolean): AclDecision {
-  const grants = applies;
-  const denies = applies;
   if (policy !== null) {
     const roleSpecs = subject.roles.filter((r) => Object.hasOwn(policy.roles, r)).map((r) => policy.roles[r]!);
-    const denied = firstMatch(policy.deny[action], subject, denies) ?? firstOf(roleSpecs, (s) => firstMatch(s.deny[action], subject, denies));
+    const denied = firstMatch(policy.deny[action], subject, applies) ?? firstOf(roleSpecs, (s) => firstMatch(s.deny[action], subject, applies));
     if (denied) return { allowed: false, reason: 'deny_rule', rule: describe(denied) };
-    const granted = firstMatch(policy.allow[action], subject, grants) ?? firstOf(roleSpecs, (s) => firstMatch(s.allow[action], subject, grants));
+    const granted = firstMatch(policy.allow[action], subject, applies) ?? firstOf(roleSpecs, (s) => firstMatch(s.allow[action], subject, applies));
     if (!granted) return { allowed: false, reason: 'no_grant' };
-    if (subject.tokenAcl && !claimGrants(subject.tokenAcl, action, grants)) return { allowed: false, reason: 'token_acl', rule: describe(granted) };
+    if (subject.tokenAcl && !claimGrants(subject.tokenAcl, action, applies)) return { allowed: false, reason: 'token_acl', rule: describe(granted) };
     return { allowed: true, reason: 'granted', rule: describe(granted) };
   }
-  if (subject.tokenAcl && claimGrants(subject.tokenAcl, action, grants)) return { allowed: true, reason: 'granted', rule: `token acl claim` };
+  if (subject.tokenAcl && claimGrants(subject.tokenAcl, action, applies)) return { allowed: true, reason: 'granted', rule: `token acl claim` };
   return { allowed: false, reason: subject.tokenAcl ? 'token_acl' : 'no_grant' };
 }
 
