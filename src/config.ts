@@ -86,6 +86,7 @@ export const SETTINGS = {
   maxKeepaliveS: int('VIGIL_MAX_KEEPALIVE_S', 65535, 'Largest keep alive granted; 5.0 clients asking for more get Server Keep Alive', 1, 65535),
   maxSessionExpiryS: int('VIGIL_MAX_SESSION_EXPIRY_S', 4294967295, 'Largest session expiry interval granted, seconds', 0, 4294967295),
   topicAliasMax: int('VIGIL_TOPIC_ALIAS_MAX', 64, 'Topic Alias Maximum offered to 5.0 clients', 0, 65535),
+  outgoingTopicAliases: int('VIGIL_OUTGOING_TOPIC_ALIASES', 64, 'Topic aliases Vigil assigns per 5.0 client to the topics it sends it most (at most the client\'s Topic Alias Maximum); 0 sends none', 0, 65535),
   maxTopicLength: int('VIGIL_MAX_TOPIC_LENGTH', 65535, 'Longest topic name or filter, bytes', 1, 65535),
   maxTopicLevels: int('VIGIL_MAX_TOPIC_LEVELS', 128, 'Most levels in a topic name or filter', 1, 1024),
   maxSubscriptionsPerClient: int('VIGIL_MAX_SUBSCRIPTIONS_PER_CLIENT', 1000, 'Subscriptions one session may hold', 1),

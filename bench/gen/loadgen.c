@@ -13,6 +13,10 @@
 //           --pubs N --subs M --inflight W --size 64 --duration-ms D --warmup-ms X
 //           [--rate MSG_PER_S (0 = unbounded)] [--topic PREFIX] [--max-msgs N]
 //           [--setup-timeout-ms 30000] [--keepalive 600] [--turn-us 0] [--no-bind]
+//           [--sub-v5-alias N]
+//   --sub-v5-alias N: subscribers connect with MQTT 5 and Topic Alias Maximum N (0: none),
+//   so a broker may send them topic aliases; publishers stay 3.1.1. The result's
+//   rxPublishBytes counts the PUBLISH bytes subscribers received in the window.
 //   --turn-us N: at most one loop turn per N µs (default 0: eager, refill on every turn like
 //   the Node generator). Larger reads and writes, fewer syscalls; see bench/README.md.
 //
@@ -197,11 +201,12 @@ typedef struct flow {
 
 static struct {
   int port, sub_port, scenario, qos, pubs, subs, inflight, size, keepalive, bind_src;
+  int sub_v5_alias;  // -1: subscribers speak 3.1.1; else MQTT 5 with this Topic Alias Maximum
   int64_t duration_ms, warmup_ms, setup_timeout_ms, rate, max_msgs, turn_us;
   char topic[200];
 } cfg = {
   .port = 0, .sub_port = 0, .scenario = SC_PAIRS, .qos = 0, .pubs = 8, .subs = 8, .inflight = 64,
-  .size = 64, .keepalive = 600, .bind_src = 1, .duration_ms = 3000, .warmup_ms = 1000,
+  .size = 64, .keepalive = 600, .bind_src = 1, .sub_v5_alias = -1, .duration_ms = 3000, .warmup_ms = 1000,
   .setup_timeout_ms = 30000, .rate = 0, .max_msgs = 1000000000LL,
 };
 
@@ -224,6 +229,7 @@ static int64_t cpu_at_start = -1, cpu_at_end = -1, wall_at_start, wall_at_end;
 static int64_t cpu_at_launch, wall_at_launch;
 
 static int64_t st_sent, st_sent_in_window, st_received, st_received_total, st_acked, st_stalls;
+static int64_t st_rx_publish_bytes;  // PUBLISH frames received in the window, header included
 static int64_t st_errors, st_unexpected, st_foreign, st_total_sent_cap_hit;
 static double rate_tokens;
 static int64_t rate_last_ns;
@@ -256,9 +262,10 @@ static void emit_result(int ok) {
   double p50 = hist_quantile_us(0.5), p99 = hist_quantile_us(0.99);
   FILE *f = stdout;
   fprintf(f, "{\"ok\":%s,\"sent\":%lld,\"sentInWindow\":%lld,\"received\":%lld,\"receivedTotal\":%lld,"
-             "\"acked\":%lld,\"stalls\":%lld,\"latencyCount\":%llu,",
+             "\"acked\":%lld,\"stalls\":%lld,\"latencyCount\":%llu,\"rxPublishBytes\":%lld,",
           ok ? "true" : "false", (long long)st_sent, (long long)st_sent_in_window, (long long)st_received,
-          (long long)st_received_total, (long long)st_acked, (long long)st_stalls, (unsigned long long)hist_total);
+          (long long)st_received_total, (long long)st_acked, (long long)st_stalls, (unsigned long long)hist_total,
+          (long long)st_rx_publish_bytes);
   if (p50 >= 0) fprintf(f, "\"p50Us\":%.1f,\"p99Us\":%.1f,", p50, p99);
   else fprintf(f, "\"p50Us\":null,\"p99Us\":null,");
   fprintf(f, "\"cpuUs\":%.0f,\"wallUs\":%.0f,\"totalCpuUs\":%lld,\"totalWallUs\":%lld,\"measureUs\":%lld,"
@@ -394,11 +401,20 @@ static void queue_connect(conn_t *c) {
   snprintf(id, sizeof id, "bench-%s-%d", c->is_pub ? "pub" : "sub", c->index);
   uint8_t body[128];
   size_t n = 0;
+  int v5 = !c->is_pub && cfg.sub_v5_alias >= 0;
   n += put_str(body + n, "MQTT");
-  body[n++] = 4;     // protocol level 3.1.1
+  body[n++] = v5 ? 5 : 4;  // protocol level 5.0 / 3.1.1
   body[n++] = 0x02;  // clean session
   body[n++] = (uint8_t)(cfg.keepalive >> 8);
   body[n++] = (uint8_t)cfg.keepalive;
+  if (v5 && cfg.sub_v5_alias > 0) {
+    body[n++] = 3;     // property length
+    body[n++] = 0x22;  // Topic Alias Maximum
+    body[n++] = (uint8_t)(cfg.sub_v5_alias >> 8);
+    body[n++] = (uint8_t)cfg.sub_v5_alias;
+  } else if (v5) {
+    body[n++] = 0;     // no properties
+  }
   n += put_str(body + n, id);
   uint8_t *p = out_reserve(c, 1 + 4 + n);
   if (!p) return;
@@ -410,8 +426,9 @@ static void queue_connect(conn_t *c) {
 }
 
 static void queue_subscribe(conn_t *c) {
+  int v5 = cfg.sub_v5_alias >= 0;
   size_t tl = strlen(c->topic);
-  size_t rl = 2 + 2 + tl + 1;
+  size_t rl = 2 + (v5 ? 1 : 0) + 2 + tl + 1;
   uint8_t *p = out_reserve(c, 1 + 4 + rl);
   if (!p) return;
   size_t h = 0;
@@ -419,6 +436,7 @@ static void queue_subscribe(conn_t *c) {
   h += put_varint(p + h, rl);
   p[h++] = 0;
   p[h++] = 1;  // packet id 1
+  if (v5) p[h++] = 0;  // no properties
   h += put_str(p + h, c->topic);
   p[h++] = (uint8_t)cfg.qos;
   c->out.len -= (1 + 4 + rl) - h;
@@ -517,6 +535,19 @@ static void handle_publish(conn_t *c, uint8_t first, const uint8_t *p, size_t rl
       st_unexpected++;  // QoS 2 is never requested
     }
   }
+  if (!c->is_pub && cfg.sub_v5_alias >= 0) {
+    // MQTT 5: skip the properties (a Topic Alias among them; the payload names the flow)
+    size_t plen = 0, mul = 1;
+    int done = 0;
+    for (int i = 0; i < 4 && q < rl; i++) {
+      uint8_t x = p[q++];
+      plen += (size_t)(x & 0x7f) * mul;
+      mul *= 128;
+      if (!(x & 0x80)) { done = 1; break; }
+    }
+    if (!done) { st_unexpected++; return; }
+    q += plen;
+  }
   if (q > rl || rl - q < 16) { st_foreign++; return; }
   const uint8_t *pl = p + q;
   int64_t ts = (int64_t)get_u64(pl);
@@ -556,6 +587,7 @@ static size_t parse_frames(conn_t *c, const uint8_t *b, size_t len, int64_t now)
     const uint8_t *body = b + p;
     switch (first >> 4) {
       case 3:  // PUBLISH
+        if (now >= t_measure_start && now < t_measure_end) st_rx_publish_bytes += (int64_t)(p - pos + rl);
         handle_publish(c, first, body, rl, now);
         break;
       case 4: {  // PUBACK
@@ -584,7 +616,12 @@ static size_t parse_frames(conn_t *c, const uint8_t *b, size_t len, int64_t now)
         break;
       case 9:  // SUBACK
         if (c->state != ST_WAIT_SUBACK || rl < 3) { st_unexpected++; break; }
-        if (body[2] != cfg.qos) fatal("subscriber %d: granted QoS %d, wanted %d", c->index, body[2], cfg.qos);
+        {
+          // MQTT 5: packet id, property length (Vigil sends none here: one byte), reason code
+          size_t at = cfg.sub_v5_alias >= 0 ? 3 + (size_t)body[2] : 2;
+          uint8_t granted = at < rl ? body[at] : 0xff;
+          if (granted != cfg.qos) fatal("subscriber %d: granted QoS %d, wanted %d", c->index, granted, cfg.qos);
+        }
         on_ready(c);
         break;
       case 13:  // PINGRESP
@@ -730,7 +767,7 @@ static void usage(void) {
           "usage: loadgen --port P [--sub-port P2] [--host 127.0.0.1] --scenario pairs|fanout|fanin --qos 0|1\n"
           "               --pubs N --subs M --inflight W [--size 64] --duration-ms D --warmup-ms X\n"
           "               [--rate MSG_PER_S] [--topic PREFIX] [--max-msgs N] [--setup-timeout-ms 30000]\n"
-          "               [--keepalive 600] [--turn-us 0] [--no-bind]\n");
+          "               [--keepalive 600] [--turn-us 0] [--no-bind] [--sub-v5-alias N]\n");
 }
 
 static int64_t num_arg(const char *name, const char *s, int64_t lo, int64_t hi) {
@@ -754,7 +791,7 @@ static void parse_args(int argc, char **argv) {
     { "warmup-ms", required_argument, 0, 'u' }, { "rate", required_argument, 0, 'r' },
     { "topic", required_argument, 0, 't' }, { "max-msgs", required_argument, 0, 'x' },
     { "setup-timeout-ms", required_argument, 0, 'T' }, { "keepalive", required_argument, 0, 'k' },
-    { "turn-us", required_argument, 0, 'U' }, { "no-bind", no_argument, 0, 'B' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+    { "turn-us", required_argument, 0, 'U' }, { "sub-v5-alias", required_argument, 0, 'A' }, { "no-bind", no_argument, 0, 'B' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
   };
   int o;
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -789,6 +826,7 @@ static void parse_args(int argc, char **argv) {
       case 'T': cfg.setup_timeout_ms = num_arg("setup-timeout-ms", optarg, 100, 600000); break;
       case 'k': cfg.keepalive = (int)num_arg("keepalive", optarg, 0, 65535); break;
       case 'U': cfg.turn_us = num_arg("turn-us", optarg, 0, 100000); break;
+      case 'A': cfg.sub_v5_alias = (int)num_arg("sub-v5-alias", optarg, 0, 65535); break;
       case 'B': cfg.bind_src = 0; break;
       case 'h': usage(); exit(0);
       default: usage(); exit(2);

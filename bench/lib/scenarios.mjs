@@ -158,6 +158,7 @@ async function cFlowRun(ctx, { procs, pubPort, subPort, cgen }) {
     '--size', '64', '--topic', cgen.topic,
     '--warmup-ms', String(prof.warmupMs), '--duration-ms', String(prof.measureMs),
     '--setup-timeout-ms', '30000', '--rate', '0', '--turn-us', String(ctx.gen.turnUs ?? 0),
+    ...(cgen.subV5Alias === undefined ? [] : ['--sub-v5-alias', String(cgen.subV5Alias)]),
   ];
   const r = await runLoadgen(argv, 30000 + prof.warmupMs + prof.measureMs + 20000, () => sampler.onGo());
   for (const p of procs) if (p.exited) throw new Error(`${p.name} exited during the run (${JSON.stringify(p.exitInfo)})\n${p.logTail()}`);
@@ -172,6 +173,7 @@ async function cFlowRun(ctx, { procs, pubPort, subPort, cgen }) {
     p99Us: r.p99Us ?? NaN,
     publishedPerSec: r.sentInWindow / (prof.measureMs / 1000),
     stalls: r.stalls,
+    bytesPerMsg: r.received > 0 ? r.rxPublishBytes / r.received : NaN,
     generator: 'c',
     ...gen,
     ...otherLoad(sampler.stats(), gen),
@@ -269,6 +271,9 @@ async function cluster(ctx, fn) {
   }
 }
 
+/** A fleet-style topic, long enough that an alias matters (57 bytes). */
+const FLEET_TOPIC = 'fleet/region-eu-west-1/site-0042/vehicle-000123/telemetry';
+
 export const SCENARIOS = [
   {
     id: 'qos0-pairs',
@@ -304,6 +309,23 @@ export const SCENARIOS = [
       return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port, cgen });
     }),
   },
+  ...[
+    { id: 'fanout-v5', aliases: 0, title: 'Fan-out 1 → 100, MQTT 5, long topic, no aliases' },
+    { id: 'fanout-v5-aliases', aliases: 16, title: 'Fan-out 1 → 100, MQTT 5, long topic, topic aliases' },
+  ].map(({ id, aliases, title }) => ({
+    // the pair measures outgoing topic aliases: the same load, subscribers offering Topic
+    // Alias Maximum 16 or none; bytesPerMsg is what each delivery cost on the wire
+    id,
+    title,
+    what: `as fanout, subscribers on MQTT 5 with Topic Alias Maximum ${aliases}, topic ${FLEET_TOPIC.length} B; C generator only`,
+    brokers: ['vigil'],
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => single(ctx, (b) => {
+      if (ctx.gen?.kind !== 'c') throw new Error('needs the C generator (--gen c): the Node generator has no MQTT 5 subscribers');
+      const cgen = { scenario: 'fanout', qos: 0, pubs: 1, subs: 100, inflight: 16, topic: FLEET_TOPIC, subV5Alias: aliases };
+      return flowRun(ctx, { flows: [], subs: [], procs: [b], pubPort: b.port, subPort: b.port, cgen });
+    }),
+  })),
   {
     id: 'fanin',
     title: 'Fan-in 100 → 1',

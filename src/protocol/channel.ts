@@ -12,7 +12,8 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { WillRecord } from '../store/types.js';
 import type { FailureLimiter } from '../limits/rate-limiter.js';
-import { withPacketId, type OutgoingPublish } from './publish-encoder.js';
+import { AliasUse, forClient, type OutgoingPublish } from './publish-encoder.js';
+import type { OutboundAliases } from './outbound-aliases.js';
 import { ProtocolViolation, RC, reasonName } from './reason-codes.js';
 import { propertyViolation } from './properties.js';
 import { handleConnect, refuse } from './handlers/connect.js';
@@ -76,6 +77,8 @@ export class Channel implements SessionLink, LiveConnection {
   /** Whether reason strings and user properties may be sent (MQTT 5 Request Problem Information). */
   problemInfo = true;
   readonly inboundAliases = new Map<number, string>();
+  /** MQTT 5: the aliases Vigil sends this client, when it accepts some (Topic Alias Maximum > 0). */
+  outboundAliases?: OutboundAliases;
   /** Set when the client ended with DISCONNECT 0x00: no will [MQTT-3.14.4-3]. */
   normalDisconnect = false;
   /** Cluster: acknowledgements waiting for their publish to be stored, in arrival order. */
@@ -239,12 +242,22 @@ export class Channel implements SessionLink, LiveConnection {
 
   sendPublish(out: OutgoingPublish, qos: 0 | 1 | 2, retain: boolean, subscriptionIds: readonly number[] | undefined, packetId: number, dup: boolean): boolean {
     if (this.state === 'closing' || this.state === 'closed') return qos > 0; // keep it in flight for the next connection
-    const form = out.encode(this.protocolVersion, qos, retain, subscriptionIds);
-    if (this.clientMaxPacketSize && form.bytes.length > this.clientMaxPacketSize) {
+    const aliases = this.outboundAliases;
+    let slot = aliases?.choose(out.message.topic);
+    let form = out.encode(this.protocolVersion, qos, retain, subscriptionIds, slot === undefined ? AliasUse.None : slot.known ? AliasUse.Use : AliasUse.Set);
+    const max = this.clientMaxPacketSize;
+    if (max && form.bytes.length > max && slot !== undefined && !slot.known) {
+      // the alias would make it too large: without it, it may still fit
+      slot = undefined;
+      form = out.encode(this.protocolVersion, qos, retain, subscriptionIds, AliasUse.None);
+    }
+    if (max && form.bytes.length > max) {
       this.ctx.metrics.messagesDroppedTotal.inc({ reason: 'too_large' });
       return false;
     }
-    this.io.write(qos === 0 ? form.bytes : withPacketId(form, packetId, dup));
+    this.io.write(qos === 0 && slot === undefined ? form.bytes : forClient(form, packetId, dup, slot?.alias ?? 0));
+    // the client maps the alias once this PUBLISH is on its way; the stream keeps the order
+    if (slot !== undefined && !slot.known) aliases!.established(slot);
     return true;
   }
 

@@ -10,6 +10,7 @@ import type { WillRecord, MessageProperties } from '../../store/types.js';
 import type { Channel } from '../channel.js';
 import { connackCode311, connackCode5, ProtocolViolation, RC, reasonName } from '../reason-codes.js';
 import { propertyViolation } from '../properties.js';
+import { OutboundAliases } from '../outbound-aliases.js';
 import { validTopicName } from '../topics.js';
 import { isValidTopicName } from '../../auth/topic-filter.js';
 
@@ -94,6 +95,8 @@ function validate(ch: Channel, packet: IConnectPacket): Refusal | undefined {
     if (p.receiveMaximum === 0 || p.maximumPacketSize === 0) return { code: RC.PROTOCOL_ERROR, reason: 'zero receive maximum or packet size' }; // MQTT 5 §3.1.2.11.3, §3.1.2.11.4
     ch.sendQuota = Math.min(p.receiveMaximum ?? 65535, config.maxInflight);
     ch.clientTopicAliasMax = p.topicAliasMaximum ?? 0;
+    const outgoingAliases = Math.min(ch.clientTopicAliasMax, config.outgoingTopicAliases);
+    if (outgoingAliases > 0) ch.outboundAliases = new OutboundAliases(outgoingAliases); // [MQTT-3.3.2-11]
     ch.problemInfo = p.requestProblemInformation !== false;
     ch.authMethod = p.authenticationMethod;
     if (p.authenticationData && !p.authenticationMethod) return { code: RC.PROTOCOL_ERROR, reason: 'authentication data without method' };
