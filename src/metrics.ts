@@ -28,6 +28,8 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     messagesDroppedTotal: new Counter({ name: 'vigil_messages_dropped_total', help: 'Messages not delivered, by reason', labelNames: ['reason'], registers: r }),
     packetsDroppedTotal: new Counter({ name: 'vigil_packets_dropped_total', help: 'Packets other than PUBLISH not sent because they exceed the client\'s Maximum Packet Size, by packet type', labelNames: ['packet'], registers: r }),
     retainedMessages: new Gauge({ name: 'vigil_retained_messages', help: 'Retained messages stored', registers: r }),
+    retainedSnapshots: new Gauge({ name: 'vigil_retained_snapshots', help: 'Retained snapshots being sent to subscribers (each a cursor over the store, sampled once a second)', registers: r }),
+    retainedSnapshotsEndedTotal: new Counter({ name: 'vigil_retained_snapshots_ended_total', help: 'Retained snapshots ended: complete, or abandoned (unsubscribed, replaced by a new subscribe, disconnected)', labelNames: ['how'], registers: r }),
 
     // --- sessions ---
     sessionsCurrent: new Gauge({ name: 'vigil_sessions_current', help: 'Sessions on this node, by state', labelNames: ['state'], registers: r }),

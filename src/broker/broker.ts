@@ -93,6 +93,7 @@ export class Broker {
         this.stats.messagesSent++;
         sent[qos].inc();
       },
+      snapshotEnded: (how) => metrics.retainedSnapshotsEndedTotal.inc({ how }),
     };
     this.wills = new WillManager({
       clock: deps.clock,
@@ -255,14 +256,19 @@ export class Broker {
     const sub = session.subscriptions.get(key);
     if (!sub) return false;
     session.subscriptions.delete(key);
+    session.stopSnapshot(key, 'unsubscribed');
     this.trie.remove(session.clientId, sub.filter, sub.group);
     this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
     this.cluster?.unsubscribed(session, sub);
     return true;
   }
 
-  retainedFor(filter: string): StoredMessage[] | Promise<StoredMessage[]> {
-    return this.deps.retained.match(filter, this.deps.clock.now());
+  /**
+   * A subscription was made: its retained messages go out as the window and the socket
+   * allow, all of them, however many (Session.startSnapshot).
+   */
+  sendRetained(session: Session, sub: Subscription): void {
+    session.startSnapshot(subscriptionKey(sub), this.deps.retained.cursor(sub.filter), this.deps.clock.now());
   }
 
   // ---- sessions --------------------------------------------------------------------------
@@ -317,7 +323,7 @@ export class Broker {
    * the session ends here. No will: that is decided where the client is now, or at the rejoin.
    */
   sessionSuperseded(session: Session, leaseLost: boolean): void {
-    session.link = null;
+    session.detach();
     if (this.sessions.get(session.clientId) !== session || session.movedAway) return;
     if (leaseLost && session.expiryIntervalS > 0) this.detachSession(session);
     else this.endSession(session);
@@ -343,7 +349,7 @@ export class Broker {
 
   /** The connection is gone: the session stays for its expiry interval, or ends now. */
   detachSession(session: Session): void {
-    session.link = null;
+    session.detach();
     if (this.sessions.get(session.clientId) !== session) return;
     if (session.expiryIntervalS === 0) {
       this.endSession(session);
@@ -363,6 +369,7 @@ export class Broker {
       this.cluster?.unsubscribed(session, sub);
     }
     session.subscriptions.clear();
+    session.endSnapshots('unsubscribed');
     this.offline.delete(session);
     this.wills.sessionEnded(session.clientId);
     this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
@@ -386,12 +393,18 @@ export class Broker {
     for (const c of this.connections) c.tick(nowMs);
     let queued = 0;
     let inflight = 0;
+    let snapshots = 0;
     for (const s of this.sessions.values()) {
       queued += s.queued;
       inflight += s.inflight.size;
+      snapshots += s.snapshotsRunning;
     }
     this.deps.metrics.queuedMessages.set(queued);
     this.deps.metrics.inflightMessages.set(inflight);
+    this.deps.metrics.retainedSnapshots.set(snapshots);
+    // in a cluster the retained mirror also changes through other nodes' writes
+    const retained = this.deps.retained.count();
+    if (typeof retained === 'number') this.deps.metrics.retainedMessages.set(retained);
   }
 
   // ---- $SYS ------------------------------------------------------------------------------

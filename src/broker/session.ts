@@ -2,7 +2,7 @@
 // state. It outlives connections when its expiry interval says so. The attached connection
 // is reached only through SessionLink, so a session never touches a socket.
 import type { Authorizer, Identity, ReceiveVerdicts } from '../auth/types.js';
-import type { PendingMessage, Subscription } from '../store/types.js';
+import type { PendingMessage, RetainedCursor, Subscription } from '../store/types.js';
 import type { Subscriber } from './topic-trie.js';
 import { OutgoingPublish } from '../protocol/publish-encoder.js';
 import type { RecentIds } from './recent-ids.js';
@@ -14,11 +14,15 @@ export interface SessionLink {
   readonly sendQuota: number;
   /** False while the socket buffer is past its limit. */
   readonly writable: boolean;
+  /** False once the connection is closing: nothing more is written to it. */
+  readonly open: boolean;
   /** Writes a PUBLISH; returns false if it was not written (too large for the client, closed). */
   sendPublish(out: OutgoingPublish, qos: 0 | 1 | 2, retain: boolean, subscriptionIds: readonly number[] | undefined, packetId: number, dup: boolean): boolean;
   sendPubrel(packetId: number): void;
   /** Ends the connection because the session queue overflowed (disconnect policy). */
   closeForQuota(): void;
+  /** Calls pump() again on a later event-loop turn (a long retained snapshot yields to other clients). */
+  pumpLater(): void;
 }
 
 export type OverflowPolicy = 'drop-oldest' | 'drop-new' | 'disconnect';
@@ -30,10 +34,28 @@ export interface SessionLimits {
 
 export type DropReason = 'offline_qos0' | 'backpressure_qos0' | 'queue_full' | 'expired' | 'too_large' | 'not_authorized';
 
+/** How a retained snapshot ended: all sent, or abandoned (docs: "Retained snapshots"). */
+export type SnapshotEnd = 'complete' | 'unsubscribed' | 'replaced' | 'disconnected';
+
 export interface SessionEvents {
   dropped(reason: DropReason): void;
   sent(qos: 0 | 1 | 2): void;
+  snapshotEnded(how: SnapshotEnd): void;
 }
+
+/**
+ * The retained messages a subscription still has to get, read from the store as the window
+ * opens: a cursor, never a copy, so a slow subscriber holds O(window) whatever the number
+ * of matches. Snapshot messages are not queued and not bound by the queue limit.
+ */
+interface RetainedSnapshot {
+  /** subscriptionKey() of the subscription it is for. */
+  readonly key: string;
+  readonly cursor: RetainedCursor;
+}
+
+/** Snapshot messages sent per pump() before yielding the event loop to other clients. */
+const SNAPSHOT_BATCH = 256;
 
 /**
  * Write-through of a persistent session's outgoing QoS 1/2 messages (cluster: Redis), so
@@ -70,6 +92,8 @@ export class Session implements Subscriber {
    */
   readonly incomingQos2 = new Map<number, string | undefined>();
   private queue: PendingMessage[] = [];
+  /** Retained snapshots being sent, oldest subscribe first. */
+  private snapshots: RetainedSnapshot[] = [];
   private queueHead = 0;
   private nextPacketId = 1;
   link: SessionLink | null = null;
@@ -209,7 +233,11 @@ export class Session implements Subscriber {
     }
   }
 
-  /** Sends queued messages while the window and the socket allow. */
+  /**
+   * Sends queued messages while the window and the socket allow, then, once the queue is
+   * empty, retained snapshot messages: live traffic goes first, and a snapshot message read
+   * now is never older than a live message of its topic sent before it.
+   */
   pump(nowMs: number): void {
     const link = this.link;
     if (link === null) return;
@@ -231,6 +259,72 @@ export class Session implements Subscriber {
     if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.queueHead);
       this.queueHead = 0;
+    }
+    if (this.snapshots.length > 0) this.pumpSnapshots(link, nowMs);
+  }
+
+  get snapshotsRunning(): number {
+    return this.snapshots.length;
+  }
+
+  /**
+   * Starts sending the retained messages of a subscription just made (SUBACK sent). A
+   * snapshot still running for the same subscription is replaced: this one sends them all.
+   */
+  startSnapshot(key: string, cursor: RetainedCursor, nowMs: number): void {
+    this.stopSnapshot(key, 'replaced');
+    this.snapshots.push({ key, cursor });
+    this.pump(nowMs);
+  }
+
+  /** UNSUBSCRIBE: no more of its snapshot [MQTT-3.10.4-2] (what is in flight completes). */
+  stopSnapshot(key: string, how: SnapshotEnd): void {
+    const i = this.snapshots.findIndex((s) => s.key === key);
+    if (i < 0) return;
+    this.snapshots.splice(i, 1);
+    this.events.snapshotEnded(how);
+  }
+
+  /**
+   * The connection is gone. A snapshot is not a queue: what it had not sent is not sent
+   * later (a new subscription gets it all again); messages it already sent at QoS 1/2 are in
+   * flight and resent with the session like any other.
+   */
+  detach(): void {
+    this.link = null;
+    this.endSnapshots('disconnected');
+  }
+
+  endSnapshots(how: SnapshotEnd): void {
+    for (let i = 0; i < this.snapshots.length; i++) this.events.snapshotEnded(how);
+    this.snapshots = [];
+  }
+
+  private pumpSnapshots(link: SessionLink, nowMs: number): void {
+    let budget = SNAPSHOT_BATCH;
+    while (this.snapshots.length > 0 && this.queued === 0 && link.open && link.writable && this.link === link) {
+      const snapshot = this.snapshots[0];
+      const sub = this.subscriptions.get(snapshot.key);
+      if (sub === undefined) {
+        this.stopSnapshot(snapshot.key, 'unsubscribed');
+        continue;
+      }
+      // the window, not the queue, holds a snapshot back: read no further than it allows
+      if (sub.qos > 0 && this.inflight.size >= link.sendQuota) return;
+      if (budget-- === 0) {
+        link.pumpLater();
+        return;
+      }
+      const stored = snapshot.cursor.next(nowMs);
+      if (stored === undefined) {
+        this.stopSnapshot(snapshot.key, 'complete');
+        continue;
+      }
+      // a retained copy is sent again on every subscribe: it is no second copy of the live one
+      const m = stored.id === undefined ? stored : { ...stored, id: undefined };
+      const qos = (m.qos < sub.qos ? m.qos : sub.qos) as 0 | 1 | 2;
+      // retained messages sent because of a subscription carry RETAIN 1 [MQTT-3.3.1-8]
+      this.deliver(new OutgoingPublish(m, nowMs), qos, true, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
     }
   }
 

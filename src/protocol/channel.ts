@@ -93,6 +93,7 @@ export class Channel implements SessionLink, LiveConnection {
   /** An asynchronous step is running: later packets wait in the backlog to keep order. */
   private busy = false;
   private draining = false;
+  private pumpScheduled = false;
 
   constructor(readonly ctx: ChannelContext, readonly io: ChannelIO) {
     this.openedAtMs = this.lastRxMs = ctx.clock.now();
@@ -102,6 +103,10 @@ export class Channel implements SessionLink, LiveConnection {
 
   get writable(): boolean {
     return this.io.bufferedBytes < this.ctx.config.outputBufferBytes;
+  }
+
+  get open(): boolean {
+    return this.state !== 'closing' && this.state !== 'closed';
   }
 
   get connected(): boolean {
@@ -269,6 +274,15 @@ export class Channel implements SessionLink, LiveConnection {
     if (this.state === 'closing' || this.state === 'closed') return; // one hit per connection, not per message after it
     this.ctx.metrics.limitHitsTotal.inc({ limit: 'max_queued' });
     this.close(RC.QUOTA_EXCEEDED, 'session queue full');
+  }
+
+  pumpLater(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.drained();
+    });
   }
 
   /** The socket can take more: send what waited in the session queue. */

@@ -40,7 +40,18 @@ export interface RetainedStore {
   set(message: StoredMessage, writerEpoch?: number): void | Promise<void>;
   /** Retained messages whose topic matches a filter (expired ones are left out and removed). */
   match(filter: string, nowMs: number): StoredMessage[] | Promise<StoredMessage[]>;
+  /**
+   * The same messages one at a time, read from the store as the caller goes (a retained
+   * snapshot on subscribe): memory O(1) per cursor, whatever the number of matches.
+   */
+  cursor(filter: string): RetainedCursor;
   count(): number | Promise<number>;
+}
+
+/** A lazy walk over the retained messages matching one filter. */
+export interface RetainedCursor {
+  /** The next matching message not expired at `nowMs`; undefined once the walk is done. */
+  next(nowMs: number): StoredMessage | undefined;
 }
 
 /** A will as registered at CONNECT, with the identity proven then. */

@@ -29,6 +29,15 @@ export function retainedContract(name: string, make: () => Promise<RetainedHarne
     });
     afterEach(() => h.close());
 
+    it('a cursor returns what match() returns, one at a time', async () => {
+      for (const t of ['c/a', 'c/b/x', 'c/b/y', 'd/b']) await store.set(msg(t, t));
+      const c = store.cursor('c/#');
+      const seen: StoredMessage[] = [];
+      for (let m = c.next(0); m; m = c.next(0)) seen.push(m);
+      assert.deepEqual(topics(seen), topics(await store.match('c/#', 0)));
+      assert.deepEqual(topics(seen), ['c/a', 'c/b/x', 'c/b/y']);
+    });
+
     it('stores, replaces and deletes (empty payload) by topic', async () => {
       await store.set(msg('a/b', 'one'));
       await store.set(msg('a/b', 'two', { qos: 2 }));

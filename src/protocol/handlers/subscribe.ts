@@ -4,7 +4,6 @@ import type { ISubscribePacket, ISubscription, IUnsubscribePacket } from 'mqtt-p
 import type { Verdict } from '../../auth/types.js';
 import { subscriptionKey } from '../../broker/broker.js';
 import type { Subscription } from '../../store/types.js';
-import { OutgoingPublish } from '../publish-encoder.js';
 import type { Channel } from '../channel.js';
 import { ProtocolViolation, RC } from '../reason-codes.js';
 import { parseShared, validTopicFilter } from '../topics.js';
@@ -60,7 +59,7 @@ function granted(ch: Channel, packet: ISubscribePacket, requested: Requested[], 
   const session = ch.session!;
   const v5 = ch.protocolVersion === 5;
   const codes: number[] = [];
-  const retainedFor: { sub: Subscription; existed: boolean }[] = [];
+  const retainedFor: Subscription[] = [];
   for (let i = 0; i < requested.length; i++) {
     const { sub, refusedWith } = requested[i];
     if (sub === null) {
@@ -81,28 +80,10 @@ function granted(ch: Channel, packet: ISubscribePacket, requested: Requested[], 
     const existed = broker.subscribe(session, sub);
     codes.push(sub.qos);
     // [MQTT-3.3.1-9..11] retain handling; shared subscriptions get no retained messages (MQTT 5 §4.8.2)
-    if (sub.group === undefined && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) retainedFor.push({ sub, existed });
+    if (sub.group === undefined && (sub.retainHandling === 0 || (sub.retainHandling === 1 && !existed))) retainedFor.push(sub);
   }
   ch.send({ cmd: 'suback', messageId: packet.messageId!, granted: codes });
-  for (const { sub } of retainedFor) {
-    const found = broker.retainedFor(sub.filter);
-    if (found instanceof Promise) void found.then((msgs) => sendRetained(ch, sub, msgs));
-    else sendRetained(ch, sub, found);
-  }
-}
-
-function sendRetained(ch: Channel, sub: Subscription, messages: readonly import('../../store/types.js').StoredMessage[]): void {
-  const session = ch.session;
-  if (!session || session.link !== ch) return;
-  const now = ch.ctx.clock.now();
-  const ids = sub.subscriptionId === undefined ? undefined : [sub.subscriptionId];
-  for (const stored of messages) {
-    // a retained copy is sent again on every subscribe: it is no second copy of the live one
-    const m = stored.id === undefined ? stored : { ...stored, id: undefined };
-    const qos = (m.qos < sub.qos ? m.qos : sub.qos) as 0 | 1 | 2;
-    // retained messages sent because of a subscription carry RETAIN 1 [MQTT-3.3.1-8]
-    session.deliver(new OutgoingPublish(m, now), qos, true, ids);
-  }
+  for (const sub of retainedFor) broker.sendRetained(session, sub);
 }
 
 export function handleUnsubscribe(ch: Channel, packet: IUnsubscribePacket): void {

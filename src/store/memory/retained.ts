@@ -1,6 +1,6 @@
 // Retained messages in memory, in a tree by topic level so a subscribe walks only the
 // branches its filter can match (a `#` subscribe over 10,000 retained topics visits each once).
-import type { RetainedStore, StoredMessage } from '../types.js';
+import type { RetainedCursor, RetainedStore, StoredMessage } from '../types.js';
 
 class Node {
   readonly children = new Map<string, Node>();
@@ -49,51 +49,66 @@ export class MemoryRetainedStore implements RetainedStore {
 
   match(filter: string, nowMs: number): StoredMessage[] {
     const out: StoredMessage[] = [];
-    const expired: string[] = [];
-    this.walk(this.root, filter.split('/'), 0, out, expired, nowMs);
-    for (const topic of expired) this.delete(topic.split('/'));
+    const cursor = this.cursor(filter);
+    for (let m = cursor.next(nowMs); m !== undefined; m = cursor.next(nowMs)) out.push(m);
     return out;
+  }
+
+  /**
+   * A lazy walk over the matching messages: it holds one Map iterator per topic level, never
+   * a copy, so a snapshot of N retained messages costs O(depth) however slowly it is read.
+   * It sees the tree as it is when each step is taken: a topic set after the cursor passed
+   * its place is not returned, one replaced before is returned with its newest message, a
+   * deleted one not at all (Map iteration visits entries added later and skips deleted ones).
+   */
+  cursor(filter: string): RetainedCursor {
+    const walk = this.walk(this.root, filter.split('/'), 0);
+    return {
+      next: (nowMs: number): StoredMessage | undefined => {
+        for (;;) {
+          const step = walk.next();
+          if (step.done) return undefined;
+          const m = step.value;
+          if (m.expiresAtMs === undefined || m.expiresAtMs > nowMs) return m;
+          // expired: removed now (the generator's Map iterators stay valid when their entry goes)
+          this.delete(m.topic.split('/'));
+        }
+      },
+    };
   }
 
   count(): number {
     return this.size;
   }
 
-  private walk(node: Node, levels: string[], depth: number, out: StoredMessage[], expired: string[], now: number): void {
+  private *walk(node: Node, levels: string[], depth: number): Generator<StoredMessage, void, undefined> {
     if (depth === levels.length) {
-      this.take(node, out, expired, now);
+      if (node.message) yield node.message;
       return;
     }
     const level = levels[depth];
     if (level === '#') {
-      this.takeAll(node, depth === 0, out, expired, now);
+      yield* this.walkAll(node, depth === 0);
       return;
     }
     if (level === '+') {
       for (const [name, child] of node.children) {
         if (depth === 0 && name.startsWith('$')) continue; // [MQTT-4.7.2-1]
-        this.walk(child, levels, depth + 1, out, expired, now);
+        yield* this.walk(child, levels, depth + 1);
       }
       return;
     }
     const child = node.children.get(level);
-    if (child) this.walk(child, levels, depth + 1, out, expired, now);
+    if (child) yield* this.walk(child, levels, depth + 1);
   }
 
   /** Node itself ('#' matches the parent level) and everything below it. */
-  private takeAll(node: Node, atRoot: boolean, out: StoredMessage[], expired: string[], now: number): void {
-    if (!atRoot) this.take(node, out, expired, now);
+  private *walkAll(node: Node, atRoot: boolean): Generator<StoredMessage, void, undefined> {
+    if (!atRoot && node.message) yield node.message;
     for (const [name, child] of node.children) {
       if (atRoot && name.startsWith('$')) continue;
-      this.takeAll(child, false, out, expired, now);
+      yield* this.walkAll(child, false);
     }
-  }
-
-  private take(node: Node, out: StoredMessage[], expired: string[], now: number): void {
-    const m = node.message;
-    if (!m) return;
-    if (m.expiresAtMs !== undefined && m.expiresAtMs <= now) expired.push(m.topic);
-    else out.push(m);
   }
 
   private delete(levels: string[]): void {

@@ -6,7 +6,7 @@
 // subscribes first, then scans the hash, so no change can fall between the two.
 import type { Logger } from '../../log.js';
 import type { Metrics } from '../../metrics.js';
-import type { RetainedStore, StoredMessage } from '../types.js';
+import type { RetainedCursor, RetainedStore, StoredMessage } from '../types.js';
 import { MemoryRetainedStore } from '../memory/retained.js';
 import type { StoreKeys } from './keys.js';
 import type { RedisConnection, VigilRedis } from '../../redis/connection.js';
@@ -112,6 +112,14 @@ export class RedisRetainedStore implements RetainedStore {
 
   match(filter: string, nowMs: number): StoredMessage[] {
     return this.mirror.match(filter, nowMs);
+  }
+
+  /**
+   * Over the local mirror. A reload replaces the mirror: a cursor started before it finishes
+   * its walk over the mirror it started on (a reload follows a lost subscription, rarely).
+   */
+  cursor(filter: string): RetainedCursor {
+    return this.mirror.cursor(filter);
   }
 
   count(): number {
