@@ -103,6 +103,17 @@ export const SETTINGS = {
   nodeTimeoutMs: int('VIGIL_NODE_TIMEOUT_MS', 3000, 'Cluster: a node whose lease is older than this is dead', 100),
   redisClusterNodes: list('VIGIL_REDIS_CLUSTER_NODES', [], 'Cluster: comma-separated host:port seeds of a Redis Cluster (instead of VIGIL_REDIS_URL)'),
   redisPrefix: str('VIGIL_REDIS_PREFIX', 'vigil', 'Cluster: prefix of every Redis key'),
+  redisSentinels: list('VIGIL_REDIS_SENTINELS', [], 'Cluster: comma-separated host:port of Redis Sentinels (instead of VIGIL_REDIS_URL); every connection follows the master they name'),
+  redisSentinelMaster: str('VIGIL_REDIS_SENTINEL_MASTER', 'mymaster', 'Cluster: the master group name the sentinels monitor'),
+  redisSentinelUsername: str('VIGIL_REDIS_SENTINEL_USERNAME', '', 'Cluster: ACL user for the sentinels (unset = default user)'),
+  redisSentinelPassword: str('VIGIL_REDIS_SENTINEL_PASSWORD', '', 'Cluster: password of the sentinels (requirepass of sentinel.conf)', true),
+  redisSentinelTls: bool('VIGIL_REDIS_SENTINEL_TLS', false, 'Cluster: connect to the sentinels over TLS'),
+  redisUsername: str('VIGIL_REDIS_USERNAME', '', 'Cluster: ACL user for Redis and its replicas (one in VIGIL_REDIS_URL wins)'),
+  redisPassword: str('VIGIL_REDIS_PASSWORD', '', 'Cluster: Redis password, kept out of the URL (one in VIGIL_REDIS_URL wins)', true),
+  redisTls: bool('VIGIL_REDIS_TLS', false, 'Cluster: connect to Redis over TLS (rediss:// URLs always do)'),
+  redisTlsCa: str('VIGIL_REDIS_TLS_CA', '', 'Cluster: CA bundle that signed the Redis (and sentinel) certificates (PEM file; unset = system CAs)'),
+  redisWaitReplicas: int('VIGIL_REDIS_WAIT_REPLICAS', 0, 'Cluster: acknowledge a QoS 1/2 publish (and count a session or will as stored) only once Redis WAIT confirmed this many replicas have it; 0 = off', 0, 16),
+  redisWaitTimeoutMs: int('VIGIL_REDIS_WAIT_TIMEOUT_MS', 500, 'Cluster: how long one WAIT may take; past it the writes are not acknowledged (the client retries)', 1, 60000),
 
   // Listeners (operate)
   tlsPort: port('VIGIL_TLS_PORT', 0, 'MQTT over TLS port (0 = off)'),
@@ -209,6 +220,18 @@ function validate(c: Config): void {
   if (c.tlsPort && (!c.tlsCert || !c.tlsKey)) throw new ConfigError('VIGIL_TLS_PORT', 'needs VIGIL_TLS_CERT and VIGIL_TLS_KEY');
   if (c.tlsRequireClientCert && !c.tlsCa) throw new ConfigError('VIGIL_TLS_REQUIRE_CLIENT_CERT', 'needs VIGIL_TLS_CA');
   if (c.redisUrl && !/^rediss?:\/\//.test(c.redisUrl)) throw new ConfigError('VIGIL_REDIS_URL', 'expected redis://host:port or rediss://');
+  if (c.redisSentinels.length > 0 && c.redisClusterNodes.length > 0) throw new ConfigError('VIGIL_REDIS_SENTINELS', 'cannot be combined with VIGIL_REDIS_CLUSTER_NODES');
+  for (const hp of [...c.redisSentinels, ...c.redisClusterNodes]) {
+    if (!/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(hp)) throw new ConfigError(c.redisSentinels.includes(hp) ? 'VIGIL_REDIS_SENTINELS' : 'VIGIL_REDIS_CLUSTER_NODES', `expected host:port, got ${JSON.stringify(hp)}`);
+  }
+  if (c.redisSentinels.length > 0 && !c.redisSentinelMaster) throw new ConfigError('VIGIL_REDIS_SENTINEL_MASTER', 'needs a master name with VIGIL_REDIS_SENTINELS');
+  if (c.redisWaitReplicas > 0) {
+    // WAIT counts the replicas of the one server a connection talks to: across a Redis Cluster's
+    // masters it would confirm nothing about the keys on the others
+    if (c.redisClusterNodes.length > 0) throw new ConfigError('VIGIL_REDIS_WAIT_REPLICAS', 'is not supported with VIGIL_REDIS_CLUSTER_NODES');
+    // commands queue behind a WAIT on the same connection: it must end well inside their timeout
+    if (c.redisWaitTimeoutMs * 2 > Math.max(1000, c.nodeTimeoutMs)) throw new ConfigError('VIGIL_REDIS_WAIT_TIMEOUT_MS', `must be at most half of max(1000, VIGIL_NODE_TIMEOUT_MS) = ${Math.max(1000, c.nodeTimeoutMs)}`);
+  }
   if (c.nodeTimeoutMs <= c.heartbeatMs) throw new ConfigError('VIGIL_NODE_TIMEOUT_MS', 'must be larger than VIGIL_HEARTBEAT_MS');
 }
 

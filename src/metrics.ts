@@ -70,6 +70,7 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     crossNodeMessagesTotal: new Counter({ name: 'vigil_cross_node_messages_total', help: 'Messages forwarded between nodes, by direction', labelNames: ['direction'], registers: r }),
     redisCommandSeconds: new Histogram({ name: 'vigil_redis_command_seconds', help: 'Redis command latency', labelNames: ['command'], buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5], registers: r }),
     redisErrorsTotal: new Counter({ name: 'vigil_redis_errors_total', help: 'Redis errors by kind', labelNames: ['kind'], registers: r }),
+    redisWaitTimeoutsTotal: new Counter({ name: 'vigil_redis_wait_timeouts_total', help: 'Redis WAITs that did not confirm VIGIL_REDIS_WAIT_REPLICAS replicas in time, or whose connection changed: the writes they covered were not acknowledged', registers: r }),
 
     // --- limits ---
     limitHitsTotal: new Counter({ name: 'vigil_limit_hits_total', help: 'Times a configured limit refused or cut something, by limit', labelNames: ['limit'], registers: r }),

@@ -16,6 +16,7 @@ import { MemoryRetainedStore } from './store/memory/retained.js';
 import { ClusterNode } from './cluster/node.js';
 import { ClusterBridge } from './cluster/bridge.js';
 import { RedisRevocationList } from './cluster/revocations.js';
+import { hasRedisTarget } from './redis/connection.js';
 import { attachConnection, type ByteStream } from './transport/connection.js';
 import { listenersFromConfig, type MqttListener } from './transport/listeners.js';
 import { createAdminHandler, type AdminHandler } from './http/admin.js';
@@ -89,7 +90,7 @@ export class VigilServer {
     const { config, log } = this;
     if (config.auth === 'none') log.warn('VIGIL_AUTH=none: anonymous clients are allowed');
     // cluster mode: built first so identity can share its revocation list; started below
-    if (config.redisUrl || config.redisClusterNodes.length > 0) {
+    if (hasRedisTarget(config)) {
       this.cluster = new ClusterNode({
         config,
         metrics: this.metrics,
@@ -168,7 +169,7 @@ export class VigilServer {
     await listen(this.mqttServer, config.mqttPort, config.bind);
     for (const { listener, port } of this.listeners) await listener.listen(port, config.bind);
     await listen(this.httpServer, config.metricsPort, config.metricsBind);
-    log.info({ mqttPort: this.mqttPort, metricsPort: this.metricsPort, auth: config.auth, cluster: !!config.redisUrl }, 'vigil listening');
+    log.info({ mqttPort: this.mqttPort, metricsPort: this.metricsPort, auth: config.auth, cluster: hasRedisTarget(config) }, 'vigil listening');
   }
 
   /** Runs the MQTT protocol over any byte stream (a test's in-memory duplex, a WebSocket stream). */

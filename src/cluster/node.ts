@@ -9,7 +9,7 @@ import type { WillRecord } from '../store/types.js';
 import { RedisRetainedStore } from '../store/redis/retained.js';
 import { RedisSessionStore } from '../store/redis/sessions.js';
 import { ClusterKeys } from './keys.js';
-import { VigilRedis } from '../redis/connection.js';
+import { VigilRedis, redisTargetFromConfig, type RedisTargetConfig } from '../redis/connection.js';
 import { Membership, type OwnerChangeReason } from './membership.js';
 import { ClientRegistry } from './registry.js';
 import { RouteTable } from './routes.js';
@@ -37,7 +37,7 @@ export interface ClusterNodeHooks {
 }
 
 export interface ClusterNodeOptions {
-  readonly config: Pick<Config, 'redisUrl' | 'redisClusterNodes' | 'redisPrefix' | 'heartbeatMs' | 'nodeTimeoutMs' | 'nodeId'>;
+  readonly config: Pick<Config, 'redisPrefix' | 'heartbeatMs' | 'nodeTimeoutMs' | 'nodeId'> & Partial<Pick<Config, 'redisWaitReplicas' | 'redisWaitTimeoutMs'>> & RedisTargetConfig;
   readonly hooks: ClusterNodeHooks;
   readonly metrics?: Metrics;
   readonly log?: Logger;
@@ -64,8 +64,17 @@ export class ClusterNode {
   constructor(private readonly o: ClusterNodeOptions) {
     const { config, metrics, log } = o;
     this.keys = new ClusterKeys(config.redisPrefix);
-    this.redis = new VigilRedis({ target: { url: config.redisUrl, clusterNodes: config.redisClusterNodes }, metrics, log, commandTimeoutMs: Math.max(1000, config.nodeTimeoutMs) });
-    this.membership = new Membership({ redis: this.redis, keys: this.keys, nodeId: config.nodeId, heartbeatMs: config.heartbeatMs, nodeTimeoutMs: config.nodeTimeoutMs, metrics, log, autoRenew: o.autoRenew });
+    this.redis = new VigilRedis({
+      target: redisTargetFromConfig(config),
+      metrics,
+      log,
+      commandTimeoutMs: Math.max(1000, config.nodeTimeoutMs),
+      waitReplicas: config.redisWaitReplicas,
+      waitTimeoutMs: config.redisWaitTimeoutMs,
+    });
+    // a lease renewal queued behind a WAIT could lapse while replicas are away
+    const leaseRedis = this.redis.waitsForReplicas ? this.redis.sibling() : this.redis;
+    this.membership = new Membership({ redis: leaseRedis, keys: this.keys, nodeId: config.nodeId, heartbeatMs: config.heartbeatMs, nodeTimeoutMs: config.nodeTimeoutMs, metrics, log, autoRenew: o.autoRenew });
     this.registry = new ClientRegistry({ redis: this.redis, keys: this.keys, metrics, log });
     this.retained = new RedisRetainedStore({ redis: this.redis, keys: this.keys, metrics, log });
     this.sessions = new RedisSessionStore({ redis: this.redis, keys: this.keys });

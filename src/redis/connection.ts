@@ -1,8 +1,14 @@
-// Redis connections for the cluster: a standalone server (VIGIL_REDIS_URL) or a Redis
-// Cluster (VIGIL_REDIS_CLUSTER_NODES), with every Lua script (src/redis/scripts.ts) defined on it,
+// Redis connections for the cluster: a standalone server (VIGIL_REDIS_URL), the master a set
+// of Redis Sentinels names (VIGIL_REDIS_SENTINELS) or a Redis Cluster
+// (VIGIL_REDIS_CLUSTER_NODES), with every Lua script (src/redis/scripts.ts) defined on it,
 // every command timed into vigil_redis_command_seconds and every failure counted in
-// vigil_redis_errors_total. Scripts are timed under `script:<name>`.
+// vigil_redis_errors_total. Scripts are timed under `script:<name>`. Every connection made
+// here (the main one, pub/sub subscribers, blocking bus readers) asks the sentinels for the
+// master each time it connects, so all of them follow a failover without a restart.
+import { readFileSync } from 'node:fs';
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import type { Config } from '../config.js';
+import { ConfigError } from '../config.js';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../log.js';
 import { loadScripts } from './scripts.js';
@@ -14,7 +20,60 @@ export interface RedisTarget {
   readonly url?: string;
   /** host:port seeds of a Redis Cluster; wins over url when non-empty. */
   readonly clusterNodes?: readonly string[];
+  /** host:port of Redis Sentinels; wins over url when non-empty (with sentinelMaster). */
+  readonly sentinels?: readonly string[];
+  readonly sentinelMaster?: string;
+  readonly sentinelUsername?: string;
+  readonly sentinelPassword?: string;
+  readonly sentinelTls?: boolean;
+  readonly username?: string;
+  readonly password?: string;
+  /** TLS to Redis itself (a rediss:// URL turns it on too). */
+  readonly tls?: boolean;
+  /** PEM CA bundle (contents) for Redis and sentinel certificates. */
+  readonly tlsCa?: string;
 }
+
+/** The Redis target a config names; reads the CA file (a clear error when it cannot). */
+export type RedisTargetConfig = Pick<Config, 'redisUrl' | 'redisClusterNodes'> &
+  Partial<Pick<Config, 'redisSentinels' | 'redisSentinelMaster' | 'redisSentinelUsername' | 'redisSentinelPassword' | 'redisSentinelTls' | 'redisUsername' | 'redisPassword' | 'redisTls' | 'redisTlsCa'>>;
+
+export function redisTargetFromConfig(c: RedisTargetConfig): RedisTarget {
+  let tlsCa: string | undefined;
+  if (c.redisTlsCa) {
+    try {
+      tlsCa = readFileSync(c.redisTlsCa, 'utf8');
+    } catch (err) {
+      throw new ConfigError('VIGIL_REDIS_TLS_CA', `cannot read ${c.redisTlsCa}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  }
+  return {
+    url: c.redisUrl || undefined,
+    clusterNodes: c.redisClusterNodes,
+    sentinels: c.redisSentinels,
+    sentinelMaster: c.redisSentinelMaster,
+    sentinelUsername: c.redisSentinelUsername || undefined,
+    sentinelPassword: c.redisSentinelPassword || undefined,
+    sentinelTls: !!c.redisSentinelTls,
+    username: c.redisUsername || undefined,
+    password: c.redisPassword || undefined,
+    tls: !!c.redisTls,
+    tlsCa,
+  };
+}
+
+/** Whether a config runs a cluster (any Redis target set). */
+export function hasRedisTarget(c: Pick<Config, 'redisUrl' | 'redisClusterNodes' | 'redisSentinels'>): boolean {
+  return !!c.redisUrl || c.redisClusterNodes.length > 0 || c.redisSentinels.length > 0;
+}
+
+function hostPort(hp: string): { host: string; port: number } {
+  const i = hp.lastIndexOf(':');
+  return { host: hp.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(hp.slice(i + 1)) };
+}
+
+/** WAIT answered fewer replicas than asked in time, or the connection changed under the writes. */
+export class ReplicationTimeoutError extends Error {}
 
 export interface VigilRedisOptions {
   readonly target: RedisTarget;
@@ -22,7 +81,19 @@ export interface VigilRedisOptions {
   readonly log?: Logger;
   /** Fail a command that has not answered in this time (never for blocking connections). */
   readonly commandTimeoutMs?: number;
+  /** Replicas a WAIT must confirm before replicated() resolves; 0 = no WAIT. */
+  readonly waitReplicas?: number;
+  readonly waitTimeoutMs?: number;
 }
+
+/** One WAIT shared by every replicated() call of an event-loop turn. */
+interface PendingWait {
+  readonly promise: Promise<void>;
+  readonly generation: number;
+}
+
+/** At most one "WAIT timed out" log line per this many ms (the metric counts each). */
+const WAIT_LOG_EVERY_MS = 10_000;
 
 interface TimedCommand {
   name: string;
@@ -41,9 +112,72 @@ export class VigilRedis {
   /** For ordinary commands and scripts (auto-pipelined). */
   readonly client: RedisConnection;
   private readonly extra = new Set<RedisConnection>();
+  private readonly siblings = new Set<VigilRedis>();
+
+  /** Bumped each time the main connection is (re)established: see replicated(). */
+  private connectionGeneration = 0;
+  private nextWait?: PendingWait;
+  private waitTimeouts = { count: 0, loggedAtMs: -Infinity };
+  private static readonly noWait = Promise.resolve();
 
   constructor(private readonly options: VigilRedisOptions) {
     this.client = this.connect({ autoPipelining: true, commandTimeoutMs: options.commandTimeoutMs });
+    this.client.on('ready', () => this.connectionGeneration++);
+  }
+
+  /** Identifies the main connection now; pass it to replicated() for writes issued from here on. */
+  get generation(): number {
+    return this.connectionGeneration;
+  }
+
+  /** Whether acknowledgements wait for replicas (VIGIL_REDIS_WAIT_REPLICAS > 0). */
+  get waitsForReplicas(): boolean {
+    return (this.options.waitReplicas ?? 0) > 0;
+  }
+
+  /**
+   * Resolves once Redis WAIT confirmed the configured number of replicas hold every write the
+   * main connection had answered when this was called (WAIT covers the writes made on its own
+   * connection before it). All calls of one event-loop turn share one WAIT. Rejects with
+   * ReplicationTimeoutError when fewer replicas confirmed in time, or when the connection was
+   * re-established after `since` (the writes went to a server this WAIT cannot ask about —
+   * after a failover, a master that may have died with them). Resolves at once when off.
+   */
+  replicated(since: number): Promise<void> {
+    if (!this.waitsForReplicas) return VigilRedis.noWait;
+    if (since !== this.connectionGeneration) return Promise.reject(this.replicationFailed('the Redis connection changed under the writes'));
+    if (this.nextWait && this.nextWait.generation === since) return this.nextWait.promise;
+    const generation = this.connectionGeneration;
+    const promise = new Promise<void>((resolve, reject) => {
+      // after every write answered in this turn has called in
+      setImmediate(() => {
+        if (this.nextWait?.promise === promise) this.nextWait = undefined;
+        const want = this.options.waitReplicas!;
+        (this.client as Redis).wait(want, this.options.waitTimeoutMs ?? 500).then(
+          (acked) => {
+            if (generation !== this.connectionGeneration) reject(this.replicationFailed('the Redis connection changed during WAIT'));
+            else if (acked < want) reject(this.replicationFailed(`WAIT confirmed ${acked} of ${want} replicas`));
+            else resolve();
+          },
+          (err: Error) => reject(this.replicationFailed(`WAIT failed: ${err.message}`)),
+        );
+      });
+    });
+    this.nextWait = { promise, generation };
+    return promise;
+  }
+
+  private replicationFailed(why: string): ReplicationTimeoutError {
+    this.options.metrics?.redisWaitTimeoutsTotal.inc();
+    const t = this.waitTimeouts;
+    t.count++;
+    const now = Date.now();
+    if (now - t.loggedAtMs >= WAIT_LOG_EVERY_MS) {
+      this.options.log?.warn({ why, replicas: this.options.waitReplicas, timeoutMs: this.options.waitTimeoutMs, failedSinceLastLog: t.count }, 'writes not confirmed by Redis replicas: not acknowledged');
+      t.loggedAtMs = now;
+      t.count = 0;
+    }
+    return new ReplicationTimeoutError(`not replicated: ${why}`);
   }
 
   get isCluster(): boolean {
@@ -77,32 +211,64 @@ export class VigilRedis {
     }
   }
 
+  /**
+   * The same Redis on a connection of its own that never waits for replicas: lease renewals
+   * must not queue behind a WAIT of the main connection. Closed by close().
+   */
+  sibling(): VigilRedis {
+    const other = new VigilRedis({ ...this.options, waitReplicas: 0 });
+    this.siblings.add(other);
+    return other;
+  }
+
   async close(): Promise<void> {
     const all = [this.client, ...this.extra];
     this.extra.clear();
-    await Promise.all(all.map(closeConnection));
+    const siblings = [...this.siblings];
+    this.siblings.clear();
+    await Promise.all([...all.map(closeConnection), ...siblings.map((s) => s.close())]);
   }
 
   private connect(o: { autoPipelining: boolean; commandTimeoutMs?: number }): RedisConnection {
     const { target, log } = this.options;
+    const tls = target.tls || target.url?.startsWith('rediss://') ? { ...(target.tlsCa ? { ca: target.tlsCa } : {}) } : undefined;
     const redisOptions: RedisOptions = {
       // fail fast so lease renewals notice an outage; callers retry on their own schedule
       maxRetriesPerRequest: 1,
       commandTimeout: o.commandTimeoutMs,
       enableAutoPipelining: o.autoPipelining,
       retryStrategy: (times) => Math.min(50 * times, 1000),
+      // a master demoted by a failover (it came back, or a sentinel reconfigured it) answers
+      // writes with READONLY: reconnect, which asks the sentinels for the master again; the
+      // failed command fails (its caller retries, nothing is acknowledged on it)
+      reconnectOnError: (err) => err.message.startsWith('READONLY'),
+      ...(target.username ? { username: target.username } : {}),
+      ...(target.password ? { password: target.password } : {}),
+      ...(tls ? { tls } : {}),
     };
     let client: RedisConnection;
     if (target.clusterNodes && target.clusterNodes.length > 0) {
-      const seeds = target.clusterNodes.map((hp) => {
-        const i = hp.lastIndexOf(':');
-        return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
+      client = new Cluster(target.clusterNodes.map(hostPort), { redisOptions, enableAutoPipelining: o.autoPipelining, clusterRetryStrategy: (times) => Math.min(100 * times, 2000) });
+    } else if (target.sentinels && target.sentinels.length > 0) {
+      client = new Redis({
+        ...redisOptions,
+        sentinels: target.sentinels.map(hostPort),
+        name: target.sentinelMaster,
+        role: 'master',
+        sentinelUsername: target.sentinelUsername,
+        sentinelPassword: target.sentinelPassword,
+        ...(target.sentinelTls ? { sentinelTLS: { ...(target.tlsCa ? { ca: target.tlsCa } : {}) } } : {}),
+        enableTLSForSentinelMode: !!tls,
+        // asked of every sentinel in turn each time a connection (re)connects
+        sentinelRetryStrategy: (times) => Math.min(100 * times, 1000),
+        // subscribes to +switch-master: a connection to a master that still answers but was
+        // replaced (a partition) is dropped at once, blocking readers included
+        failoverDetector: true,
       });
-      client = new Cluster(seeds, { redisOptions, enableAutoPipelining: o.autoPipelining, clusterRetryStrategy: (times) => Math.min(100 * times, 2000) });
     } else if (target.url) {
       client = new Redis(target.url, redisOptions);
     } else {
-      throw new Error('Redis needs a URL or cluster nodes');
+      throw new Error('Redis needs a URL, sentinels or cluster nodes');
     }
     client.on('error', (err: Error) => {
       this.options.metrics?.redisErrorsTotal.inc({ kind: 'connection' });

@@ -1,9 +1,10 @@
-// Real redis-server processes for cluster tests: one standalone server, or a 3-master Redis
-// Cluster, each on free loopback ports in its own temp dir, with no persistence unless asked.
+// Real redis-server processes for cluster tests: one standalone server, a 3-master Redis
+// Cluster, or a master with replicas watched by redis-sentinel processes, each on free
+// loopback ports in its own temp dir, with no persistence unless asked.
 // Every process started here is killed by stop() and, as a last resort, when the test
 // process exits. Each test should also use its own random key prefix (randomPrefix()).
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,12 +69,18 @@ export interface TestRedis {
   pause(ms: number): Promise<void>;
   /** Starts again on the same port (after kill or stop). */
   restart(): Promise<void>;
+  /** SHUTDOWN (an AOF fsync, as SIGTERM does), then start again on the same port. */
+  shutdownAndRestart(): Promise<void>;
 }
 
 interface ServerOptions {
   appendonly?: boolean;
+  /** appendfsync policy with appendonly (Redis's default: everysec). */
+  appendfsync?: 'always' | 'everysec' | 'no';
   cluster?: boolean;
   port?: number;
+  /** Starts as a replica of this port on 127.0.0.1. */
+  replicaOf?: number;
 }
 
 class RedisProcess {
@@ -81,10 +88,18 @@ class RedisProcess {
   exited?: Promise<void>;
   constructor(readonly port: number, readonly dir: string, readonly options: ServerOptions) {}
 
-  async start(): Promise<void> {
+  /** The program and arguments that start this server. */
+  protected command(): [string, string[]] {
     const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', this.options.appendonly ? 'yes' : 'no', '--protected-mode', 'no', '--loglevel', 'warning'];
+    if (this.options.appendonly && this.options.appendfsync) args.push('--appendfsync', this.options.appendfsync);
+    if (this.options.replicaOf) args.push('--replicaof', '127.0.0.1', String(this.options.replicaOf));
     if (this.options.cluster) args.push('--cluster-enabled', 'yes', '--cluster-config-file', join(this.dir, 'nodes.conf'), '--cluster-node-timeout', '2000');
-    const proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    return ['redis-server', args];
+  }
+
+  async start(): Promise<void> {
+    const [program, args] = this.command();
+    const proc = spawn(program, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc = proc;
     live.add(proc);
     let stderr = '';
@@ -95,13 +110,13 @@ class RedisProcess {
     }));
     const deadline = Date.now() + 10000;
     for (;;) {
-      if (proc.exitCode !== null) throw new Error(`redis-server exited: ${stderr}`);
+      if (proc.exitCode !== null) throw new Error(`${program} exited: ${stderr}`);
       try {
         if ((await redisCli(['-p', String(this.port), 'PING'], 2000)).trim() === 'PONG') return;
       } catch {
         // not up yet
       }
-      if (Date.now() > deadline) throw new Error(`redis-server on ${this.port} did not answer PING`);
+      if (Date.now() > deadline) throw new Error(`${program} on ${this.port} did not answer PING`);
       await sleep(50);
     }
   }
@@ -121,7 +136,7 @@ class RedisProcess {
   }
 }
 
-export async function startRedis(options: { appendonly?: boolean } = {}): Promise<TestRedis> {
+export async function startRedis(options: { appendonly?: boolean; appendfsync?: 'always' | 'everysec' | 'no'; replicaOf?: number } = {}): Promise<TestRedis> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'vigil-redis-'));
   const server = new RedisProcess(port, dir, options);
@@ -151,7 +166,158 @@ export async function startRedis(options: { appendonly?: boolean } = {}): Promis
       await server.stop();
       await server.start();
     },
+    async shutdownAndRestart() {
+      await redisCli(['-p', String(port), 'SHUTDOWN']).catch(() => undefined); // the connection closes as it answers
+      await server.exited;
+      await server.start();
+    },
   };
+}
+
+export interface TestSentinelGroup {
+  /** host:port of each sentinel, as in VIGIL_REDIS_SENTINELS. */
+  readonly sentinels: string[];
+  readonly masterName: string;
+  /** Port of the master the sentinels name now. */
+  master(): Promise<number>;
+  /** Ports of every data server still running (master and replicas). */
+  running(): number[];
+  /** SIGKILLs the data server on this port (a crashed master). */
+  kill(port: number): Promise<void>;
+  /** Resolves with the new master's port once the sentinels promoted one other than `old` and it has `replicas` replicas online. */
+  failedOver(old: number, replicas: number, timeoutMs?: number): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A replicated Redis watched by Sentinels: a master, `replicas` replicas and `sentinels`
+ * redis-sentinel processes (quorum 2), all on loopback ports, announcing 127.0.0.1, with a
+ * master declared down after 1 s so a failover takes a few seconds.
+ */
+export async function startSentinelGroup(options: { replicas?: number; sentinels?: number; appendonly?: boolean } = {}): Promise<TestSentinelGroup> {
+  const dir = mkdtempSync(join(tmpdir(), 'vigil-sentinel-'));
+  const masterName = 'vigil-test';
+  const data: RedisProcess[] = [];
+  const watchers: SentinelProcess[] = [];
+  const stopAll = async () => {
+    await Promise.all([...data, ...watchers].map((p) => p.kill()));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const masterPort = await freePort();
+    const first = new RedisProcess(masterPort, mkdtempSync(join(dir, 'm-')), { appendonly: options.appendonly });
+    data.push(first);
+    await first.start();
+    for (let i = 0; i < (options.replicas ?? 2); i++) {
+      const r = new RedisProcess(await freePort(), mkdtempSync(join(dir, 'r-')), { appendonly: options.appendonly, replicaOf: masterPort });
+      data.push(r);
+      await r.start();
+    }
+    await waitFor(async () => (await redisCli(['-p', String(masterPort), 'INFO', 'replication'])).includes(`connected_slaves:${data.length - 1}`), 20000, 'replicas connected');
+    for (let i = 0; i < (options.sentinels ?? 3); i++) {
+      const s = new SentinelProcess(await freePort(), mkdtempSync(join(dir, 's-')), masterName, masterPort);
+      watchers.push(s);
+      await s.start();
+    }
+    const sentinels = watchers.map((w) => `127.0.0.1:${w.port}`);
+    const master = async (): Promise<number> => {
+      for (const w of watchers) {
+        if (w.proc?.exitCode !== null) continue;
+        try {
+          const out = (await redisCli(['-p', String(w.port), 'SENTINEL', 'get-master-addr-by-name', masterName], 3000)).trim().split('\n');
+          if (out.length >= 2) return Number(out[1]);
+        } catch {
+          // try the next sentinel
+        }
+      }
+      throw new Error('no sentinel answered');
+    };
+    // every sentinel has found the others and the replicas: a failover can be agreed on
+    await waitFor(async () => {
+      for (const w of watchers) {
+        const info = await redisCli(['-p', String(w.port), 'SENTINEL', 'master', masterName], 3000);
+        const field = (name: string) => Number(new RegExp(`(?:^|\\n)${name}\\n(\\d+)`).exec(info)?.[1] ?? -1);
+        if (field('num-other-sentinels') !== watchers.length - 1 || field('num-slaves') !== data.length - 1) return false;
+      }
+      return true;
+    }, 30000, 'sentinels discovered each other and the replicas');
+    return {
+      sentinels,
+      masterName,
+      master,
+      running: () => data.filter((d) => d.proc?.exitCode === null).map((d) => d.port),
+      async kill(port) {
+        await data.find((d) => d.port === port)?.kill();
+      },
+      async failedOver(old, replicas, timeoutMs = 30000) {
+        let now = old;
+        await waitFor(async () => {
+          now = await master().catch(() => old);
+          if (now === old) return false;
+          const info = await redisCli(['-p', String(now), 'INFO', 'replication'], 3000).catch(() => '');
+          if (!info.includes('role:master')) return false;
+          const online = [...info.matchAll(/^slave\d+:.*state=online/gm)].length;
+          return online >= replicas;
+        }, timeoutMs, `a replica promoted in place of ${old} with ${replicas} replica(s) online`);
+        return now;
+      },
+      stop: stopAll,
+    };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+async function waitFor(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await cond().catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/** One redis-sentinel (or redis-server --sentinel where the Debian package is missing). */
+class SentinelProcess extends RedisProcess {
+  constructor(port: number, dir: string, readonly masterName: string, readonly masterPort: number) {
+    super(port, dir, {});
+  }
+
+  protected override command(): [string, string[]] {
+    // the sentinel rewrites its own config file: one per process, in its own directory
+    const conf = join(this.dir, 'sentinel.conf');
+    writeFileSync(
+      conf,
+      [
+        `port ${this.port}`,
+        'bind 127.0.0.1',
+        'protected-mode no',
+        `dir ${this.dir}`,
+        'loglevel warning',
+        'sentinel announce-ip 127.0.0.1',
+        `sentinel monitor ${this.masterName} 127.0.0.1 ${this.masterPort} 2`,
+        `sentinel down-after-milliseconds ${this.masterName} 1000`,
+        `sentinel failover-timeout ${this.masterName} 4000`,
+        `sentinel parallel-syncs ${this.masterName} 2`,
+        '',
+      ].join('\n'),
+    );
+    return hasSentinelBinary() ? ['redis-sentinel', [conf]] : ['redis-server', [conf, '--sentinel']];
+  }
+}
+
+let sentinelBinary: boolean | undefined;
+function hasSentinelBinary(): boolean {
+  if (sentinelBinary === undefined) {
+    try {
+      execFileSync('sh', ['-c', 'command -v redis-sentinel'], { stdio: 'ignore' });
+      sentinelBinary = true;
+    } catch {
+      sentinelBinary = false;
+    }
+  }
+  return sentinelBinary;
 }
 
 export interface TestRedisCluster {

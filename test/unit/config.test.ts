@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, SETTINGS } from '../../src/config.js';
+import { hasRedisTarget, redisTargetFromConfig } from '../../src/redis/connection.js';
 
 const cli = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -57,4 +58,25 @@ test('CLI: --config reads YAML; a broken file exits 2; --help lists every settin
 test('README documents every setting', () => {
   const readme = readFileSync(join(root, 'README.md'), 'utf8');
   for (const d of Object.values(SETTINGS)) assert.ok(readme.includes(d.env), `${d.env} missing from README`);
+});
+
+test('Redis Sentinel, credentials, TLS and WAIT settings: checked together, secrets kept out of --help', () => {
+  const c = loadConfig({ env: { VIGIL_REDIS_SENTINELS: '127.0.0.1:26379, [::1]:26380', VIGIL_REDIS_PASSWORD: 's3cret-redis', VIGIL_REDIS_SENTINEL_PASSWORD: 's3cret-sentinel', VIGIL_REDIS_WAIT_REPLICAS: '1' } });
+  assert.deepEqual(c.redisSentinels, ['127.0.0.1:26379', '[::1]:26380']);
+  assert.equal(c.redisSentinelMaster, 'mymaster');
+  assert.equal(c.redisWaitReplicas, 1);
+  assert.equal(c.redisWaitTimeoutMs, 500);
+  const target = redisTargetFromConfig(c);
+  assert.deepEqual(target.sentinels, c.redisSentinels);
+  assert.equal(target.password, 's3cret-redis');
+  assert.equal(target.sentinelPassword, 's3cret-sentinel');
+  assert.equal(hasRedisTarget(c), true);
+  assert.throws(() => loadConfig({ env: { VIGIL_REDIS_SENTINELS: 'nohostport' } }), /VIGIL_REDIS_SENTINELS.*host:port/);
+  assert.throws(() => loadConfig({ env: { VIGIL_REDIS_SENTINELS: 'a:1', VIGIL_REDIS_CLUSTER_NODES: 'b:2' } }), /VIGIL_REDIS_SENTINELS.*cannot be combined/);
+  assert.throws(() => loadConfig({ env: { VIGIL_REDIS_CLUSTER_NODES: 'b:2', VIGIL_REDIS_WAIT_REPLICAS: '1' } }), /VIGIL_REDIS_WAIT_REPLICAS.*not supported/);
+  assert.throws(() => loadConfig({ env: { VIGIL_REDIS_URL: 'redis://x:1', VIGIL_REDIS_WAIT_REPLICAS: '1', VIGIL_REDIS_WAIT_TIMEOUT_MS: '2000' } }), /VIGIL_REDIS_WAIT_TIMEOUT_MS.*at most half/);
+  assert.throws(() => redisTargetFromConfig({ ...c, redisTlsCa: '/nonexistent/ca.pem' }), /VIGIL_REDIS_TLS_CA.*ENOENT/);
+  const help = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8', timeout: 30000, env: { ...process.env, VIGIL_REDIS_PASSWORD: 's3cret-redis', VIGIL_REDIS_SENTINEL_PASSWORD: 's3cret-sentinel' } });
+  assert.doesNotMatch(help.stdout, /s3cret/);
+  assert.ok(SETTINGS.redisPassword.secret && SETTINGS.redisSentinelPassword.secret, 'passwords are secret settings');
 });

@@ -1,0 +1,111 @@
+// Redis Sentinel failover under audited traffic: a master with two replicas, three
+// redis-sentinel processes, three Vigil nodes following the master through the sentinels.
+// QoS 1 and QoS 2 publishers and persistent subscribers run across the nodes (the audit of
+// test/helpers/audit.ts) while the master is SIGKILLed and a replica is promoted.
+//
+// 1. VIGIL_REDIS_WAIT_REPLICAS=1: every acknowledgement waited for a replica, so nothing
+//    acknowledged is lost and QoS 2 arrives exactly once. Two replicas, because after the
+//    promotion the other one must replicate the new master before any WAIT can succeed again
+//    (with one replica nothing would be acknowledged until the dead master came back). A
+//    Vigil node holding clients with wills is SIGKILLed during the failover: each will
+//    fires once.
+// 2. Without WAIT (after the first failover: the new master has one replica, which this run
+//    promotes in turn): the loss is measured and reported — acknowledged writes the master
+//    had not yet sent to its replica may be gone; that is what the setting is for.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startSentinelGroup, randomPrefix, type TestSentinelGroup } from '../helpers/redis.js';
+import { startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { auditLine, lossRanges, runAudit } from '../helpers/audit.js';
+import { ClientPool, sleep } from '../helpers/mqtt.js';
+
+const WILL_CLIENTS = 8;
+
+let group: TestSentinelGroup;
+let nodes: VigilNode[] = [];
+const clients = new ClientPool();
+
+function sentinelEnv(extra: Record<string, string> = {}): Record<string, string> {
+  return { VIGIL_REDIS_SENTINELS: group.sentinels.join(','), VIGIL_REDIS_SENTINEL_MASTER: group.masterName, ...extra };
+}
+
+async function startNodes(prefix: string, env: Record<string, string>): Promise<VigilNode[]> {
+  const started = await Promise.all(['a', 'b', 'c'].map((nodeId) => startNode({ prefix, nodeId, env })));
+  await waitUntil(async () => (await Promise.all(started.map((n) => n.ready()))).every(Boolean), 20_000, 'nodes ready');
+  return started;
+}
+
+function report(result: Awaited<ReturnType<typeof runAudit>>, label: string): void {
+  for (const q of result.byQos) {
+    process.stdout.write(`# ${label}: ${auditLine(q).slice(2)}\n`);
+    for (const line of lossRanges(q.lost)) process.stdout.write(`#   lost ${line}\n`);
+    for (const line of lossRanges(q.duplicated)) process.stdout.write(`#   duplicated ${line}\n`);
+  }
+}
+
+/** WILL_CLIENTS clients with wills on `holder`, watched by a persistent subscriber on `watcherNode`. */
+async function willsOn(holder: VigilNode, watcherNode: VigilNode): Promise<{ firedOnce(): Promise<void> }> {
+  const watcher = await clients.connect(watcherNode.url, { clientId: `sf-will-watch-${holder.nodeId}`, protocolVersion: 5, clean: false, properties: { sessionExpiryInterval: 600 }, reconnectPeriod: 200, reconnectOnConnackError: true });
+  const seen = new Map<string, number>();
+  watcher.mqtt.on('message', (topic) => seen.set(topic, (seen.get(topic) ?? 0) + 1));
+  await watcher.mqtt.subscribeAsync('sf-will/#', { qos: 1 });
+  const topics: string[] = [];
+  for (let i = 0; i < WILL_CLIENTS; i++) {
+    const topic = `sf-will/${i}`;
+    topics.push(topic);
+    await clients.connect(holder.url, { clientId: `sf-dying-${i}`, protocolVersion: i % 2 ? 5 : 4, will: { topic, payload: Buffer.from(`gone ${i}`), qos: 1, retain: false } });
+  }
+  return {
+    async firedOnce() {
+      await waitUntil(() => topics.every((t) => seen.has(t)), 20_000, 'every will of the dead node');
+      await sleep(500); // room for a second copy to show up
+      for (const t of topics) assert.equal(seen.get(t), 1, `will ${t} fired ${seen.get(t)} times`);
+    },
+  };
+}
+
+before(async () => {
+  group = await startSentinelGroup({ replicas: 2, sentinels: 3 });
+});
+after(async () => {
+  await clients.closeAll();
+  await Promise.all(nodes.map((n) => n.kill('SIGKILL')));
+  await group?.stop();
+});
+
+describe('Redis Sentinel failover', { timeout: 120_000 }, () => {
+  test('without WAIT: master SIGKILLed mid-run, a replica promoted: the nodes follow it, the loss is measured and reported, wills of a node that died meanwhile fire once', async () => {
+    const master = await group.master();
+    nodes = await startNodes(randomPrefix('sn'), sentinelEnv());
+    const [a, b, c] = nodes;
+    const wills = await willsOn(c, a);
+    let promoted = 0;
+    const result = await runAudit({
+      nodes,
+      publishersPerQos: 2,
+      subscribers: 3,
+      durationMs: 12_000,
+      publishEveryMs: 20,
+      settleMs: 8000,
+      log: (line) => process.stdout.write(`# ${line}\n`),
+      faults: [
+        { atMs: 3000, name: `SIGKILL Redis master :${master}`, run: () => group.kill(master) },
+        { atMs: 3300, name: `SIGKILL node ${c.nodeId} (holds ${WILL_CLIENTS} wills) during the failover`, run: () => c.kill('SIGKILL') },
+        {
+          atMs: 3400,
+          name: 'sentinels promote a replica',
+          run: async () => {
+            promoted = await group.failedOver(master, 0, 30_000);
+          },
+        },
+      ],
+    });
+    report(result, 'no WAIT');
+    assert.notEqual(promoted, master, 'a replica was promoted');
+    for (const q of result.byQos) assert.ok(q.acknowledged > 100, `QoS ${q.qos}: traffic flowed (${q.acknowledged} acknowledged)`);
+    const lost = result.byQos.reduce((n, q) => n + q.lost.length, 0);
+    process.stdout.write(`# no WAIT: ${lost} acknowledged deliveries lost across the failover (asynchronous replication; VIGIL_REDIS_WAIT_REPLICAS closes this)\n`);
+    await waitUntil(async () => (await a.ready()) && (await b.ready()), 20_000, 'survivors ready on the new master');
+    await wills.firedOnce();
+  });
+});
