@@ -168,7 +168,7 @@ static int obuf_reserve(obuf_t *b, size_t extra) {
 // State
 
 enum { ST_CONNECTING, ST_WAIT_CONNACK, ST_WAIT_SUBACK, ST_READY, ST_CLOSED };
-enum { SC_PAIRS, SC_FANOUT, SC_FANIN };
+enum { SC_PAIRS, SC_FANOUT, SC_FANIN, SC_CONNECT };
 
 struct flow;
 
@@ -762,12 +762,317 @@ static int next_timeout_ms(int64_t now, int64_t deadline) {
   return (int)ms;
 }
 
+// ------------------------------------------------------------------------------------------
+// Connect storm (--scenario connect): `--concurrency` lanes, each one a closed loop of
+// socket → CONNECT → CONNACK (latency recorded from the connect() call) → DISCONNECT → close,
+// then the next connection on the same lane. With --hold every lane connects once and keeps
+// its connection (a fleet arriving at once: --concurrency = --total); the result line is then
+// printed when every lane has its CONNACK, and the connections stay open for --hold-ms so the
+// harness can read the broker's memory. Client ids: PREFIX-<n> (n = 0, 1, ... in start order,
+// or the lane number with --hold, so a repeated fleet reuses its ids and sessions).
+// --tokens FILE: one "username<TAB>password" per line, used in order, each at most once.
+// --will: a retained QoS 1 will on PREFIX/<id>/state; --clean 0: persistent sessions.
+
+typedef struct {
+  int fd, state, id;
+  int64_t seq;
+  int64_t started;
+  uint8_t in[64];
+  size_t in_len;
+} lane_t;
+
+enum { LN_IDLE, LN_CONNECTING, LN_WAIT_CONNACK, LN_HELD, LN_DONE };
+
+static struct {
+  int concurrency, hold, clean, will;
+  int64_t total, hold_ms;
+  char prefix[100];
+  char **tok_user, **tok_pass;
+  int64_t ntokens;
+} storm = { .concurrency = 100, .hold = 0, .clean = 1, .will = 0, .total = 0, .hold_ms = 0, .prefix = "storm" };
+
+static lane_t *lanes;
+static int64_t sm_started, sm_accepted, sm_accepted_total, sm_refused, sm_held;
+static int64_t sm_first_start = -1, sm_last_ack;
+static int64_t sm_refused_codes[256];
+
+static void load_tokens(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) fatal("--tokens %s: %s", path, strerror(errno));
+  size_t cap = 1024;
+  storm.tok_user = malloc(cap * sizeof(char *));
+  storm.tok_pass = malloc(cap * sizeof(char *));
+  char *line = NULL;
+  size_t lcap = 0;
+  ssize_t n;
+  while ((n = getline(&line, &lcap, f)) > 0) {
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+    char *tab = strchr(line, '\t');
+    if (!tab || n > 60000) continue;
+    *tab = 0;
+    if ((size_t)storm.ntokens == cap) {
+      cap *= 2;
+      storm.tok_user = realloc(storm.tok_user, cap * sizeof(char *));
+      storm.tok_pass = realloc(storm.tok_pass, cap * sizeof(char *));
+      if (!storm.tok_user || !storm.tok_pass) fatal("out of memory");
+    }
+    storm.tok_user[storm.ntokens] = strdup(line);
+    storm.tok_pass[storm.ntokens] = strdup(tab + 1);
+    storm.ntokens++;
+  }
+  free(line);
+  fclose(f);
+  if (storm.ntokens == 0) fatal("--tokens %s: no \"user<TAB>password\" lines", path);
+}
+
+static void lane_close(lane_t *l) {
+  if (l->fd >= 0) {
+    epoll_ctl(ep, EPOLL_CTL_DEL, l->fd, NULL);
+    close(l->fd);
+    l->fd = -1;
+  }
+}
+
+/** Starts the lane's next connection; LN_DONE when the count, the tokens or the time ran out. */
+static void lane_start(lane_t *l, int lane_no, int64_t now) {
+  l->state = LN_DONE;
+  if (now >= t_measure_end) return;
+  if (storm.total > 0 && sm_started >= storm.total) return;
+  if (storm.ntokens > 0 && sm_started >= storm.ntokens) return;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) { note_error("socket: %s", strerror(errno)); return; }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int64_t n = sm_started++;
+  if (cfg.bind_src) {
+    struct sockaddr_in src = { .sin_family = AF_INET, .sin_port = 0 };
+    src.sin_addr.s_addr = htonl((127u << 24) | (uint32_t)(2 + n % 253));
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&src, sizeof src) != 0) { note_error("bind: %s", strerror(errno)); close(fd); return; }
+  }
+  struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons((uint16_t)cfg.port) };
+  dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  l->fd = fd;
+  l->seq = n;
+  l->id = storm.hold ? lane_no : (int)n;
+  l->in_len = 0;
+  l->started = now_ns();
+  if (sm_first_start < 0 && l->started >= t_measure_start) sm_first_start = l->started;
+  if (connect(fd, (struct sockaddr *)&dst, sizeof dst) != 0 && errno != EINPROGRESS) {
+    note_error("connect: %s", strerror(errno));
+    close(fd);
+    l->fd = -1;
+    return;
+  }
+  struct epoll_event ev = { .events = EPOLLOUT, .data.u64 = (uint64_t)lane_no };
+  if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) fatal("epoll_ctl: %s", strerror(errno));
+  l->state = LN_CONNECTING;
+}
+
+static void lane_send_connect(lane_t *l, int lane_no) {
+  int err = 0;
+  socklen_t el = sizeof err;
+  getsockopt(l->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+  if (err) { note_error("connect: %s", strerror(err)); lane_close(l); l->state = LN_IDLE; return; }
+  char id[160], topic[256];
+  snprintf(id, sizeof id, "%s-%d", storm.prefix, l->id);
+  const char *user = NULL, *pass = NULL;
+  if (storm.ntokens > 0) {
+    int64_t k = l->seq % storm.ntokens;
+    user = storm.tok_user[k];
+    pass = storm.tok_pass[k];
+  }
+  size_t rl = 10 + 2 + strlen(id);
+  if (storm.will) {
+    snprintf(topic, sizeof topic, "%s/%s/state", storm.prefix, id);
+    rl += 2 + strlen(topic) + 2 + 7;
+  }
+  if (user) rl += 2 + strlen(user) + 2 + strlen(pass);
+  uint8_t *p = malloc(rl + 5);
+  if (!p) fatal("out of memory");
+  size_t h = 0;
+  p[h++] = 0x10;
+  h += put_varint(p + h, rl);
+  h += put_str(p + h, "MQTT");
+  p[h++] = 4;
+  uint8_t flags = storm.clean ? 0x02 : 0;
+  if (storm.will) flags |= 0x04 | (1 << 3) | 0x20;  // will, QoS 1, retained
+  if (user) flags |= 0xc0;
+  p[h++] = flags;
+  p[h++] = (uint8_t)(cfg.keepalive >> 8);
+  p[h++] = (uint8_t)cfg.keepalive;
+  h += put_str(p + h, id);
+  if (storm.will) {
+    h += put_str(p + h, topic);
+    h += put_str(p + h, "offline");
+  }
+  if (user) {
+    h += put_str(p + h, user);
+    h += put_str(p + h, pass);
+  }
+  ssize_t n = send(l->fd, p, h, MSG_NOSIGNAL);
+  free(p);
+  if (n != (ssize_t)h) { note_error("send CONNECT: %s", n < 0 ? strerror(errno) : "short write"); lane_close(l); l->state = LN_IDLE; return; }
+  struct epoll_event ev = { .events = EPOLLIN, .data.u64 = (uint64_t)lane_no };
+  epoll_ctl(ep, EPOLL_CTL_MOD, l->fd, &ev);
+  l->state = LN_WAIT_CONNACK;
+}
+
+static void lane_read(lane_t *l) {
+  ssize_t n = recv(l->fd, l->in + l->in_len, sizeof l->in - l->in_len, 0);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  if (n <= 0) { note_error("connection closed before CONNACK (%s)", n < 0 ? strerror(errno) : "EOF"); lane_close(l); l->state = LN_IDLE; return; }
+  l->in_len += (size_t)n;
+  if (l->in_len < 4) return;
+  if (l->in[0] != 0x20 || l->in[1] != 2) { note_error("expected CONNACK, got 0x%02x", l->in[0]); lane_close(l); l->state = LN_IDLE; return; }
+  int64_t now = now_ns();
+  int rc = l->in[3];
+  if (rc != 0) {
+    sm_refused++;
+    sm_refused_codes[rc]++;
+    lane_close(l);
+    l->state = LN_IDLE;
+    return;
+  }
+  sm_accepted_total++;
+  if (storm.hold || (l->started >= t_measure_start && now < t_measure_end)) {
+    sm_accepted++;
+    hist_record(now - l->started);
+    sm_last_ack = now;
+  }
+  if (storm.hold) {
+    l->state = LN_HELD;
+    sm_held++;
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP, .data.u64 = (uint64_t)(l - lanes) };
+    epoll_ctl(ep, EPOLL_CTL_MOD, l->fd, &ev);
+    return;
+  }
+  static const uint8_t disconnect[2] = { 0xe0, 0 };
+  send(l->fd, disconnect, 2, MSG_NOSIGNAL);
+  lane_close(l);
+  l->state = LN_IDLE;
+}
+
+static void storm_result(int ok, const char *event) {
+  double p50 = hist_quantile_us(0.5), p99 = hist_quantile_us(0.99);
+  int64_t cpu_now = cpu_us(), wall_now = now_ns();
+  double cpu_win = (double)(cpu_now - (cpu_at_start >= 0 ? cpu_at_start : cpu_at_launch));
+  double wall_win = (double)(wall_now - (cpu_at_start >= 0 ? wall_at_start : wall_at_launch)) / 1000.0;
+  FILE *f = stdout;
+  fprintf(f, "{");
+  if (event) fprintf(f, "\"event\":\"%s\",", event);
+  fprintf(f, "\"ok\":%s,\"started\":%lld,\"accepted\":%lld,\"acceptedTotal\":%lld,\"refused\":%lld,\"held\":%lld,\"refusedCodes\":{",
+          ok ? "true" : "false", (long long)sm_started, (long long)sm_accepted, (long long)sm_accepted_total, (long long)sm_refused, (long long)sm_held);
+  int first = 1;
+  for (int i = 0; i < 256; i++) {
+    if (!sm_refused_codes[i]) continue;
+    fprintf(f, "%s\"%d\":%lld", first ? "" : ",", i, (long long)sm_refused_codes[i]);
+    first = 0;
+  }
+  fprintf(f, "},");
+  if (p50 >= 0) fprintf(f, "\"p50Us\":%.1f,\"p99Us\":%.1f,", p50, p99);
+  else fprintf(f, "\"p50Us\":null,\"p99Us\":null,");
+  int64_t span = sm_first_start >= 0 && sm_last_ack > sm_first_start ? (sm_last_ack - sm_first_start) / 1000 : 0;
+  fprintf(f, "\"spanUs\":%lld,\"cpuUs\":%.0f,\"wallUs\":%.0f,\"errors\":%lld,\"error\":", (long long)span, cpu_win, wall_win, (long long)st_errors);
+  json_str(f, first_error);
+  fprintf(f, "}\n");
+  fflush(f);
+}
+
+static int run_connect_storm(void) {
+  if (storm.hold) {
+    if (storm.total <= 0) storm.total = storm.concurrency;
+    storm.concurrency = (int)storm.total;
+    // every held connection is one descriptor here: raise the soft limit to the hard one
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+      rl.rlim_cur = rl.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)storm.total + 64)
+      fatal("--hold %lld connections needs that many descriptors; the limit is %lld", (long long)storm.total, (long long)rl.rlim_cur);
+  }
+  lanes = calloc((size_t)storm.concurrency, sizeof *lanes);
+  if (!lanes) fatal("out of memory");
+  ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) fatal("epoll_create1: %s", strerror(errno));
+  printf("{\"event\":\"go\"}\n");
+  fflush(stdout);
+  t_go = now_ns();
+  t_measure_start = storm.hold ? t_go : t_go + cfg.warmup_ms * 1000000LL;
+  t_measure_end = t_measure_start + cfg.duration_ms * 1000000LL;
+  if (storm.hold) { cpu_at_start = cpu_us(); wall_at_start = t_go; }
+  for (int i = 0; i < storm.concurrency; i++) {
+    lanes[i].fd = -1;
+    lane_start(&lanes[i], i, t_go);
+  }
+  struct epoll_event evs[MAX_EVENTS];
+  int active = storm.concurrency;
+  while (active > 0) {
+    int64_t now = now_ns();
+    if (cpu_at_start < 0 && now >= t_measure_start) { cpu_at_start = cpu_us(); wall_at_start = now; }
+    if (now >= t_measure_end) break;
+    int n = epoll_wait(ep, evs, MAX_EVENTS, next_timeout_ms(now, t_measure_end));
+    if (n < 0 && errno != EINTR) fatal("epoll_wait: %s", strerror(errno));
+    for (int i = 0; i < n; i++) {
+      int k = (int)evs[i].data.u64;
+      lane_t *l = &lanes[k];
+      if (l->state == LN_CONNECTING) lane_send_connect(l, k);
+      else if (l->state == LN_WAIT_CONNACK) lane_read(l);
+      else if (l->state == LN_HELD) {
+        note_error("held connection %d closed by the broker", l->id);
+        lane_close(l);
+        l->state = LN_DONE;
+        sm_held--;
+      }
+      if (l->state == LN_IDLE) lane_start(l, k, now_ns());
+    }
+    active = 0;
+    for (int i = 0; i < storm.concurrency; i++) if (lanes[i].state == LN_CONNECTING || lanes[i].state == LN_WAIT_CONNACK) active++;
+  }
+  cpu_at_end = cpu_us();
+  wall_at_end = now_ns();
+  if (cpu_at_start < 0) { cpu_at_start = cpu_at_end; wall_at_start = wall_at_end; }
+  int64_t unanswered = 0;
+  for (int i = 0; i < storm.concurrency; i++) {
+    lane_t *l = &lanes[i];
+    if (l->state == LN_CONNECTING || l->state == LN_WAIT_CONNACK) { unanswered++; lane_close(l); l->state = LN_DONE; }
+  }
+  if (unanswered && storm.hold) note_error("%lld connections without CONNACK after %lld ms", (long long)unanswered, (long long)cfg.duration_ms);
+  if (storm.hold) {
+    storm_result(st_errors == 0, "connected");
+    int64_t hold_end = now_ns() + storm.hold_ms * 1000000LL;
+    for (int64_t now = now_ns(); now < hold_end; now = now_ns()) {
+      int n = epoll_wait(ep, evs, MAX_EVENTS, next_timeout_ms(now, hold_end));
+      for (int i = 0; i < n; i++) {
+        lane_t *l = &lanes[(int)evs[i].data.u64];
+        if (l->state != LN_HELD) continue;
+        note_error("held connection %d closed by the broker", l->id);
+        lane_close(l);
+        l->state = LN_DONE;
+        sm_held--;
+      }
+    }
+    static const uint8_t disconnect[2] = { 0xe0, 0 };
+    for (int i = 0; i < storm.concurrency; i++) {
+      lane_t *l = &lanes[i];
+      if (l->state != LN_HELD) continue;
+      send(l->fd, disconnect, 2, MSG_NOSIGNAL);
+      lane_close(l);
+    }
+  }
+  storm_result(st_errors == 0, NULL);
+  return 0;
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage: loadgen --port P [--sub-port P2] [--host 127.0.0.1] --scenario pairs|fanout|fanin --qos 0|1\n"
           "               --pubs N --subs M --inflight W [--size 64] --duration-ms D --warmup-ms X\n"
           "               [--rate MSG_PER_S] [--topic PREFIX] [--max-msgs N] [--setup-timeout-ms 30000]\n"
-          "               [--keepalive 600] [--turn-us 0] [--no-bind] [--sub-v5-alias N]\n");
+          "               [--keepalive 600] [--turn-us 0] [--no-bind] [--sub-v5-alias N]\n"
+          "       loadgen --port P --scenario connect [--concurrency 100] [--total N] [--hold --hold-ms MS]\n"
+          "               [--tokens FILE] [--clean 0|1] [--will] [--id-prefix storm] --duration-ms D --warmup-ms X\n");
 }
 
 static int64_t num_arg(const char *name, const char *s, int64_t lo, int64_t hi) {
@@ -791,7 +1096,10 @@ static void parse_args(int argc, char **argv) {
     { "warmup-ms", required_argument, 0, 'u' }, { "rate", required_argument, 0, 'r' },
     { "topic", required_argument, 0, 't' }, { "max-msgs", required_argument, 0, 'x' },
     { "setup-timeout-ms", required_argument, 0, 'T' }, { "keepalive", required_argument, 0, 'k' },
-    { "turn-us", required_argument, 0, 'U' }, { "sub-v5-alias", required_argument, 0, 'A' }, { "no-bind", no_argument, 0, 'B' }, { "help", no_argument, 0, 'h' }, { 0, 0, 0, 0 },
+    { "turn-us", required_argument, 0, 'U' }, { "sub-v5-alias", required_argument, 0, 'A' }, { "no-bind", no_argument, 0, 'B' }, { "help", no_argument, 0, 'h' },
+    { "concurrency", required_argument, 0, 1001 }, { "total", required_argument, 0, 1002 }, { "hold", no_argument, 0, 1003 },
+    { "hold-ms", required_argument, 0, 1004 }, { "tokens", required_argument, 0, 1005 }, { "clean", required_argument, 0, 1006 },
+    { "will", no_argument, 0, 1007 }, { "id-prefix", required_argument, 0, 1008 }, { 0, 0, 0, 0 },
   };
   int o;
   while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -808,6 +1116,7 @@ static void parse_args(int argc, char **argv) {
         if (!strcmp(optarg, "pairs")) cfg.scenario = SC_PAIRS;
         else if (!strcmp(optarg, "fanout")) cfg.scenario = SC_FANOUT;
         else if (!strcmp(optarg, "fanin")) cfg.scenario = SC_FANIN;
+        else if (!strcmp(optarg, "connect")) cfg.scenario = SC_CONNECT;
         else { fprintf(stderr, "loadgen: unknown --scenario %s\n", optarg); exit(2); }
         break;
       case 'q': cfg.qos = (int)num_arg("qos", optarg, 0, 1); break;
@@ -828,12 +1137,24 @@ static void parse_args(int argc, char **argv) {
       case 'U': cfg.turn_us = num_arg("turn-us", optarg, 0, 100000); break;
       case 'A': cfg.sub_v5_alias = (int)num_arg("sub-v5-alias", optarg, 0, 65535); break;
       case 'B': cfg.bind_src = 0; break;
+      case 1001: storm.concurrency = (int)num_arg("concurrency", optarg, 1, MAX_CLIENTS); break;
+      case 1002: storm.total = num_arg("total", optarg, 0, 100000000LL); break;
+      case 1003: storm.hold = 1; break;
+      case 1004: storm.hold_ms = num_arg("hold-ms", optarg, 0, 600000); break;
+      case 1005: load_tokens(optarg); break;
+      case 1006: storm.clean = (int)num_arg("clean", optarg, 0, 1); break;
+      case 1007: storm.will = 1; break;
+      case 1008:
+        if (strlen(optarg) == 0 || strlen(optarg) >= sizeof storm.prefix || strchr(optarg, '+') || strchr(optarg, '#')) { fprintf(stderr, "loadgen: bad --id-prefix\n"); exit(2); }
+        strcpy(storm.prefix, optarg);
+        break;
       case 'h': usage(); exit(0);
       default: usage(); exit(2);
     }
   }
   if (optind < argc || !cfg.port) { usage(); exit(2); }
   if (!cfg.sub_port) cfg.sub_port = cfg.port;
+  if (storm.hold && storm.total > MAX_CLIENTS) { fprintf(stderr, "loadgen: --hold takes at most %d connections\n", MAX_CLIENTS); exit(2); }
   if (cfg.scenario == SC_PAIRS && cfg.pubs != cfg.subs) { fprintf(stderr, "loadgen: pairs needs --pubs == --subs\n"); exit(2); }
   if (!cfg.topic[0]) {
     const char *d = cfg.scenario == SC_FANOUT ? "bench/fanout" : cfg.scenario == SC_FANIN ? "bench/fanin" : cfg.qos ? "bench/q1" : "bench/q0";
@@ -845,9 +1166,10 @@ int main(int argc, char **argv) {
   parse_args(argc, argv);
   signal(SIGPIPE, SIG_IGN);
   // Last resort: SIGALRM's default action ends the process whatever the loop is doing.
-  alarm((unsigned)((cfg.setup_timeout_ms + cfg.warmup_ms + cfg.duration_ms) / 1000 + 15));
+  alarm((unsigned)((cfg.setup_timeout_ms + cfg.warmup_ms + cfg.duration_ms + storm.hold_ms) / 1000 + 15));
   wall_at_launch = now_ns();
   cpu_at_launch = cpu_us();
+  if (cfg.scenario == SC_CONNECT) return run_connect_storm();
 
   nflows = cfg.pubs;
   nconns = cfg.pubs + cfg.subs;
