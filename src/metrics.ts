@@ -1,7 +1,98 @@
 // Every metric Vigil exports, in one module. Names follow Prometheus conventions:
 // vigil_<thing>_<unit>, counters end in _total. Each node has its own registry so several
 // brokers in one process (tests) do not collide; `node` is a default label.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type CounterConfiguration, type GaugeConfiguration } from 'prom-client';
+
+type LabelValues<T extends string> = Partial<Record<T, string | number>>;
+
+/** The key of one label set, in label-name order. */
+function labelKey<T extends string>(names: readonly T[], labels: LabelValues<T>): string {
+  if (names.length === 1) return String(labels[names[0]]);
+  let key = '';
+  for (const name of names) key += `${labels[name]}\u0000`;
+  return key;
+}
+
+/**
+ * A labelled counter counted on every connection (accept, CONNECT outcome, close): inc()
+ * adds to a plain number per label set, and the sums reach prom-client when the metric is
+ * read (scrape, get()). prom-client hashes and validates the label object on every inc()
+ * (~0.6 µs), which a connect storm paid several times per CONNECT. Label sets are the
+ * metric's own bounded ones, so the map stays small.
+ */
+class DeferredCounter<T extends string> {
+  private readonly counts = new Map<string, { labels: LabelValues<T>; n: number }>();
+  private readonly names: readonly T[];
+  readonly metric: Counter<T>;
+
+  constructor(config: CounterConfiguration<T>) {
+    const counts = this.counts;
+    this.names = config.labelNames ?? [];
+    this.metric = new Counter<T>({
+      ...config,
+      collect(this: Counter<T>) {
+        for (const e of counts.values()) {
+          if (e.n === 0) continue;
+          this.inc(e.labels, e.n);
+          e.n = 0;
+        }
+      },
+    });
+  }
+
+  inc(labels: LabelValues<T>, n = 1): void {
+    const key = labelKey(this.names, labels);
+    const e = this.counts.get(key);
+    if (e) e.n += n;
+    else this.counts.set(key, { labels: { ...labels }, n });
+  }
+
+  get(): ReturnType<Counter<T>['get']> {
+    return this.metric.get();
+  }
+}
+
+/** A labelled gauge changed on every connection; like DeferredCounter, handed to prom-client when read. */
+class DeferredGauge<T extends string> {
+  private readonly values = new Map<string, { labels: LabelValues<T>; v: number }>();
+  private readonly names: readonly T[];
+  readonly metric: Gauge<T>;
+
+  constructor(config: GaugeConfiguration<T>) {
+    const values = this.values;
+    this.names = config.labelNames ?? [];
+    this.metric = new Gauge<T>({
+      ...config,
+      collect(this: Gauge<T>) {
+        for (const e of values.values()) this.set(e.labels, e.v);
+      },
+    });
+  }
+
+  private entry(labels: LabelValues<T>): { labels: LabelValues<T>; v: number } {
+    const key = labelKey(this.names, labels);
+    let e = this.values.get(key);
+    if (!e) {
+      e = { labels: { ...labels }, v: 0 };
+      this.values.set(key, e);
+    }
+    return e;
+  }
+
+  set(labels: LabelValues<T>, v: number): void {
+    this.entry(labels).v = v;
+  }
+
+  /** One label set's value, bound once (per listener, say): inc/dec are then plain arithmetic. */
+  bind(labels: LabelValues<T>): { inc(): void; dec(): void } {
+    const e = this.entry(labels);
+    return { inc: () => void e.v++, dec: () => void e.v-- };
+  }
+
+  get(): ReturnType<Gauge<T>['get']> {
+    return this.metric.get();
+  }
+}
 
 export function createMetrics(nodeId: string, options: { processMetrics?: boolean } = {}) {
   const registry = new Registry();
@@ -12,11 +103,11 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
   const m = {
     registry,
     // --- connections ---
-    connectionsCurrent: new Gauge({ name: 'vigil_connections_current', help: 'Open MQTT connections (all listeners)', labelNames: ['listener'], registers: r }),
-    connectionsOpenedTotal: new Counter({ name: 'vigil_connections_opened_total', help: 'Sockets accepted', labelNames: ['listener'], registers: r }),
-    connectionsClosedTotal: new Counter({ name: 'vigil_connections_closed_total', help: 'Connections closed, by reason', labelNames: ['reason'], registers: r }),
+    connectionsCurrent: new DeferredGauge({ name: 'vigil_connections_current', help: 'Open MQTT connections (all listeners)', labelNames: ['listener'], registers: r }),
+    connectionsOpenedTotal: new DeferredCounter({ name: 'vigil_connections_opened_total', help: 'Sockets accepted', labelNames: ['listener'], registers: r }),
+    connectionsClosedTotal: new DeferredCounter({ name: 'vigil_connections_closed_total', help: 'Connections closed, by reason', labelNames: ['reason'], registers: r }),
     connectionsRefusedTotal: new Counter({ name: 'vigil_connections_refused_total', help: 'Sockets refused before CONNECT, by reason', labelNames: ['reason'], registers: r }),
-    connectOutcomesTotal: new Counter({ name: 'vigil_connect_outcomes_total', help: 'CONNECT results by MQTT 5 reason code', labelNames: ['code', 'version'], registers: r }),
+    connectOutcomesTotal: new DeferredCounter({ name: 'vigil_connect_outcomes_total', help: 'CONNECT results by MQTT 5 reason code', labelNames: ['code', 'version'], registers: r }),
     protocolErrorsTotal: new Counter({ name: 'vigil_protocol_errors_total', help: 'Connections closed for a protocol violation or malformed packet', labelNames: ['reason'], registers: r }),
     takeoversTotal: new Counter({ name: 'vigil_takeovers_total', help: 'Session takeovers (a second connection with the same client id)', labelNames: ['scope'], registers: r }),
 
@@ -32,14 +123,14 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     retainedSnapshotsEndedTotal: new Counter({ name: 'vigil_retained_snapshots_ended_total', help: 'Retained snapshots ended: complete, or abandoned (unsubscribed, replaced by a new subscribe, disconnected)', labelNames: ['how'], registers: r }),
 
     // --- sessions ---
-    sessionsCurrent: new Gauge({ name: 'vigil_sessions_current', help: 'Sessions on this node, by state', labelNames: ['state'], registers: r }),
+    sessionsCurrent: new DeferredGauge({ name: 'vigil_sessions_current', help: 'Sessions on this node, by state', labelNames: ['state'], registers: r }),
     subscriptionsCurrent: new Gauge({ name: 'vigil_subscriptions_current', help: 'Subscriptions held by sessions on this node', registers: r }),
     queuedMessages: new Gauge({ name: 'vigil_queued_messages', help: 'Messages waiting in session queues (offline or beyond in-flight)', registers: r }),
     inflightMessages: new Gauge({ name: 'vigil_inflight_messages', help: 'Outgoing QoS 1/2 messages awaiting acknowledgement', registers: r }),
     sessionsExpiredTotal: new Counter({ name: 'vigil_sessions_expired_total', help: 'Persistent sessions removed at expiry', registers: r }),
 
     // --- identity ---
-    authVerificationsTotal: new Counter({ name: 'vigil_auth_verifications_total', help: 'Authentication attempts by outcome and reason', labelNames: ['outcome', 'reason'], registers: r }),
+    authVerificationsTotal: new DeferredCounter({ name: 'vigil_auth_verifications_total', help: 'Authentication attempts by outcome and reason', labelNames: ['outcome', 'reason'], registers: r }),
     authVerifySeconds: new Histogram({ name: 'vigil_auth_verify_seconds', help: 'Time to verify a token in the pool', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: r }),
     authPoolQueueDepth: new Gauge({ name: 'vigil_auth_pool_queue_depth', help: 'Tasks waiting for a pool worker', registers: r }),
     authPoolWaitSeconds: new Histogram({ name: 'vigil_auth_pool_wait_seconds', help: 'Time a task waited for a pool worker', buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1], registers: r }),

@@ -188,8 +188,8 @@ export class VigilServer {
   /** Every listener asks here: no new connections while draining or at the limit; tracked for stop(). */
   private admit(stream: Duplex, _listener: string): boolean {
     if (this.draining) return false;
-    const address = (stream as { remoteAddress?: string }).remoteAddress ?? 'unknown';
-    if (!this.connectRate.take(address, this.clock.now())) {
+    // the address costs a getpeername call: only when the rate limit is on
+    if (this.connectRate.enabled && !this.connectRate.take((stream as { remoteAddress?: string }).remoteAddress ?? 'unknown', this.clock.now())) {
       this.metrics.connectionsRefusedTotal.inc({ reason: 'connect_rate' });
       this.metrics.limitHitsTotal.inc({ limit: 'connect_rate' });
       return false;

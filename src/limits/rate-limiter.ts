@@ -44,6 +44,11 @@ export class RateLimiter {
     return this.buckets.size;
   }
 
+  /** False when the limit is off: callers may skip working out the key. */
+  get enabled(): boolean {
+    return this.ratePerS > 0;
+  }
+
   /** Takes one token; false when the key is over its rate. */
   take(key: string, nowMs: number): boolean {
     if (this.ratePerS <= 0) return true;
@@ -84,6 +89,11 @@ export class FailureLimiter {
 
   get trackedKeys(): number {
     return this.state.size;
+  }
+
+  /** False when no key can be blocked now (off, or no failures tracked): callers may skip working out the key. */
+  get active(): boolean {
+    return this.maxFailures > 0 && this.state.size > 0;
   }
 
   /** Milliseconds the key stays blocked, 0 when it may try. */

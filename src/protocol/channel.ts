@@ -76,13 +76,17 @@ export class Channel implements SessionLink, LiveConnection {
   serverKeepAlive?: number;
   /** Whether reason strings and user properties may be sent (MQTT 5 Request Problem Information). */
   problemInfo = true;
-  readonly inboundAliases = new Map<number, string>();
+  /** Topic aliases the client set (MQTT 5), made on first use: most connections never alias. */
+  get inboundAliases(): Map<number, string> {
+    return (this.aliases ??= new Map());
+  }
+  private aliases?: Map<number, string>;
   /** MQTT 5: the aliases Vigil sends this client, when it accepts some (Topic Alias Maximum > 0). */
   outboundAliases?: OutboundAliases;
   /** Set when the client ended with DISCONNECT 0x00: no will [MQTT-3.14.4-3]. */
   normalDisconnect = false;
   /** Cluster: acknowledgements waiting for their publish to be stored, in arrival order. */
-  ackChain: Promise<unknown> = Promise.resolve();
+  ackChain: Promise<unknown> = SETTLED;
   acksWaiting = 0;
   /** Cluster: closed because a newer incarnation took over elsewhere, or this node was fenced. */
   superseded = false;
@@ -378,6 +382,8 @@ export class Channel implements SessionLink, LiveConnection {
 }
 
 const PINGRESP = Buffer.from([0xd0, 0x00]);
+/** The start of every ackChain: one settled promise shared by all channels. */
+const SETTLED: Promise<unknown> = Promise.resolve();
 const CONNACK_UNACCEPTABLE_PROTOCOL_LEVEL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
 
 /** PUBACK / PUBREC / PUBREL / PUBCOMP with success: four bytes, no encoder needed. */

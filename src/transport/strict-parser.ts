@@ -30,10 +30,16 @@ interface ParserInternals {
   _parseProperties(): unknown;
   _parsePayload(): boolean;
   _emitError(err: Error): void;
+  _resetState(): void;
 }
 
 type ParserClass = new () => ParserInternals & { parser(opt: object): unknown };
-const Base = createRequire(import.meta.url)('mqtt-packet/parser.js') as ParserClass;
+const requireHere = createRequire(import.meta.url);
+const Base = requireHere('mqtt-packet/parser.js') as ParserClass;
+// The Packet and BufferList classes mqtt-packet itself uses (bl resolved from mqtt-packet's own place).
+const requireFromMqttPacket = createRequire(requireHere.resolve('mqtt-packet'));
+const Packet = requireFromMqttPacket('./packet') as new () => ParserInternals['packet'];
+const { BufferList } = requireFromMqttPacket('bl') as { BufferList: new () => ParserInternals['_list'] };
 
 /** mqtt-packet's own errors that 5.0 calls a Protocol Error rather than a Malformed Packet. */
 const PROTOCOL_ERRORS: Record<string, number> = {
@@ -48,6 +54,18 @@ class StrictParser extends Base {
   constructor() {
     super();
     this.parser({ protocolVersion: 4 });
+  }
+
+  /**
+   * Cheap to create: the stock parser buffers input in a `bl` stream, a full Duplex
+   * (EventEmitter plus readable and writable state) per connection, which a connect storm
+   * paid on every CONNECT. The parser only uses bl's BufferList methods: a plain BufferList.
+   */
+  override _resetState(): void {
+    this.packet = new Packet();
+    this.error = null;
+    this._list = new BufferList();
+    (this as unknown as { _stateCounter: number })._stateCounter = 0;
   }
 
   /** The protocol level of a CONNECT being parsed (5 once its level byte is read), for the refusal's form. */

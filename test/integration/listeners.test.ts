@@ -141,7 +141,8 @@ describe('TLS listener', { skip: skipTls, timeout: 60_000 }, () => {
       const pub = await connect(url, { ca, clientId: 'tls-pub', protocolVersion: 4 });
       clients.push(sub, pub);
       assert.equal(await roundTrip(sub, pub, 'tls/hello', 'over tls'), 'over tls');
-      assert.equal(t.ctx.metrics.connectionsCurrent.labels('tls') !== undefined, true);
+      const current = await t.ctx.metrics.connectionsCurrent.get();
+      assert.equal(current.values.find((v) => v.labels.listener === 'tls')?.value, 2);
       const opened = await t.ctx.metrics.connectionsOpenedTotal.get();
       assert.equal(opened.values.find((v) => v.labels.listener === 'tls')?.value, 2);
       assert.equal(channelFor(t, 'tls-sub')?.identity?.certSubject, undefined, 'no client certificate, no subject');

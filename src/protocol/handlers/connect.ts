@@ -32,7 +32,8 @@ export function handleConnect(ch: Channel, packet: IConnectPacket): void {
   // authentication failures back off per address and per username, before any crypto
   const { limits, clock } = ch.ctx;
   const now = clock.now();
-  if (limits.authFailuresByAddress.blockedFor(ch.io.remoteAddress, now) > 0 || (packet.username && limits.authFailuresByUsername.blockedFor(packet.username, now) > 0)) {
+  const byAddress = limits.authFailuresByAddress;
+  if ((byAddress.active && byAddress.blockedFor(ch.io.remoteAddress, now) > 0) || (packet.username && limits.authFailuresByUsername.blockedFor(packet.username, now) > 0)) {
     ch.ctx.metrics.limitHitsTotal.inc({ limit: 'auth_failures' });
     return refuse(ch, { code: RC.CONNECTION_RATE_EXCEEDED, reason: 'too many failed authentications, back off' });
   }
@@ -45,7 +46,10 @@ export function handleConnect(ch: Channel, packet: IConnectPacket): void {
     authMethod: packet.properties?.authenticationMethod,
     authData: packet.properties?.authenticationData,
     protocolVersion: version,
-    remoteAddress: ch.io.remoteAddress,
+    // a getter: the address costs a getpeername call, and only a refusal or a log line needs it
+    get remoteAddress() {
+      return ch.io.remoteAddress;
+    },
     certSubject: ch.io.certSubject,
   });
   if (outcome instanceof Promise) ch.waitFor(outcome, (o) => authenticated(ch, packet, o));
@@ -185,9 +189,8 @@ function accept(ch: Channel, packet: IConnectPacket): void {
 function connected(ch: Channel, session: Session, present: boolean, expiryS: number, requested: number): void {
   const { config, metrics, clock, log } = ch.ctx;
   ch.session = session;
-  const connack: IConnackPacket = { cmd: 'connack', sessionPresent: present };
+  ch.state = 'connected';
   if (ch.protocolVersion === 5) {
-    connack.reasonCode = RC.SUCCESS;
     const props: NonNullable<IConnackPacket['properties']> = {
       receiveMaximum: config.maxInflight,
       maximumPacketSize: config.maxPacketSize,
@@ -198,18 +201,21 @@ function connected(ch: Channel, session: Session, present: boolean, expiryS: num
     if (ch.serverKeepAlive !== undefined) props.serverKeepAlive = ch.serverKeepAlive;
     if (expiryS !== requested) props.sessionExpiryInterval = expiryS;
     if (ch.authMethod) props.authenticationMethod = ch.authMethod;
-    connack.properties = props;
+    ch.send({ cmd: 'connack', sessionPresent: present, reasonCode: RC.SUCCESS, properties: props });
   } else {
-    connack.returnCode = 0;
+    // 3.1/3.1.1 CONNACK accepted has two forms only: no encoder needed
+    ch.io.write(present ? CONNACK_ACCEPTED_PRESENT : CONNACK_ACCEPTED);
   }
-  ch.state = 'connected';
-  ch.send(connack);
-  metrics.connectOutcomesTotal.inc({ code: 'success', version: String(ch.protocolVersion) });
-  log.debug({ clientId: ch.clientId, username: ch.identity?.username, version: ch.protocolVersion, present }, 'client connected');
+  metrics.connectOutcomesTotal.inc({ code: 'success', version: VERSION_LABEL[ch.protocolVersion] });
+  if (log.isLevelEnabled('debug')) log.debug({ clientId: ch.clientId, username: ch.identity?.username, version: ch.protocolVersion, present }, 'client connected');
   session.receiveAs(ch.identity!); // before resume: what waited is checked against this identity
   session.resume(ch, clock.now()); // [MQTT-4.4.0-1] resend unacknowledged messages
   ch.drainBacklog();
 }
+
+const CONNACK_ACCEPTED = Buffer.from([0x20, 0x02, 0x00, 0x00]);
+const CONNACK_ACCEPTED_PRESENT = Buffer.from([0x20, 0x02, 0x01, 0x00]);
+const VERSION_LABEL = { 3: '3', 4: '4', 5: '5' } as const;
 
 function willRecord(ch: Channel, packet: IConnectPacket, identity: Identity, epoch: number): WillRecord {
   const w = packet.will!;
