@@ -47,7 +47,7 @@ interface ConnectParts {
   flags?: number;
   clientId?: string | Buffer;
   properties?: Buffer;
-  will?: { topic: string | Buffer; payload?: string; properties?: Buffer; qos?: number };
+  will?: { topic: string | Buffer; payload?: string | Buffer; properties?: Buffer; qos?: number };
   username?: string | Buffer;
   password?: string;
   trailing?: Buffer;
@@ -285,6 +285,8 @@ describe('conformance: what the server refuses, by spec section', { timeout: 600
             refusedConnect(v, { properties: props(strProp(0x16, 'data')) }, 0x82));
           it('5.0: a will Payload Format Indicator of 2 is a protocol error (§3.1.3.2.3)', () =>
             refusedConnect(v, { will: { topic: 'w', properties: props(byteProp(0x01, 2)) } }, 0x82));
+          it('5.0: a will payload that is not the UTF-8 its Payload Format Indicator says gets CONNACK 0x99 (§3.1.3.2.3)', () =>
+            refusedConnect(v, { will: { topic: 'w', payload: Buffer.from([0xc3, 0x28]), properties: props(byteProp(0x01, 1)) } }, 0x99));
           it('5.0: a will property not defined for wills is malformed (§3.1.3.2)', () =>
             refusedConnect(v, { will: { topic: 'w', properties: props(int32Prop(0x11, 5)) } }));
           it('5.0: a will Response Topic with a wildcard is a protocol error [MQTT-3.3.2-14]', () =>
@@ -344,6 +346,18 @@ describe('conformance: what the server refuses, by spec section', { timeout: 600
             ok.write(publishBytes(v, 'pfi/zero', props(byteProp(0x01, 0))));
             const got = await sub.waitForMessages(2);
             assert.deepEqual(got.map((m) => [m.topic, m.packet.properties?.payloadFormatIndicator]), [['pfi/one', true], ['pfi/zero', false]]);
+          });
+
+          it('a payload that is not the UTF-8 its Payload Format Indicator says gets PUBACK 0x99 and is not delivered (§3.3.2.3.2)', async () => {
+            const sub = await pool.connect(broker.url, { protocolVersion: 5, clientId: uniqueId() });
+            await sub.mqtt.subscribeAsync('pfi/#', { qos: 1 });
+            const client = await connected(v);
+            client.write(packet(0x32, str('pfi/binary'), u16(7), props(byteProp(0x01, 1)), Buffer.from([0xff, 0xfe])));
+            client.write(publishBytes(v, 'pfi/after'));
+            const ack = (await client.next('puback')) as IPubackPacket;
+            assert.deepEqual([ack.messageId, ack.reasonCode], [7, 0x99]);
+            await sub.waitForMessages(1, 5000, 'pfi/after');
+            assert.deepEqual(sub.messages.map((m) => m.topic), ['pfi/after']);
           });
 
           it('a Subscription Identifier from a client is a protocol error [MQTT-3.3.4-6]', async () => {

@@ -1,6 +1,7 @@
 // CONNECT, as named steps: validate → authenticate → authorize the will → take over →
 // open the session → CONNACK. A step that fails returns an MQTT 5 reason code; refuse()
 // is the one place that turns it into the CONNACK of the client's protocol version.
+import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import type { AuthOutcome, Identity } from '../../auth/types.js';
@@ -123,6 +124,10 @@ function validate(ch: Channel, packet: IConnectPacket): Refusal | undefined {
       return { code: RC.TOPIC_NAME_INVALID, reason: 'invalid will topic' };
     }
     if (will.retain && !config.retainAvailable) return { code: RC.RETAIN_NOT_SUPPORTED, reason: 'retain not supported' };
+    // MQTT 5 §3.1.3.2.3 allows the check: a will that says UTF-8 and is not is refused now, not at its publication
+    if (v5 && will.properties?.payloadFormatIndicator && !isUtf8(Buffer.isBuffer(will.payload) ? will.payload : Buffer.from(will.payload ?? ''))) {
+      return { code: RC.PAYLOAD_FORMAT_INVALID, reason: 'will payload is not UTF-8' };
+    }
   }
   return undefined;
 }

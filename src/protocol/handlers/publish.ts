@@ -1,5 +1,6 @@
 // PUBLISH from a client and the acknowledgements of both directions. Steps: resolve the
 // topic alias → validate → flow control → exactly-once check → authorize → route → ack.
+import { isUtf8 } from 'node:buffer';
 import type { IPubackPacket, IPubcompPacket, IPublishPacket, IPubrecPacket, IPubrelPacket } from 'mqtt-packet';
 import type { Verdict } from '../../auth/types.js';
 import type { MessageProperties, StoredMessage } from '../../store/types.js';
@@ -69,6 +70,13 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
   };
   if (unroutedId !== undefined) message.id = unroutedId;
 
+  // a payload that says it is UTF-8 and is not: refused rather than handed to subscribers
+  // that will trust the indicator (MQTT 5 §3.3.2.3.2 allows the check, 0x99)
+  if (props?.payloadFormatIndicator && !isUtf8(message.payload)) {
+    ch.ctx.log.info({ clientId: ch.clientId, topic }, 'publish refused: payload is not the UTF-8 its format indicator says');
+    return refusePublish(ch, packet, RC.PAYLOAD_FORMAT_INVALID, 'payload is not UTF-8', 'payload_format_invalid');
+  }
+
   // $SYS is the broker's [§4.7.2]: a client publishes there only when the policy names it
   // (leading wildcards never match $ topics [MQTT-4.7.2-1]), never with allow-all
   if (topic.startsWith('$SYS/') || topic === '$SYS') {
@@ -81,13 +89,18 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
 
 function decided(ch: Channel, packet: IPublishPacket, message: StoredMessage, verdict: Verdict): void {
   if (verdict.allowed) return routeAndAck(ch, packet, message);
-  const { metrics, log, config } = ch.ctx;
-  metrics.messagesDroppedTotal.inc({ reason: 'not_authorized' });
-  log.info({ clientId: ch.clientId, username: ch.identity?.username, topic: message.topic, reason: verdict.reason }, 'publish denied');
+  ch.ctx.log.info({ clientId: ch.clientId, username: ch.identity?.username, topic: message.topic, reason: verdict.reason }, 'publish denied');
+  refusePublish(ch, packet, RC.NOT_AUTHORIZED, 'not authorized', 'not_authorized');
+}
+
+/** A PUBLISH not routed: 5.0 says why in PUBACK / PUBREC (QoS 0: dropped); 3.1.1 per VIGIL_DENIED_PUBLISH_311. */
+function refusePublish(ch: Channel, packet: IPublishPacket, code: number, reason: string, dropReason: string): void {
+  const { metrics, config } = ch.ctx;
+  metrics.messagesDroppedTotal.inc({ reason: dropReason });
   const id = packet.messageId!;
   if (ch.protocolVersion === 5) {
-    if (packet.qos === 1) ch.send({ cmd: 'puback', messageId: id, reasonCode: RC.NOT_AUTHORIZED, properties: ch.reasonString('not authorized') });
-    if (packet.qos === 2) ch.send({ cmd: 'pubrec', messageId: id, reasonCode: RC.NOT_AUTHORIZED, properties: ch.reasonString('not authorized') });
+    if (packet.qos === 1) ch.send({ cmd: 'puback', messageId: id, reasonCode: code, properties: ch.reasonString(reason) });
+    if (packet.qos === 2) ch.send({ cmd: 'pubrec', messageId: id, reasonCode: code, properties: ch.reasonString(reason) });
     return;
   }
   // 3.1.1 cannot say no in a PUBACK
