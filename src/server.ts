@@ -22,6 +22,8 @@ import { listenersFromConfig, type MqttListener } from './transport/listeners.js
 import { createAdminHandler, type AdminHandler } from './http/admin.js';
 import { localAdminDeps } from './http/admin-local.js';
 import { willAuthorizedAtFire } from './broker/wills.js';
+import { createConsole, type ConsoleParts } from './http/console-wiring.js';
+import { createConsoleHandler, type ConsoleHandler } from './http/console-static.js';
 import type { Channel } from './protocol/channel.js';
 
 export interface ServerOptions {
@@ -40,6 +42,8 @@ export class VigilServer {
   private readonly sockets = new Set<Duplex>();
   private listeners: { listener: MqttListener; port: number }[] = [];
   private admin!: AdminHandler;
+  private consolePages!: ConsoleHandler;
+  private console?: ConsoleParts;
   private draining = false;
   private connectRate!: RateLimiter;
   identity!: IdentityModule;
@@ -145,21 +149,22 @@ export class VigilServer {
     this.connectRate = new RateLimiter(config.connectRatePerAddress, config.connectRatePerAddress * 2);
     this.broker.start();
     const revocations = this.identity.revocations;
-    this.admin = createAdminHandler({
-      token: config.adminToken,
-      log,
-      deps: localAdminDeps({
-        broker: this.broker,
-        nodeId: config.nodeId,
-        clock: this.clock,
-        willAuthz: config.willAuthz,
-        decide: (record) => willAuthorizedAtFire(record, { authenticator, authorizer, willAuthz: config.willAuthz }),
-        revoke: (kind, value, ttlS) => {
-          const options = { untilMs: ttlS ? this.clock.now() + ttlS * 1000 : undefined, note: 'admin API' };
-          return kind === 'subject' ? revocations.revokeSubject(value, options) : revocations.revokeJti(value, options);
-        },
-      }),
+    // the console (fleet, wills, retained, identity, cluster): only with the admin API on
+    this.console = config.adminToken ? createConsole({ config, broker: this.broker, clock: this.clock, identity: this.identity, cluster: this.cluster, log }) : undefined;
+    const local = localAdminDeps({
+      broker: this.broker,
+      nodeId: config.nodeId,
+      clock: this.clock,
+      willAuthz: config.willAuthz,
+      decide: (record) => willAuthorizedAtFire(record, { authenticator, authorizer, willAuthz: config.willAuthz }),
+      revoke: (kind, value, ttlS) => {
+        const options = { untilMs: ttlS ? this.clock.now() + ttlS * 1000 : undefined, note: 'admin API' };
+        return kind === 'subject' ? revocations.revokeSubject(value, options) : revocations.revokeJti(value, options);
+      },
+      storedWill: this.console?.storedWill,
     });
+    this.admin = createAdminHandler({ token: config.adminToken, log, deps: this.console ? this.console.withConsole(local) : local });
+    this.consolePages = createConsoleHandler(config.adminToken !== '');
     // throws naming the file when a TLS certificate, key or CA cannot be read
     this.listeners = listenersFromConfig(config, { ctx: this.ctx, admit: (stream, name) => this.admit(stream, name) });
 
@@ -215,6 +220,8 @@ export class VigilServer {
       } else if (url.pathname === '/readyz') {
         const ready = this.ready;
         res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready }));
+      } else if (this.consolePages(req, res, url.pathname)) {
+        // the console's static files (/console/...)
       } else if (await this.admin(req, res)) {
         // answered by the admin API (/admin/...)
       } else {
@@ -239,6 +246,7 @@ export class VigilServer {
     if (this.bridge) await this.bridge.settle();
     else await Promise.all(this.broker.wills.flushAll());
     this.broker.stop();
+    this.console?.stop();
     await this.revocations?.close();
     await this.cluster?.stop({ leave: true });
     await new Promise<void>((resolve) => (this.httpServer ? this.httpServer.close(() => resolve()) : resolve()));

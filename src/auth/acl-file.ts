@@ -42,6 +42,8 @@ export class AclPolicyFile {
   private inflight: Promise<boolean> | undefined;
   private rerun = false;
   private closed = false;
+  /** The last reload that failed (the previous policy stayed), cleared by the next success; for the console. */
+  lastError: { readonly atMs: number; readonly message: string } | undefined;
   private readonly onFileChange = (curr: Stats, prev: Stats) => {
     if (curr.mtimeMs !== prev.mtimeMs || curr.size !== prev.size || curr.ino !== prev.ino) void this.reload();
   };
@@ -109,10 +111,12 @@ export class AclPolicyFile {
       this.loaded = { generation: this.loaded.generation + 1, ...parsed, loadedAtMs: Date.now() };
     } catch (err) {
       metrics.aclReloadsTotal.inc({ outcome: 'error' });
+      this.lastError = { atMs: Date.now(), message: describeError(err) };
       logger.error({ acl: path, err: describeError(err), keptGeneration: this.loaded.generation }, 'ACL policy not reloaded; keeping the previous policy');
       return false;
     }
     metrics.aclReloadsTotal.inc({ outcome: 'ok' });
+    this.lastError = undefined;
     logger.info({ acl: path, generation: this.loaded.generation, roles: Object.keys(this.loaded.policy.roles) }, 'ACL policy reloaded');
     for (const listener of this.listeners) listener(this.loaded);
     return true;

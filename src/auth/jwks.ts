@@ -114,6 +114,8 @@ export class JwksStore {
   /** All known keys by thumbprint. */
   private readonly keys = new Map<string, JwksKey>();
   private readonly removedListeners = new Set<(key: JwksKeyView) => void>();
+  /** The last load that failed (the previous keys stayed), cleared by the next success; for the console. */
+  lastError: { readonly atMs: number; readonly message: string } | undefined;
   private readonly now: () => number;
   private readonly isUrl: boolean;
   private loadedOnce = false;
@@ -254,9 +256,11 @@ export class JwksStore {
       const text = await readFile(source, 'utf8');
       await this.apply(text, trigger);
       metrics.jwksRefreshesTotal.inc({ trigger, outcome: 'ok' });
+      this.lastError = undefined;
       return undefined;
     } catch (err) {
       const message = err instanceof JwksError ? err.message : (err as NodeJS.ErrnoException).code ?? String(err);
+      this.lastError = { atMs: this.now(), message };
       metrics.jwksRefreshesTotal.inc({ trigger, outcome: 'error' });
       logger.error({ jwks: source, trigger, err: message, keptKeys: this.keys.size }, 'JWKS file not loaded; keeping the previous keys');
       return message;
@@ -291,11 +295,13 @@ export class JwksStore {
         applied = true;
       }
       this.urlFailures = 0;
+      this.lastError = undefined;
     } catch (err) {
       this.urlFailures++;
       // Retry sooner after a failure, backing off: 5 s, 10 s, 20 s ... up to the normal period.
       nextRefreshS = Math.min(nextRefreshS, 5 * 2 ** Math.min(this.urlFailures - 1, 10));
       const message = err instanceof JwksError ? err.message : (err as Error).name === 'TimeoutError' ? 'timed out' : String((err as Error).cause ?? err);
+      this.lastError = { atMs: this.now(), message };
       metrics.jwksRefreshesTotal.inc({ trigger, outcome: 'error' });
       logger.error({ jwks: source, trigger, err: message, keptKeys: this.keys.size, retryInS: nextRefreshS }, 'JWKS fetch failed; keeping the previous keys');
     }

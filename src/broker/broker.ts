@@ -11,6 +11,7 @@ import { OutgoingPublish } from '../protocol/publish-encoder.js';
 import { Session, type DropReason, type SessionEvents } from './session.js';
 import { TopicTrie, type SubEntry } from './topic-trie.js';
 import { WillManager } from './wills.js';
+import type { FleetObserver } from './fleet-events.js';
 
 export interface BrokerDeps {
   readonly config: Config;
@@ -61,6 +62,8 @@ export class Broker {
   private readonly startedAtMs: number;
   private sweepTimer?: NodeJS.Timeout;
   cluster?: BrokerCluster;
+  /** The console's record of clients and will decisions (server.ts sets it when the admin API is on). */
+  observer?: FleetObserver;
   private sysTimer?: NodeJS.Timeout;
   readonly stats = { messagesReceived: 0, messagesSent: 0 };
   /** Per-QoS counters bound once: label lookups stay off the per-message path. */
@@ -103,6 +106,7 @@ export class Broker {
       authenticator: deps.authenticator,
       willAuthz: deps.config.willAuthz,
       publish: (m, epoch) => void this.publish(m, epoch),
+      onDecision: (record, verdict) => this.observer?.willDecided(record, verdict),
     });
   }
 
@@ -310,6 +314,7 @@ export class Broker {
    * [MQTT-3.1.3-9] — timers on this node, or due times in Redis in a cluster.
    */
   clientGone(session: Session, will: WillRecord | undefined, normal: boolean): void {
+    this.observer?.gone(session.clientId, session.epoch, normal, this.deps.clock.now());
     if (this.cluster) this.cluster.disconnected(session, will, normal);
     else if (will && !normal) this.wills.disconnected(will, session.expiryIntervalS);
     this.detachSession(session);

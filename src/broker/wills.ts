@@ -19,6 +19,8 @@ export interface WillDeps {
   readonly willAuthz: WillAuthzMode;
   /** Publishes; `epoch` is the will's session incarnation (retained fencing in a cluster). */
   publish(message: StoredMessage, epoch: number): void;
+  /** Every decision, published or denied (the console's recent-decisions list). Must not throw. */
+  onDecision?(record: WillRecord, verdict: Verdict): void;
 }
 
 /** The decision for a will about to fire. Pure apart from reading current policy. */
@@ -45,6 +47,11 @@ export class WillManager {
 
   pendingFor(clientId: string): { record: WillRecord; dueAtMs: number } | undefined {
     return this.pending.get(clientId);
+  }
+
+  /** Client ids with a will waiting for its delay (the console's fleet and will views). */
+  pendingIds(): IterableIterator<string> {
+    return this.pending.keys();
   }
 
   /**
@@ -112,6 +119,7 @@ export class WillManager {
       this.deps.log.error({ clientId: record.clientId, err: (err as Error).message }, 'will authorization failed');
     }
     const m = record.message;
+    this.deps.onDecision?.(record, verdict);
     if (!verdict.allowed) {
       this.deps.metrics.willsDeniedTotal.inc({ reason: verdict.reason });
       this.deps.log.warn({ clientId: record.clientId, username: record.identity.username, topic: m.topic, reason: verdict.reason }, 'will denied');

@@ -17,6 +17,12 @@
 //   P:{P:n:<member>}:bus:taken    STREAM the same, renamed by the member's reaper while it hands them on
 //   P:{P:wills}:due               ZSET  "<epoch>|<clientId>" → dueAt (ms), an index only
 //   P:{P:revocations}:list        HASH  "<kind>:<value>" → JSON RevocationEntry
+//   P:{P:c:<clientId>}:info       HASH  epoch, node, username, roles, proto, connectedAt, endedAt, end   console (fleet view)
+//   P:{P:c:<clientId>}:lastwill   STRING JSON of the last will decision (fired / denied), with a TTL
+//   P:{P:fleet}:ids               ZSET  every client id the cluster has seen, score 0 (ZRANGEBYLEX paging)
+//   P:{P:wills}:decisions         LIST  recent will decisions (JSON), newest first, capped
+//   P:{P:nodes}:reaps             LIST  recent reaps (JSON: reaper, member, at, counts), newest first, capped
+//   P:{P:n:<member>}:rates        STRING JSON ring of the member's rate samples, with a TTL
 // Channels: P:routes:events, P:revocations:events.
 import { StoreKeys } from '../store/redis/keys.js';
 
@@ -61,6 +67,26 @@ export class ClusterKeys extends StoreKeys {
   parseDueWillMember(member: string): { clientId: string; epoch: number } {
     const bar = member.indexOf('|');
     return { epoch: Number(member.slice(0, bar)), clientId: member.slice(bar + 1) };
+  }
+
+  /** Console: what the fleet view shows of a client (informational; the owner record decides). */
+  clientInfo(clientId: string): string {
+    return this.client(clientId, 'info');
+  }
+  clientLastWill(clientId: string): string {
+    return this.client(clientId, 'lastwill');
+  }
+  get fleetIds(): string {
+    return this.global('fleet', 'ids');
+  }
+  get willDecisions(): string {
+    return this.global('wills', 'decisions');
+  }
+  get reaps(): string {
+    return this.global('nodes', 'reaps');
+  }
+  nodeRates(member: string): string {
+    return this.member(member, 'rates');
   }
 
   get revocations(): string {

@@ -14,6 +14,7 @@ import { Membership, type OwnerChangeReason } from './membership.js';
 import { ClientRegistry } from './registry.js';
 import { RouteTable } from './routes.js';
 import { MessageBus, type BusHandler, type PublishEnvelope } from './bus.js';
+import { recordReap } from './fleet-index.js';
 
 export interface ClusterNodeHooks {
   /** A will this node must publish now (it alone holds it). Authorize with willAuthorizedAtFire. */
@@ -142,6 +143,9 @@ export class ClusterNode {
       if (undelivered.length > 0) await this.o.hooks.deliverOrphaned?.(undelivered, report.orphaned, report.moved);
       await this.bus.purge(member);
       this.o.log?.info({ member, clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.orphaned.length }, 'dead node reaped');
+      // who reaped whom, for the console's cluster view
+      const reap = { reaper: this.member, member, at: new Date().toISOString(), clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.orphaned.length };
+      void recordReap(this.redis, this.keys, reap).catch((err: Error) => this.o.log?.warn({ err: err.message }, 'reap not recorded'));
       return true;
     } catch (err) {
       this.o.log?.error({ member, err: (err as Error).message }, 'reaping failed');

@@ -3,6 +3,7 @@
 import type { Verdict } from '../auth/types.js';
 import type { Broker } from '../broker/broker.js';
 import type { Clock } from '../clock.js';
+import { nodeIdOf } from '../cluster/membership.js';
 import type { Channel } from '../protocol/channel.js';
 import { RC } from '../protocol/reason-codes.js';
 import type { WillRecord } from '../store/types.js';
@@ -18,6 +19,8 @@ export interface LocalAdminOptions {
   revoke(kind: RevocationKind, value: string, ttlS?: number): void | Promise<void>;
   /** Owner and lease of a client's will; default: this node, lease 'local'. */
   owner?(clientId: string): { node: string; lease: string; leaseExpiresAtMs?: number } | Promise<{ node: string; lease: string; leaseExpiresAtMs?: number }>;
+  /** Cluster: a will neither live nor pending here, read from the registry (held by another node, or due in Redis). */
+  storedWill?(clientId: string): Promise<{ record: WillRecord; dueAtMs?: number; owner: string; online: boolean; leaseExpiresAtMs?: number } | undefined>;
 }
 
 function liveChannels(broker: Broker): Channel[] {
@@ -56,7 +59,7 @@ export function localAdminDeps(o: LocalAdminOptions): AdminDeps {
       const live = find(clientId);
       const pending = o.broker.wills.pendingFor(clientId);
       const record = live?.will && !live.normalDisconnect ? live.will : pending?.record;
-      if (!record) return undefined;
+      if (!record) return o.storedWill ? explainStored(o, clientId) : undefined;
       let verdict: Verdict;
       try {
         verdict = await o.decide(record);
@@ -76,4 +79,25 @@ export function localAdminDeps(o: LocalAdminOptions): AdminDeps {
       });
     },
   };
+}
+
+async function explainStored(o: LocalAdminOptions, clientId: string): Promise<WillExplanation | undefined> {
+  const stored = await o.storedWill!(clientId);
+  if (!stored) return undefined;
+  let verdict: Verdict;
+  try {
+    verdict = await o.decide(stored.record);
+  } catch {
+    verdict = { allowed: false, reason: 'authorization_error' };
+  }
+  const node = nodeIdOf(stored.owner);
+  return explainWillRecord({
+    record: stored.record,
+    verdict,
+    willAuthz: o.willAuthz,
+    owner: { node, lease: stored.owner, leaseExpiresAtMs: stored.leaseExpiresAtMs },
+    nowMs: o.clock.now(),
+    pendingDueAtMs: stored.online ? undefined : (stored.dueAtMs ?? o.clock.now()),
+    attachedTo: stored.online ? { node } : undefined,
+  });
 }

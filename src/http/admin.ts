@@ -6,6 +6,7 @@ import type http from 'node:http';
 import type { Identity, Verdict } from '../auth/types.js';
 import type { Logger } from '../log.js';
 import type { WillRecord } from '../store/types.js';
+import { ConsoleHttpError, routeConsole, type ConsoleDeps } from './admin-console.js';
 
 export type RevocationKind = 'subject' | 'jti';
 
@@ -68,6 +69,8 @@ export interface AdminDeps {
   revoke(kind: RevocationKind, value: string, ttlS?: number): void | Promise<void>;
   /** undefined when no will is stored for the client. */
   explainWill(clientId: string): WillExplanation | undefined | Promise<WillExplanation | undefined>;
+  /** The cluster-wide endpoints the console uses (admin-console.ts). */
+  readonly console?: ConsoleDeps;
 }
 
 export interface AdminOptions {
@@ -77,6 +80,8 @@ export interface AdminOptions {
   readonly log?: Logger;
   /** Largest request body read, bytes. */
   readonly maxBodyBytes?: number;
+  /** Longest an admin request may take before it answers 504 (default 5000 ms). */
+  readonly timeoutMs?: number;
 }
 
 /** Handles a request when its path is /admin or below it; resolves false otherwise, so the caller answers. */
@@ -124,11 +129,11 @@ export function createAdminHandler(options: AdminOptions): AdminHandler {
         throw new HttpError(401, 'unauthorized', { 'www-authenticate': 'Bearer realm="vigil-admin"' });
       }
       const segments = url.pathname.split('/').slice(2).map(decodeSegment);
-      const result = await route(req, segments, deps, maxBody, log);
+      const result = await withTimeout(route(req, url, segments, deps, maxBody, log), options.timeoutMs ?? 5000);
       send(res, result.status, result.body);
     } catch (err) {
-      if (err instanceof HttpError) {
-        send(res, err.status, { error: err.message }, err.headers);
+      if (err instanceof HttpError || err instanceof ConsoleHttpError) {
+        send(res, err.status, { error: err.message }, err instanceof HttpError ? err.headers : {});
       } else {
         log?.error({ err: (err as Error).message, path: url.pathname }, 'admin API: handler failed');
         send(res, 500, { error: 'internal error' });
@@ -146,7 +151,15 @@ function decodeSegment(s: string): string {
   }
 }
 
-async function route(req: http.IncomingMessage, seg: string[], deps: AdminDeps, maxBody: number, log?: Logger): Promise<{ status: number; body: unknown }> {
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new HttpError(504, `admin request took longer than ${ms} ms`)), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function route(req: http.IncomingMessage, url: URL, seg: string[], deps: AdminDeps, maxBody: number, log?: Logger): Promise<{ status: number; body: unknown }> {
   const method = req.method ?? 'GET';
   const allow = (...methods: string[]) => {
     if (!methods.includes(method)) throw new HttpError(405, 'method not allowed', { allow: methods.join(', ') });
@@ -182,6 +195,8 @@ async function route(req: http.IncomingMessage, seg: string[], deps: AdminDeps, 
     if (!explanation) throw new HttpError(404, 'no will stored for this client');
     return { status: 200, body: explanation };
   }
+  const answered = deps.console ? await routeConsole(req, url, seg, deps.console, log) : undefined;
+  if (answered) return answered;
   throw new HttpError(404, 'not found');
 }
 
@@ -282,7 +297,7 @@ export function explainWillRecord(input: WillExplainInput): WillExplanation {
   };
 }
 
-function explainVerdict(verdict: Verdict, willAuthz: string): string {
+export function explainVerdict(verdict: Verdict, willAuthz: string): string {
   if (verdict.allowed) {
     return willAuthz === 'connect'
       ? 'would be published: VIGIL_WILL_AUTHZ=connect checks the will only at CONNECT, and the identity is not revoked'

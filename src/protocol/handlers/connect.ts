@@ -195,6 +195,8 @@ function connected(ch: Channel, session: Session, present: boolean, expiryS: num
   const { config, metrics, clock, log } = ch.ctx;
   ch.session = session;
   ch.state = 'connected';
+  const id = ch.identity!;
+  ch.ctx.broker.observer?.connected({ clientId: ch.clientId, epoch: session.epoch, username: id.username, roles: id.roles, protocolVersion: ch.protocolVersion, connectedAtMs: ch.openedAtMs });
   if (ch.protocolVersion === 5) {
     const props: NonNullable<IConnackPacket['properties']> = {
       receiveMaximum: config.maxInflight,

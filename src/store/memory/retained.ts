@@ -34,6 +34,11 @@ export class MemoryRetainedStore implements RetainedStore {
     node.message = message;
   }
 
+  /** Epoch of the fenced writer of a topic's retained message (the console shows it). */
+  writerEpoch(topic: string): number | null {
+    return this.writers.get(topic)?.epoch ?? null;
+  }
+
   /** The retained fencing rule (same as retain-set.lua): false = ignore this write. */
   private admit(message: StoredMessage, writerEpoch: number | undefined): boolean {
     const clientId = message.origin;
