@@ -1,5 +1,5 @@
 // MQTT 5 outgoing topic aliases: a client that offers a Topic Alias Maximum gets aliases for
-// the topics sent to it most, never above its maximum [MQTT-3.3.2-11], none carried over to a
+// the topics sent to it most, never above its maximum [MQTT-3.1.2-26, MQTT-3.3.2-11], none carried over to a
 // new connection [MQTT-3.3.2-7]; mqtt.js resolves them to the right topics.
 import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -109,7 +109,7 @@ describe('outgoing topic aliases (MQTT 5.0)', { timeout: 30000 }, () => {
     assert.ok(onWire.every((w) => w.topic !== ''), 'no topic left out on a fresh connection');
   });
 
-  it('clients that offer no Topic Alias Maximum, or a broker with VIGIL_OUTGOING_TOPIC_ALIASES=0, get none', async () => {
+  it('clients that offer no Topic Alias Maximum get none [MQTT-3.1.2-27], nor clients of a broker with VIGIL_OUTGOING_TOPIC_ALIASES=0', async () => {
     const plain = await pool.connect(broker.url, { protocolVersion: 5, clientId: uniqueId('sub') });
     const off = await pool.connect(noAliases.url, { protocolVersion: 5, clientId: uniqueId('sub'), properties: { topicAliasMaximum: 8 } });
     const wires = [wire(plain), wire(off)];

@@ -101,7 +101,7 @@ function validate(ch: Channel, packet: IConnectPacket): Refusal | undefined {
     ch.sendQuota = Math.min(p.receiveMaximum ?? 65535, config.maxInflight);
     ch.clientTopicAliasMax = p.topicAliasMaximum ?? 0;
     const outgoingAliases = Math.min(ch.clientTopicAliasMax, config.outgoingTopicAliases);
-    if (outgoingAliases > 0) ch.outboundAliases = new OutboundAliases(outgoingAliases); // [MQTT-3.3.2-11]
+    if (outgoingAliases > 0) ch.outboundAliases = new OutboundAliases(outgoingAliases); // [MQTT-3.1.2-26, MQTT-3.1.2-27, MQTT-3.3.2-11]
     ch.problemInfo = p.requestProblemInformation !== false;
     ch.authMethod = p.authenticationMethod;
     if (p.authenticationData && !p.authenticationMethod) return { code: RC.PROTOCOL_ERROR, reason: 'authentication data without method' };
