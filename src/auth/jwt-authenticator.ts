@@ -144,7 +144,7 @@ export class JwtAuthenticator implements Authenticator {
 
   private async runVerify(token: string, alg: string, kid: string | undefined, key: VerificationKey, keyThumbprint: string | undefined): Promise<Verification> {
     const o = this.options;
-    const result = await o.pool.run('verifyToken', {
+    const result = await o.pool.verifyToken({
       token,
       alg,
       key,

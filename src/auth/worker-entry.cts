@@ -8,8 +8,8 @@ type Tasks = typeof import('./worker.js');
 
 const tasks: Promise<Tasks> = import('./worker.js');
 
-export async function verifyToken(input: Parameters<Tasks['verifyToken']>[0]): ReturnType<Tasks['verifyToken']> {
-  return (await tasks).verifyToken(input);
+export async function verifyTokens(input: Parameters<Tasks['verifyTokens']>[0]): ReturnType<Tasks['verifyTokens']> {
+  return (await tasks).verifyTokens(input);
 }
 
 export async function evaluateAcl(input: Parameters<Tasks['evaluateAcl']>[0]): Promise<ReturnType<Tasks['evaluateAcl']>> {

@@ -32,6 +32,18 @@ export async function verifyToken(input: VerifyTokenInput): Promise<VerifyTokenO
   return { ...result, waitMs: Math.max(0, start - input.submittedAtMs), runMs: preciseNowMs() - start };
 }
 
+/** The tokens of one event-loop turn on the main thread (AuthPool.verifyToken batches them). */
+export interface VerifyTokensInput {
+  readonly items: readonly VerifyTokenInput[];
+}
+
+/** One result per item, in order. Synchronous crypto after the first use of a key: one task, many tokens. */
+export async function verifyTokens(input: VerifyTokensInput): Promise<VerifyTokenOutput[]> {
+  const out: VerifyTokenOutput[] = [];
+  for (const item of input.items) out.push(await verifyToken(item));
+  return out;
+}
+
 export interface PolicySnapshot {
   readonly generation: number;
   /** The validated policy document as JSON text; compiled here once per generation. */
