@@ -110,6 +110,7 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     connectOutcomesTotal: new DeferredCounter({ name: 'vigil_connect_outcomes_total', help: 'CONNECT results by MQTT 5 reason code', labelNames: ['code', 'version'], registers: r }),
     protocolErrorsTotal: new Counter({ name: 'vigil_protocol_errors_total', help: 'Connections closed for a protocol violation or malformed packet', labelNames: ['reason'], registers: r }),
     takeoversTotal: new Counter({ name: 'vigil_takeovers_total', help: 'Session takeovers (a second connection with the same client id)', labelNames: ['scope'], registers: r }),
+    takeoversRefusedTotal: new Counter({ name: 'vigil_takeovers_refused_total', help: 'CONNECTs refused because another identity owns the client id (its connection, session or pending will)', labelNames: ['scope'], registers: r }),
 
     // --- messages ---
     messagesInTotal: new Counter({ name: 'vigil_messages_in_total', help: 'PUBLISH packets received from clients', labelNames: ['qos'], registers: r }),

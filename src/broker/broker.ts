@@ -12,6 +12,7 @@ import { Session, type DropReason, type SessionEvents } from './session.js';
 import { TopicTrie, type SubEntry } from './topic-trie.js';
 import { WillManager } from './wills.js';
 import type { FleetObserver } from './fleet-events.js';
+import { sessionOwner } from '../auth/session-owner.js';
 
 export interface BrokerDeps {
   readonly config: Config;
@@ -33,7 +34,11 @@ export type OpenResult =
 
 export interface BrokerCluster {
   /** CONNECT: claims the client id cluster-wide and loads or creates its session. */
-  open(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): Promise<OpenResult>;
+  /**
+   * CONNECT: claims the client id cluster-wide for `owner` and loads or creates its session;
+   * refused (0x85) when another identity holds it and VIGIL_SESSION_TAKEOVER does not allow that.
+   */
+  open(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined, owner: string): Promise<OpenResult>;
   /** Shared-group picks and forwarding to other nodes; a promise while QoS 1/2 forwards are being stored. */
   routeRemote(message: StoredMessage, deliverLocalShared: (group: string, filter: string) => void): void | Promise<void>;
   /** The next routing pass belongs to a QoS 1/2 publish (given its cluster-wide id here): its session writes join the ack. */
@@ -277,18 +282,32 @@ export class Broker {
 
   // ---- sessions --------------------------------------------------------------------------
 
-  /** Opens the session of a new connection: in memory at once, or through the cluster. */
-  connectSession(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): OpenResult | Promise<OpenResult> {
-    if (this.cluster) return this.cluster.open(clientId, cleanStart, expiryIntervalS, will);
-    return this.openSession(clientId, cleanStart, expiryIntervalS);
+  /**
+   * True when another identity than `owner` holds `clientId` on this node — its connection,
+   * its session or a will waiting for its delay — and VIGIL_SESSION_TAKEOVER keeps it theirs.
+   * Asked before anything of the holder's is touched; in a cluster the claim script asks the
+   * same question of Redis, atomically.
+   */
+  heldByAnother(clientId: string, owner: string): boolean {
+    if (this.deps.config.sessionTakeover === 'any') return false;
+    const session = this.sessions.get(clientId);
+    if (session && !session.movedAway && session.owner !== undefined && session.owner !== owner) return true;
+    const will = this.wills.pendingFor(clientId);
+    return will !== undefined && sessionOwner(will.record.identity, this.deps.authenticator.mode) !== owner;
+  }
+
+  /** Opens the session of a new connection: in memory at once, or through the cluster. The caller checked heldByAnother. */
+  connectSession(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined, owner: string): OpenResult | Promise<OpenResult> {
+    if (this.cluster) return this.cluster.open(clientId, cleanStart, expiryIntervalS, will, owner);
+    return this.openSession(clientId, cleanStart, expiryIntervalS, owner);
   }
 
   /**
    * Opens the session for a new connection [MQTT-3.1.2-4, MQTT-3.1.2-5]: a clean start ends
    * any previous session (firing its pending will), otherwise the old one is resumed and a
-   * pending will is cancelled [MQTT-3.1.3-9].
+   * pending will is cancelled [MQTT-3.1.3-9]. The caller checked heldByAnother.
    */
-  openSession(clientId: string, cleanStart: boolean, expiryIntervalS: number): { session: Session; present: boolean } {
+  openSession(clientId: string, cleanStart: boolean, expiryIntervalS: number, owner: string): { session: Session; present: boolean } {
     const existing = this.sessions.get(clientId);
     const pendingWill = this.wills.pendingFor(clientId);
     // a 3.1.1 grace will is dropped by any reconnect of the client id; a 5.0 delayed will by a
@@ -297,6 +316,7 @@ export class Broker {
     if (existing && !cleanStart) {
       this.offline.delete(existing);
       existing.expiryIntervalS = expiryIntervalS;
+      existing.owner = owner;
       existing.epoch++;
       this.updateSessionGauges();
       return { session: existing, present: true };
@@ -304,6 +324,7 @@ export class Broker {
     if (existing) this.endSession(existing);
     const session = this.newSession(clientId, expiryIntervalS);
     session.epoch = 1;
+    session.owner = owner;
     this.sessions.set(clientId, session);
     this.updateSessionGauges();
     return { session, present: false };

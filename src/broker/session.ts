@@ -101,6 +101,11 @@ export class Session implements Subscriber {
   expiresAtMs?: number;
   /** Incarnation counter: bumped on every new connection (cluster fencing). */
   epoch = 0;
+  /**
+   * The identity that created the session (auth/session-owner.ts); another identity's CONNECT
+   * for this client id is refused. Undefined only for sessions built outside a CONNECT.
+   */
+  owner?: string;
   /** Set for persistent sessions in a cluster. */
   journal?: SessionJournal;
   /** Cluster: ids of the messages that reached this session lately (a second copy is dropped). */

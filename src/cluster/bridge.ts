@@ -9,7 +9,7 @@ import type { Session, SessionJournal } from '../broker/session.js';
 import type { Channel } from '../protocol/channel.js';
 import { RC } from '../protocol/reason-codes.js';
 import type { PendingMessage, SessionSnapshot, StoredMessage, Subscription, WillRecord } from '../store/types.js';
-import { StaleEpochError } from '../store/errors.js';
+import { ClientIdHeldError, StaleEpochError } from '../store/errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { BusEnvelope, PublishEnvelope } from './bus.js';
@@ -62,8 +62,8 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
 
   // ---- CONNECT / disconnect -----------------------------------------------------------
 
-  async open(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): Promise<OpenResult> {
-    const opened = this.openSession(clientId, cleanStart, expiryIntervalS, will);
+  async open(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined, owner: string): Promise<OpenResult> {
+    const opened = this.openSession(clientId, cleanStart, expiryIntervalS, will, owner);
     this.opening.set(clientId, opened);
     try {
       return await opened;
@@ -72,15 +72,26 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     }
   }
 
-  private async openSession(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined): Promise<OpenResult> {
+  private async openSession(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined, owner: string): Promise<OpenResult> {
     const { node, broker } = this;
     if (!node.membership.owner) return { refused: RC.SERVER_UNAVAILABLE, reason: 'node is not a cluster owner (Redis lease)' };
     // nothing can be claimed or stored while Redis is away: say so at once rather than queue
     if (node.redis.client.status !== 'ready') return { refused: RC.SERVER_UNAVAILABLE, reason: 'Redis unreachable' };
     let claim;
     try {
-      claim = await node.registry.claim(clientId, node.member, { cleanStart, will, sessionExpiryS: expiryIntervalS });
+      claim = await node.registry.claim(clientId, node.member, {
+        cleanStart,
+        will,
+        sessionExpiryS: expiryIntervalS,
+        owner,
+        takeoverAcrossIdentities: broker.deps.config.sessionTakeover === 'any',
+      });
     } catch (err) {
+      if (err instanceof ClientIdHeldError) {
+        // another identity's connection, session or will, possibly on another node: untouched
+        this.metrics.takeoversRefusedTotal.inc({ scope: 'cluster' });
+        return { refused: RC.CLIENT_IDENTIFIER_NOT_VALID, reason: 'client id in use by another identity' };
+      }
       this.redisFailed('claim', err);
       return { refused: RC.SERVER_UNAVAILABLE, reason: 'cluster state unavailable' };
     }
@@ -118,6 +129,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       const present = !!local || !!snapshot;
       session.expiryIntervalS = expiryIntervalS;
       session.epoch = epoch;
+      session.owner = owner;
       broker.adoptSession(session);
       if (snapshot) this.restore(session, snapshot);
       if (expiryIntervalS > 0) {

@@ -17,6 +17,10 @@ export interface ClaimOptions {
   /** The will of the new connection (its epoch is replaced by the one assigned here). */
   readonly will?: WillRecord;
   readonly sessionExpiryS: number;
+  /** The claiming identity (auth/session-owner.ts), recorded as the client id's owner. */
+  readonly owner: string;
+  /** VIGIL_SESSION_TAKEOVER=any: another identity's connection, session and will may be taken. */
+  readonly takeoverAcrossIdentities?: boolean;
 }
 
 export interface ClaimResult {
@@ -63,17 +67,23 @@ export class ClientRegistry {
     return [this.o.keys.clientOwner(clientId), this.o.keys.clientWill(clientId)];
   }
 
-  /** CONNECT: makes `member` the owner with a new epoch, storing the new will if any. */
+  /**
+   * CONNECT: makes `member` the owner with a new epoch, storing the new will if any. Throws
+   * ClientIdHeldError, having changed nothing, when another identity's connection, session or
+   * pending will holds the client id.
+   */
   async claim(clientId: string, member: string, options: ClaimOptions): Promise<ClaimResult> {
     // the reaper's index is written first so it is always a superset of what `member` owns
     await this.o.redis.client.sadd(this.o.keys.nodeClients(member), clientId);
     const will = options.will;
-    const reply = (await this.o.redis.run('claimClient', this.clientKeys(clientId), [
+    const reply = (await this.o.redis.run('claimClient', [...this.clientKeys(clientId), this.o.keys.session(clientId)], [
       member,
       options.cleanStart ? '1' : '0',
       will ? encodeWill(will) : '',
       will ? Math.max(0, Math.floor(will.delayS)) : 0,
       Math.max(0, Math.floor(options.sessionExpiryS)),
+      options.owner,
+      options.takeoverAcrossIdentities ? '1' : '0',
     ])) as unknown[];
     this.expect('claim-client', reply, ['ok'], { clientId });
     const epoch = num(reply[1]);

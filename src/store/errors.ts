@@ -38,6 +38,13 @@ export class RetainedFencedError extends StoreError {
   }
 }
 
+/** Another identity's connection, session or pending will holds the client id: the claim changed nothing. */
+export class ClientIdHeldError extends StoreError {
+  constructor(readonly clientId: string) {
+    super('not_owner', `client ${clientId} is held by another identity`);
+  }
+}
+
 /** A script answered with a status this code does not know (script and code out of step). */
 export class UnexpectedScriptReplyError extends StoreError {
   constructor(readonly script: string, readonly reply: unknown) {
@@ -63,6 +70,8 @@ export function statusError(script: string, status: string, ctx: StatusContext =
       return new LeaseLapsedError(ctx.member ?? '?');
     case 'fenced':
       return new RetainedFencedError(ctx.topic ?? '?', ctx.clientId ?? '?', ctx.epoch ?? -1);
+    case 'not_owner':
+      return new ClientIdHeldError(ctx.clientId ?? '?');
     case 'error':
       return new UnexpectedScriptReplyError(script, status);
     default:

@@ -39,8 +39,8 @@ describe('cluster node', { timeout: 60000 }, () => {
     const b = node(prefix, 'b', firedB, gotB);
     await a.start();
     await b.start();
-    await a.registry.claim('now', a.member, { cleanStart: true, will: will('now', 0), sessionExpiryS: 0 });
-    await a.registry.claim('later', a.member, { cleanStart: true, will: will('later', 1), sessionExpiryS: 60 });
+    await a.registry.claim('now', a.member, { cleanStart: true, will: will('now', 0), sessionExpiryS: 0, owner: 'u' });
+    await a.registry.claim('later', a.member, { cleanStart: true, will: will('later', 1), sessionExpiryS: 60, owner: 'u' });
     await a.routes.addLocal({ filter: 'x/#' });
     await waitFor(() => b.routes.nodesFor('x/1').has(a.member), 3000, 'route');
     assert.equal(await a.bus.forward(b.member, message('x/1', 'hi'), { normal: true }), true);

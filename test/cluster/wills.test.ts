@@ -21,9 +21,9 @@ function suite(name: string, target: () => RedisTarget) {
 
     it('claims with increasing epochs and reports the previous owner', async () => {
       const [r] = registries(1);
-      const a = await r.claim('c1', 'nodeA/1', { cleanStart: true, sessionExpiryS: 0 });
+      const a = await r.claim('c1', 'nodeA/1', { cleanStart: true, sessionExpiryS: 0, owner: 'u' });
       assert.deepEqual([a.epoch, a.previousOwner, a.previousOnline, a.previousWill], [1, '', false, 'none']);
-      const b = await r.claim('c1', 'nodeB/1', { cleanStart: false, sessionExpiryS: 0 });
+      const b = await r.claim('c1', 'nodeB/1', { cleanStart: false, sessionExpiryS: 0, owner: 'u' });
       assert.deepEqual([b.epoch, b.previousOwner, b.previousOnline], [2, 'nodeA/1', true]);
       assert.deepEqual(await r.owner('c1'), { node: 'nodeB/1', epoch: 2, online: true });
     });
@@ -32,7 +32,7 @@ function suite(name: string, target: () => RedisTarget) {
       const [r] = registries(1);
       const w = will('c2', 0);
       w.message.payload = Buffer.from([0, 1, 2, 255, 10, 13]);
-      const { epoch } = await r.claim('c2', 'n/1', { cleanStart: true, will: w, sessionExpiryS: 0 });
+      const { epoch } = await r.claim('c2', 'n/1', { cleanStart: true, will: w, sessionExpiryS: 0, owner: 'u' });
       const out = await r.abnormalDisconnect('c2', epoch, 0);
       assert.equal(out.kind, 'fire');
       const fired = (out as { will: WillRecord }).will;
@@ -44,8 +44,8 @@ function suite(name: string, target: () => RedisTarget) {
 
     it('refuses an older incarnation (StaleEpochError) and a normal disconnect drops the will', async () => {
       const [r] = registries(1);
-      const first = await r.claim('c3', 'n/1', { cleanStart: true, will: will('c3', 0), sessionExpiryS: 0 });
-      const second = await r.claim('c3', 'n/2', { cleanStart: false, will: will('c3', 5), sessionExpiryS: 60 });
+      const first = await r.claim('c3', 'n/1', { cleanStart: true, will: will('c3', 0), sessionExpiryS: 0, owner: 'u' });
+      const second = await r.claim('c3', 'n/2', { cleanStart: false, will: will('c3', 5), sessionExpiryS: 60, owner: 'u' });
       assert.equal(second.previousWill, 'fire', 'a takeover publishes a delay-0 will [MQTT-3.1.4-3]');
       assert.equal(second.willToFire?.epoch, first.epoch);
       await assert.rejects(r.abnormalDisconnect('c3', first.epoch, 0), StaleEpochError);
@@ -58,11 +58,11 @@ function suite(name: string, target: () => RedisTarget) {
       for (let round = 0; round < 10; round++) {
         const rs = registries(4);
         const id = `race-${round}`;
-        const { epoch } = await rs[0].claim(id, 'n/1', { cleanStart: true, will: will(id, 0), sessionExpiryS: 0 });
+        const { epoch } = await rs[0].claim(id, 'n/1', { cleanStart: true, will: will(id, 0), sessionExpiryS: 0, owner: 'u' });
         const results = await Promise.allSettled([
           ...rs.map((r) => r.abnormalDisconnect(id, epoch, 0)),
-          rs[1].claim(id, 'n/2', { cleanStart: false, sessionExpiryS: 0 }),
-          rs[2].claim(id, 'n/3', { cleanStart: true, sessionExpiryS: 0 }),
+          rs[1].claim(id, 'n/2', { cleanStart: false, sessionExpiryS: 0, owner: 'u' }),
+          rs[2].claim(id, 'n/3', { cleanStart: true, sessionExpiryS: 0, owner: 'u' }),
         ]);
         let fired = 0;
         for (const res of results) {
@@ -82,7 +82,7 @@ function suite(name: string, target: () => RedisTarget) {
       const rs = registries(3, keys);
       const ids = ['d1', 'd2', 'd3', 'd4'];
       for (const id of ids) {
-        const { epoch } = await rs[0].claim(id, 'n/1', { cleanStart: true, will: will(id, 1), sessionExpiryS: 3600 });
+        const { epoch } = await rs[0].claim(id, 'n/1', { cleanStart: true, will: will(id, 1), sessionExpiryS: 3600, owner: 'u' });
         const out = await rs[0].abnormalDisconnect(id, epoch, 3600);
         assert.equal(out.kind, 'scheduled');
       }
@@ -100,26 +100,26 @@ function suite(name: string, target: () => RedisTarget) {
 
     it('will delay is cut to the session expiry, and a reconnect within the delay cancels it', async () => {
       const [r] = registries(1);
-      const a = await r.claim('e1', 'n/1', { cleanStart: true, will: will('e1', 100), sessionExpiryS: 0 });
+      const a = await r.claim('e1', 'n/1', { cleanStart: true, will: will('e1', 100), sessionExpiryS: 0, owner: 'u' });
       assert.equal((await r.abnormalDisconnect('e1', a.epoch, 0)).kind, 'fire', 'session expiry 0 → will now');
-      const b = await r.claim('e2', 'n/1', { cleanStart: true, will: will('e2', 100), sessionExpiryS: 100 });
+      const b = await r.claim('e2', 'n/1', { cleanStart: true, will: will('e2', 100), sessionExpiryS: 100, owner: 'u' });
       assert.equal((await r.abnormalDisconnect('e2', b.epoch, 100)).kind, 'scheduled');
-      const c = await r.claim('e2', 'n/2', { cleanStart: false, sessionExpiryS: 100 });
+      const c = await r.claim('e2', 'n/2', { cleanStart: false, sessionExpiryS: 100, owner: 'u' });
       assert.deepEqual([c.previousWill, c.willToFire], ['cancelled', undefined]);
-      const d = await r.claim('e3', 'n/1', { cleanStart: true, will: will('e3', 100), sessionExpiryS: 100 });
+      const d = await r.claim('e3', 'n/1', { cleanStart: true, will: will('e3', 100), sessionExpiryS: 100, owner: 'u' });
       await r.abnormalDisconnect('e3', d.epoch, 100);
-      const e = await r.claim('e3', 'n/2', { cleanStart: true, sessionExpiryS: 0 });
+      const e = await r.claim('e3', 'n/2', { cleanStart: true, sessionExpiryS: 0, owner: 'u' });
       assert.equal(e.previousWill, 'fire', 'clean start ends the old session: its will goes now');
     });
 
     it('a survivor that reaped a node fires or schedules its clients\' wills, leaving moved clients alone', async () => {
       const [r, other] = registries(2);
       const dead = 'dead/1';
-      await r.claim('o1', dead, { cleanStart: true, will: will('o1', 0), sessionExpiryS: 0 });
-      await r.claim('o2', dead, { cleanStart: true, will: will('o2', 30), sessionExpiryS: 3600 });
-      await r.claim('o3', dead, { cleanStart: true, will: will('o3', 0), sessionExpiryS: 0 });
-      await r.claim('o3', 'alive/1', { cleanStart: false, will: will('o3', 0), sessionExpiryS: 0 }); // moved
-      await r.claim('o4', dead, { cleanStart: true, sessionExpiryS: 0 });
+      await r.claim('o1', dead, { cleanStart: true, will: will('o1', 0), sessionExpiryS: 0, owner: 'u' });
+      await r.claim('o2', dead, { cleanStart: true, will: will('o2', 30), sessionExpiryS: 3600, owner: 'u' });
+      await r.claim('o3', dead, { cleanStart: true, will: will('o3', 0), sessionExpiryS: 0, owner: 'u' });
+      await r.claim('o3', 'alive/1', { cleanStart: false, will: will('o3', 0), sessionExpiryS: 0, owner: 'u' }); // moved
+      await r.claim('o4', dead, { cleanStart: true, sessionExpiryS: 0, owner: 'u' });
       const fired: string[] = [];
       const reports = await Promise.all([r, other].map((x, i) => x.orphanClients(dead, (w) => void fired.push(w.clientId), `reaper/${i}`)));
       // o3's old will fired at its reconnect (delay 0 takeover), not here

@@ -4,20 +4,33 @@
 -- Start, when the old session had expiry 0, or when its delay already ran out (dueAt <= now,
 -- the sweeper was just slower); otherwise the reconnect cancels it. Either way it is deleted
 -- here, so whoever receives it in this reply is the only one to publish it.
--- KEYS[1] client owner HASH (node, epoch, online)
+-- The client id belongs to the identity that claimed it last while that incarnation is
+-- online, has a stored session or a pending will: another identity's claim changes nothing
+-- and is refused (unless ARGV[7] allows takeover across identities). A record without an
+-- identity (written before owners were recorded) belongs to nobody.
+-- KEYS[1] client owner HASH (node, epoch, online, identity)
 -- KEYS[2] client will HASH (rec, epoch, delayS, expiryS, dueAt)
+-- KEYS[3] session HASH (exists while a persistent session is stored)
 -- ARGV[1] claiming node member id
 -- ARGV[2] clean start: '1' or '0'
 -- ARGV[3] new will record (encoded WillRecord), '' for none
 -- ARGV[4] new will delay, seconds
 -- ARGV[5] new session expiry interval, seconds
+-- ARGV[6] claiming identity (auth/session-owner.ts)
+-- ARGV[7] takeover across identities allowed: '1' or '0'
 -- Returns {'ok', epoch, previousNode, previousOnline ('1'/'0'), oldWill, oldWillOutcome, oldWillEpoch}
 --   oldWill: the encoded record to fire now, or '' ; oldWillOutcome: 'none'|'fire'|'cancelled'
+--   | {'not_owner'} when another identity holds the client id (nothing was changed)
+local prev = redis.call('HMGET', KEYS[1], 'node', 'online', 'identity')
+if ARGV[7] ~= '1' and prev[3] and prev[3] ~= ARGV[6] then
+  if prev[2] == '1' or redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then
+    return {'not_owner'}
+  end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local prev = redis.call('HMGET', KEYS[1], 'node', 'online')
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('HSET', KEYS[1], 'node', ARGV[1], 'online', '1')
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'online', '1', 'identity', ARGV[6])
 
 local fire = ''
 local outcome = 'none'

@@ -5,6 +5,7 @@ import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import type { AuthOutcome, Identity } from '../../auth/types.js';
+import { sessionOwner } from '../../auth/session-owner.js';
 import { NEVER_EXPIRES, type OpenResult } from '../../broker/broker.js';
 import type { Session } from '../../broker/session.js';
 import type { WillRecord, MessageProperties } from '../../store/types.js';
@@ -22,6 +23,9 @@ interface Refusal {
   readonly code: number;
   readonly reason: string;
 }
+
+/** 5.0 0x85 Client Identifier not valid, 3.1.1 0x02 Identifier rejected. Not a credential failure. */
+const OTHER_OWNER: Refusal = { code: RC.CLIENT_IDENTIFIER_NOT_VALID, reason: 'client id in use by another identity' };
 
 export function handleConnect(ch: Channel, packet: IConnectPacket): void {
   const version = packet.protocolVersion ?? 4;
@@ -160,7 +164,13 @@ function accept(ch: Channel, packet: IConnectPacket): void {
   const { broker, config, metrics } = ch.ctx;
   const v5 = ch.protocolVersion === 5;
 
-  // one live connection per client id [MQTT-3.1.4-3]
+  // one live connection per client id [MQTT-3.1.4-3] — taken over only by the identity that
+  // owns it: another identity is refused before anything of the owner's is touched
+  const owner = sessionOwner(ch.identity!, ch.ctx.authenticator.mode);
+  if (broker.heldByAnother(ch.clientId, owner)) {
+    metrics.takeoversRefusedTotal.inc({ scope: 'local' });
+    return refuse(ch, OTHER_OWNER);
+  }
   const existing = broker.sessions.get(ch.clientId);
   if (existing?.link) (existing.link as Channel).takeover();
 
@@ -168,7 +178,7 @@ function accept(ch: Channel, packet: IConnectPacket): void {
   const expiryS = Math.min(requested, config.maxSessionExpiryS);
   const cleanStart = packet.clean !== false;
   const will = packet.will ? willRecord(ch, packet, ch.identity!, 0) : undefined;
-  const opened = broker.connectSession(ch.clientId, cleanStart, expiryS, will);
+  const opened = broker.connectSession(ch.clientId, cleanStart, expiryS, will, owner);
   const then = (result: OpenResult) => {
     if ('refused' in result) return refuse(ch, { code: result.refused, reason: result.reason });
     if (will) {
