@@ -93,6 +93,7 @@ export class VigilServer {
   async start(): Promise<void> {
     const { config, log } = this;
     if (config.auth === 'none') log.warn('VIGIL_AUTH=none: anonymous clients are allowed');
+    if (config.auth === 'jwt' && config.sessionTakeover === 'any') log.warn('VIGIL_SESSION_TAKEOVER=any: any authenticated client may take over another identity\'s client id, session and will');
     // cluster mode: built first so identity can share its revocation list; started below
     if (hasRedisTarget(config)) {
       this.cluster = new ClusterNode({

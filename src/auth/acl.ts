@@ -21,12 +21,20 @@ export interface CompiledGrants {
   readonly subscribe: readonly CompiledRule[];
 }
 
+/** One pattern of a `clientIds` list: `*` for any run of characters, %u / %s substituted. */
+export interface ClientIdPattern {
+  readonly pattern: string;
+  readonly source: string;
+}
+
 export interface CompiledPolicy {
   /** Grants for every client, whatever its roles. */
   readonly allow: CompiledGrants;
   /** Denials for every client; they win over every grant. */
   readonly deny: CompiledGrants;
-  readonly roles: Readonly<Record<string, { readonly allow: CompiledGrants; readonly deny: CompiledGrants }>>;
+  readonly roles: Readonly<Record<string, { readonly allow: CompiledGrants; readonly deny: CompiledGrants; readonly clientIds?: readonly ClientIdPattern[] }>>;
+  /** Client ids every client may use (top-level `clientIds`); undefined when the policy has none. */
+  readonly clientIds?: readonly ClientIdPattern[];
 }
 
 /** What authorization needs to know about a client; a subset of Identity, cloneable. */
@@ -87,13 +95,22 @@ function compileGrants(value: unknown, where: string): CompiledGrants {
   return out;
 }
 
+function compileClientIds(value: unknown, where: string): ClientIdPattern[] {
+  if (!Array.isArray(value)) throw new AclPolicyError(`${where}: expected a list of client id patterns`);
+  return value.map((pattern) => {
+    if (typeof pattern !== 'string' || pattern.length === 0) throw new AclPolicyError(`${where}: ${JSON.stringify(pattern)} is not a client id pattern`);
+    if (pattern.includes('%c')) throw new AclPolicyError(`${where}: %c in ${JSON.stringify(pattern)} would match every client id`);
+    return { pattern, source: where };
+  });
+}
+
 /** Validates and compiles a parsed policy document (YAML or JSON). Throws AclPolicyError. */
 export function compilePolicy(doc: unknown): CompiledPolicy {
   if (doc === null || doc === undefined) doc = {};
   if (!isRecord(doc)) throw new AclPolicyError('policy: expected a mapping with roles, allow and/or deny');
-  checkKeys(doc, ['version', 'roles', 'allow', 'deny'], 'policy');
+  checkKeys(doc, ['version', 'roles', 'allow', 'deny', 'clientIds'], 'policy');
   if (doc.version !== undefined && doc.version !== 1) throw new AclPolicyError(`version: only version 1 is known, got ${JSON.stringify(doc.version)}`);
-  const roles: Record<string, { allow: CompiledGrants; deny: CompiledGrants }> = Object.create(null);
+  const roles: Record<string, { allow: CompiledGrants; deny: CompiledGrants; clientIds?: ClientIdPattern[] }> = Object.create(null);
   if (doc.roles !== undefined && doc.roles !== null) {
     if (!isRecord(doc.roles)) throw new AclPolicyError('roles: expected a mapping of role name to grants');
     for (const [name, spec] of Object.entries(doc.roles)) {
@@ -103,12 +120,15 @@ export function compilePolicy(doc: unknown): CompiledPolicy {
         continue;
       }
       if (!isRecord(spec)) throw new AclPolicyError(`${where}: expected a mapping with publish, subscribe and/or deny`);
-      checkKeys(spec, ['publish', 'subscribe', 'deny'], where);
-      const { deny, ...allow } = spec;
+      checkKeys(spec, ['publish', 'subscribe', 'deny', 'clientIds'], where);
+      const { deny, clientIds, ...allow } = spec;
       roles[name] = { allow: compileGrants(allow, where), deny: compileGrants(deny, `${where}.deny`) };
+      if (clientIds !== undefined && clientIds !== null) roles[name].clientIds = compileClientIds(clientIds, `${where}.clientIds`);
     }
   }
-  return { allow: compileGrants(doc.allow, 'allow'), deny: compileGrants(doc.deny, 'deny'), roles };
+  const compiled: { -readonly [K in keyof CompiledPolicy]: CompiledPolicy[K] } = { allow: compileGrants(doc.allow, 'allow'), deny: compileGrants(doc.deny, 'deny'), roles };
+  if (doc.clientIds !== undefined && doc.clientIds !== null) compiled.clientIds = compileClientIds(doc.clientIds, 'clientIds');
+  return compiled;
 }
 
 /** Validates a token `acl` claim. Returns undefined when it is not a valid claim. */
@@ -256,4 +276,65 @@ function firstOf<T, R>(items: readonly T[], fn: (item: T) => R | undefined): R |
 function claimGrants(claim: TokenAcl, action: AuthAction, grants: (rule: Levels) => boolean): boolean {
   const list = claim[action];
   return list !== undefined && list.some((f) => grants(splitLevels(f)));
+}
+
+// ---------------------------------------------------------------------------------------
+// Client ids
+
+/**
+ * Whether `subject` may connect with `clientId`. The patterns that apply are the top-level
+ * `clientIds` and those of every role the subject holds; when none applies (no list in the
+ * policy, or only in roles the subject does not hold) any client id is allowed, as before
+ * client-id rules existed. Otherwise the id must match one of them.
+ */
+export function clientIdDecision(policy: CompiledPolicy | null, subject: AclSubject, clientId: string): { readonly allowed: boolean; readonly rule?: string } {
+  if (policy === null) return { allowed: true };
+  const lists: (readonly ClientIdPattern[])[] = [];
+  if (policy.clientIds) lists.push(policy.clientIds);
+  for (const role of subject.roles) {
+    const list = Object.hasOwn(policy.roles, role) ? policy.roles[role]!.clientIds : undefined;
+    if (list) lists.push(list);
+  }
+  if (lists.length === 0) return { allowed: true };
+  for (const list of lists) {
+    for (const p of list) if (clientIdMatches(p.pattern, subject, clientId)) return { allowed: true, rule: `${p.source}: ${p.pattern}` };
+  }
+  return { allowed: false };
+}
+
+/**
+ * `*` in the rule text matches any run of characters; %u and %s are replaced, in one pass, by
+ * the username and certificate subject as literal text (a `*` or `%` in them is not special).
+ * A placeholder without a value (empty username, no certificate) never matches.
+ */
+function clientIdMatches(pattern: string, subject: AclSubject, clientId: string): boolean {
+  const segments: string[] = [''];
+  for (let i = 0; i < pattern.length; i++) {
+    const ch = pattern[i]!;
+    if (ch === '*') {
+      segments.push('');
+      continue;
+    }
+    if (ch === '%' && (pattern[i + 1] === 'u' || pattern[i + 1] === 's')) {
+      const value = pattern[i + 1] === 'u' ? subject.username : subject.certSubject;
+      if (value === undefined || value.length === 0) return false;
+      segments[segments.length - 1] += value;
+      i++;
+      continue;
+    }
+    segments[segments.length - 1] += ch;
+  }
+  if (segments.length === 1) return clientId === segments[0];
+  // literal head and tail, the middle segments in order between them (no backtracking needed)
+  const head = segments[0]!;
+  const tail = segments[segments.length - 1]!;
+  if (clientId.length < head.length + tail.length || !clientId.startsWith(head) || !clientId.endsWith(tail)) return false;
+  let at = head.length;
+  const end = clientId.length - tail.length;
+  for (let i = 1; i < segments.length - 1; i++) {
+    const found = clientId.indexOf(segments[i]!, at);
+    if (found < 0 || found + segments[i]!.length > end) return false;
+    at = found + segments[i]!.length;
+  }
+  return true;
 }

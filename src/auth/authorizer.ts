@@ -13,7 +13,7 @@
 // policy allows now — which is exactly the question the seed issue asks to get right.
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { evaluate, type AclDecision, type AclSubject } from './acl.js';
+import { clientIdDecision, evaluate, type AclDecision, type AclSubject } from './acl.js';
 import { ReceiveTables } from './receive-verdicts.js';
 import type { AclPolicyFile, LoadedPolicy } from './acl-file.js';
 import type { AuthPool } from './pool.js';
@@ -138,6 +138,11 @@ export class PolicyAuthorizer implements Authorizer {
 
   receiveVerdicts(identity: Identity): ReceiveVerdicts | null {
     return this.allowAll ? null : this.receive.forIdentity(identity);
+  }
+
+  /** The policy's client-id rules at CONNECT (docs/acl.md, "Client ids"): a few string compares, on this thread. */
+  clientIdAllowed(identity: Identity, clientId: string): boolean {
+    return clientIdDecision(this.policy()?.policy ?? null, toSubject(identity), clientId).allowed;
   }
 
   /**

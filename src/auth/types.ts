@@ -86,6 +86,8 @@ export interface Authorizer {
    * there is no policy at all: every delivery is allowed. Ask again once it is `stale`.
    */
   receiveVerdicts(identity: Identity): ReceiveVerdicts | null;
+  /** Whether the policy's client-id rules let this identity connect with this client id. */
+  clientIdAllowed(identity: Identity, clientId: string): boolean;
   /** Generation counter bumped on policy reload / revocation so per-session caches can drop stale verdicts. */
   readonly generation: number;
   close(): Promise<void>;

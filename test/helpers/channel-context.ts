@@ -31,7 +31,7 @@ export function createTestContext(overrides: Partial<Config> = {}): TestContext 
     isRevoked: () => false,
     close: async () => undefined,
   };
-  const authorizer: Authorizer = { allowAll: true, generation: 0, check: () => ({ allowed: true }), receiveVerdicts: () => null, close: async () => undefined };
+  const authorizer: Authorizer = { allowAll: true, generation: 0, check: () => ({ allowed: true }), receiveVerdicts: () => null, clientIdAllowed: () => true, close: async () => undefined };
   const broker = new Broker({ config, metrics, log, clock, authenticator, authorizer, retained: new MemoryRetainedStore() });
   broker.start();
   return {

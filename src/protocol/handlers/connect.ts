@@ -148,6 +148,11 @@ function authenticated(ch: Channel, packet: IConnectPacket, outcome: AuthOutcome
   }
   if (packet.username) limits.authFailuresByUsername.succeeded(packet.username);
   ch.identity = outcome.identity;
+  // the policy may bind client ids to identities; an id the server assigned is nobody else's
+  const assigned = (packet.clientId ?? '') === '';
+  if (!assigned && !ch.ctx.authorizer.clientIdAllowed(outcome.identity, ch.clientId)) {
+    return refuse(ch, { code: RC.CLIENT_IDENTIFIER_NOT_VALID, reason: 'client id not allowed for this identity' });
+  }
   const will = packet.will;
   if (will && ch.ctx.config.willAuthz !== 'fire' && !ch.ctx.authorizer.allowAll) {
     // VIGIL_WILL_AUTHZ: the client learns at once that its will could never be published

@@ -1,6 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { AclPolicyError, compilePolicy, evaluate, evaluateReceive, parseTokenAcl, type AclSubject } from '../../../src/auth/acl.js';
+import { AclPolicyError, clientIdDecision, compilePolicy, evaluate, evaluateReceive, parseTokenAcl, type AclSubject } from '../../../src/auth/acl.js';
 
 const policy = compilePolicy({
   roles: {
@@ -158,5 +158,39 @@ describe('ACL policy', () => {
     assert.equal(parseTokenAcl({ publish: ['a/#/b'] }), undefined);
     assert.equal(parseTokenAcl({ write: ['a'] }), undefined);
     assert.equal(parseTokenAcl(['a']), undefined);
+  });
+
+  it('binds client ids to identities with clientIds patterns; without any that apply, every id is allowed', () => {
+    const p = compilePolicy({
+      roles: { device: { clientIds: ['%u', '%u-*', 'fleet-*-%u'] }, tls: { clientIds: ['cert-%s'] }, monitor: { subscribe: ['#'] }, locked: { clientIds: [] } },
+    });
+    const dev = (username: string, clientId: string) => clientIdDecision(p, { username, clientId, roles: ['device'] }, clientId).allowed;
+    assert.equal(dev('alice', 'alice'), true);
+    assert.equal(dev('alice', 'alice-'), true);
+    assert.equal(dev('alice', 'alice-7'), true);
+    assert.equal(dev('alice', 'fleet-x-alice'), true);
+    assert.equal(dev('alice', 'fleet--alice'), true);
+    for (const other of ['bob', 'alice7', 'xalice', 'fleet-alice', 'fleet-x-alicex', '']) assert.equal(dev('alice', other), false, other);
+    // a value is literal text: a subject "*" or "%u" widens nothing, an empty one matches nothing
+    assert.equal(dev('*', 'bob'), false);
+    assert.equal(dev('*', '*'), true);
+    assert.equal(dev('%u', 'bob'), false);
+    assert.equal(dev('', ''), false);
+    assert.equal(dev('', '-1'), false);
+    const cert = (certSubject: string | undefined, clientId: string) => clientIdDecision(p, { username: 'u', clientId, certSubject, roles: ['tls'] }, clientId).allowed;
+    assert.equal(cert('gw1', 'cert-gw1'), true);
+    assert.equal(cert(undefined, 'cert-'), false);
+    // no list applies: anything goes (backwards compatible); an empty list allows nothing
+    assert.equal(clientIdDecision(p, { username: 'm', clientId: 'whatever', roles: ['monitor'] }, 'whatever').allowed, true);
+    assert.equal(clientIdDecision(compilePolicy({ roles: { a: { publish: ['#'] } } }), { username: 'm', clientId: 'x', roles: ['a'] }, 'x').allowed, true);
+    assert.equal(clientIdDecision(p, { username: 'm', clientId: 'm', roles: ['locked'] }, 'm').allowed, false);
+    // roles add up; a top-level list applies to every client
+    assert.equal(clientIdDecision(p, { username: 'alice', clientId: 'cert-gw', certSubject: 'gw', roles: ['device', 'tls'] }, 'cert-gw').allowed, true);
+    const top = compilePolicy({ clientIds: ['%u'], roles: { monitor: { subscribe: ['#'] } } });
+    assert.equal(clientIdDecision(top, { username: 'm', clientId: 'other', roles: ['monitor'] }, 'other').allowed, false);
+    assert.equal(clientIdDecision(top, { username: 'm', clientId: 'm', roles: [] }, 'm').allowed, true);
+    assert.throws(() => compilePolicy({ roles: { r: { clientIds: ['%c'] } } }), AclPolicyError);
+    assert.throws(() => compilePolicy({ roles: { r: { clientIds: 'x' } } }), AclPolicyError);
+    assert.throws(() => compilePolicy({ clientIds: [''] }), AclPolicyError);
   });
 });
