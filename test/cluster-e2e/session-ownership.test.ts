@@ -18,6 +18,7 @@ let key: TestKey;
 let a: VigilNode;
 let b: VigilNode;
 const clients = new ClientPool();
+const CONNECT_MS = 15000; // a loaded CI machine verifies tokens slowly
 
 before(async () => {
   redis = await startRedis();
@@ -45,7 +46,7 @@ async function as(sub: string, roles: string[], v: Version, extra: IClientOption
 }
 
 test('Mallory on the other node cannot take Alice\'s client id; Alice\'s will fires once when her node is SIGKILLed', { timeout: 60000 }, async () => {
-  const monitor = await clients.connect(b.url, await as('mon', ['monitor'], 5, { clientId: 'own-monitor' }));
+  const monitor = await clients.connect(b.url, await as('mon', ['monitor'], 5, { clientId: 'own-monitor' }), CONNECT_MS);
   await monitor.mqtt.subscribeAsync('status/#', { qos: 1 });
   const aliceOptions = await as('alice', ['device'], 5, {
     clientId: 'alice-1',
@@ -53,14 +54,14 @@ test('Mallory on the other node cannot take Alice\'s client id; Alice\'s will fi
     properties: { sessionExpiryInterval: 600 },
     will: { topic: 'status/alice', payload: Buffer.from('alice down'), qos: 1, retain: false },
   });
-  const alice = await clients.connect(a.url, aliceOptions);
+  const alice = await clients.connect(a.url, aliceOptions, CONNECT_MS);
   await alice.mqtt.subscribeAsync('trusted/alice/#', { qos: 1 });
   let aliceLost = false;
   alice.mqtt.on('disconnect', () => (aliceLost = true));
 
   // Mallory, valid token of her own, on node B, both protocol versions, resume and clean start
   for (const [v, clean, code] of [[5, false, 0x85], [5, true, 0x85], [4, false, 0x02], [4, true, 0x02]] as const) {
-    const err = await clients.connectRefused(b.url, await as('mallory', ['device'], v, { clientId: 'alice-1', clean, ...(v === 5 ? { properties: { sessionExpiryInterval: 600 } } : {}) }));
+    const err = await clients.connectRefused(b.url, await as('mallory', ['device'], v, { clientId: 'alice-1', clean, ...(v === 5 ? { properties: { sessionExpiryInterval: 600 } } : {}) }), CONNECT_MS);
     assert.equal(err.code, code, `MQTT ${v} clean=${clean}`);
   }
   assert.equal(await b.metric('vigil_takeovers_refused_total', { scope: 'cluster' }), 4);
@@ -78,9 +79,9 @@ test('Mallory on the other node cannot take Alice\'s client id; Alice\'s will fi
   await waitUntil(() => monitor.messages.length > 0, 20000, "Alice's will");
   assert.equal(monitor.messages[0].payload, 'alice down');
   // her stored session is still hers: Mallory is refused on the survivor, Alice resumes it
-  const err = await clients.connectRefused(b.url, await as('mallory', ['device'], 5, { clientId: 'alice-1', clean: false, properties: { sessionExpiryInterval: 600 } }));
+  const err = await clients.connectRefused(b.url, await as('mallory', ['device'], 5, { clientId: 'alice-1', clean: false, properties: { sessionExpiryInterval: 600 } }), CONNECT_MS);
   assert.equal(err.code, 0x85);
-  const back = await clients.connect(b.url, { ...aliceOptions, will: undefined });
+  const back = await clients.connect(b.url, { ...aliceOptions, will: undefined }, CONNECT_MS);
   assert.equal(back.connack.sessionPresent, true);
   await sleep(500); // room for a second copy of the will to show up
   assert.equal(monitor.messages.filter((m) => m.topic === 'status/alice').length, 1, 'the will went exactly once');

@@ -22,6 +22,7 @@ let dir: TempDir;
 let key: TestKey;
 let broker: TestBroker | undefined;
 const pool = new ClientPool();
+const CONNECT_MS = 15000; // a loaded CI machine verifies tokens slowly
 
 beforeEach(async () => {
   dir = await tempDir();
@@ -65,10 +66,10 @@ describe('sessions belong to an identity', { timeout: 60000 }, () => {
       const b = await jwtBroker({ willGraceMs: 3000 });
       const id = uniqueId('alice');
       const willTopic = `status/${id}`;
-      const monitor = await pool.connect(b.url, { protocolVersion: 5, clientId: uniqueId('mon'), username: 'mon', password: await password('mon', ['monitor']) });
+      const monitor = await pool.connect(b.url, { protocolVersion: 5, clientId: uniqueId('mon'), username: 'mon', password: await password('mon', ['monitor']) }, CONNECT_MS);
       await monitor.mqtt.subscribeAsync('status/#', { qos: 1 });
 
-      const alice = await pool.connect(b.url, await persistent(v, id, 'alice', willTopic));
+      const alice = await pool.connect(b.url, await persistent(v, id, 'alice', willTopic), CONNECT_MS);
       await alice.mqtt.subscribeAsync('trusted/alice/#', { qos: 1 });
       let aliceDisconnected = false;
       alice.mqtt.on('disconnect', () => (aliceDisconnected = true));
@@ -76,7 +77,7 @@ describe('sessions belong to an identity', { timeout: 60000 }, () => {
 
       // Mallory, with her own valid token, tries Alice's id: resume, and clean start
       for (const clean of [false, true]) {
-        const err = await pool.connectRefused(b.url, { ...(await persistent(v, id, 'mallory', willTopic)), clean });
+        const err = await pool.connectRefused(b.url, { ...(await persistent(v, id, 'mallory', willTopic)), clean }, CONNECT_MS);
         assert.equal(err.code, refusedAs(v), `clean=${clean}: refused with ${refusedAs(v)}, got ${err.code}`);
       }
       assert.equal(await b.metric('vigil_takeovers_refused_total', { scope: 'local' }), 2);
@@ -95,10 +96,10 @@ describe('sessions belong to an identity', { timeout: 60000 }, () => {
       assert.equal(monitor.messages[0].payload, 'alice down');
 
       // while the will waited, Mallory could not cancel it; now the owner's session is offline and still refuses her
-      const err = await pool.connectRefused(b.url, await persistent(v, id, 'mallory', willTopic));
+      const err = await pool.connectRefused(b.url, await persistent(v, id, 'mallory', willTopic), CONNECT_MS);
       assert.equal(err.code, refusedAs(v));
       // Alice herself resumes her session
-      const back = await pool.connect(b.url, await persistent(v, id, 'alice', willTopic));
+      const back = await pool.connect(b.url, await persistent(v, id, 'alice', willTopic), CONNECT_MS);
       assert.equal(back.connack.sessionPresent, true);
       await sleep(300);
       assert.equal(monitor.messages.filter((x) => x.topic === willTopic).length, 1, 'the will went once');
@@ -108,13 +109,13 @@ describe('sessions belong to an identity', { timeout: 60000 }, () => {
       const b = await jwtBroker({ willGraceMs: 3000 });
       const id = uniqueId('alice');
       const willTopic = `status/${id}`;
-      const monitor = await pool.connect(b.url, { protocolVersion: 5, clientId: uniqueId('mon'), username: 'mon', password: await password('mon', ['monitor']) });
+      const monitor = await pool.connect(b.url, { protocolVersion: 5, clientId: uniqueId('mon'), username: 'mon', password: await password('mon', ['monitor']) }, CONNECT_MS);
       await monitor.mqtt.subscribeAsync('status/#', { qos: 1 });
       // 3.1.1 clean session: after the connection is lost only the (grace) will holds the id
-      const alice = await pool.connect(b.url, { ...(await persistent(v, id, 'alice', willTopic)), clean: v === 4 });
+      const alice = await pool.connect(b.url, { ...(await persistent(v, id, 'alice', willTopic)), clean: v === 4 }, CONNECT_MS);
       alice.mqtt.stream.destroy();
       await alice.waitForClose();
-      const err = await pool.connectRefused(b.url, { ...(await persistent(v, id, 'mallory', willTopic)), clean: false });
+      const err = await pool.connectRefused(b.url, { ...(await persistent(v, id, 'mallory', willTopic)), clean: false }, CONNECT_MS);
       assert.equal(err.code, refusedAs(v));
       const [will] = await monitor.waitForMessages(1, 20000);
       assert.equal(will.payload, 'alice down');
@@ -124,9 +125,9 @@ describe('sessions belong to an identity', { timeout: 60000 }, () => {
     it(`${versionName(v)}: refused CONNECTs do not count as failed logins; the owner reconnects at once`, async () => {
       const b = await jwtBroker({ authFailuresPerAddress: 3 });
       const id = uniqueId('alice');
-      await pool.connect(b.url, await persistent(v, id, 'alice', `status/${id}`));
-      for (let i = 0; i < 6; i++) assert.equal((await pool.connectRefused(b.url, await persistent(v, id, 'mallory', `status/${id}`))).code, refusedAs(v));
-      const again = await pool.connect(b.url, await persistent(v, id, 'alice', `status/${id}`));
+      await pool.connect(b.url, await persistent(v, id, 'alice', `status/${id}`), CONNECT_MS);
+      for (let i = 0; i < 6; i++) assert.equal((await pool.connectRefused(b.url, await persistent(v, id, 'mallory', `status/${id}`), CONNECT_MS)).code, refusedAs(v));
+      const again = await pool.connect(b.url, await persistent(v, id, 'alice', `status/${id}`), CONNECT_MS);
       assert.equal(again.connack.sessionPresent, true, 'the owner takes over her own session');
       assert.equal(await b.metric('vigil_takeovers_total'), 1);
     });
@@ -135,26 +136,26 @@ describe('sessions belong to an identity', { timeout: 60000 }, () => {
       const b = await jwtBroker({}, BOUND_POLICY);
       const as = async (clientId: string, sub: string, roles: string[]) =>
         ({ protocolVersion: v, clientId, username: sub, password: await password(sub, roles) }) as IClientOptions;
-      await pool.connect(b.url, await as('alice', 'alice', ['bound']));
-      await pool.connect(b.url, await as('alice-sensor-1', 'alice', ['bound']));
+      await pool.connect(b.url, await as('alice', 'alice', ['bound']), CONNECT_MS);
+      await pool.connect(b.url, await as('alice-sensor-1', 'alice', ['bound']), CONNECT_MS);
       for (const clientId of ['bob', 'bob-1', 'xalice', 'alice_1']) {
-        const err = await pool.connectRefused(b.url, await as(clientId, 'alice', ['bound']));
+        const err = await pool.connectRefused(b.url, await as(clientId, 'alice', ['bound']), CONNECT_MS);
         assert.equal(err.code, refusedAs(v), clientId);
       }
       // a role without clientIds: any id, as before client-id rules existed
-      await pool.connect(b.url, await as(uniqueId('anything'), 'mon', ['monitor']));
+      await pool.connect(b.url, await as(uniqueId('anything'), 'mon', ['monitor']), CONNECT_MS);
       // a subject named like a pattern gains nothing: "*" is literal in a substituted value
-      assert.equal((await pool.connectRefused(b.url, await as('bob', '*', ['bound']))).code, refusedAs(v));
-      await pool.connect(b.url, await as('*-1', '*', ['bound']));
+      assert.equal((await pool.connectRefused(b.url, await as('bob', '*', ['bound']), CONNECT_MS)).code, refusedAs(v));
+      await pool.connect(b.url, await as('*-1', '*', ['bound']), CONNECT_MS);
     });
   }
 
   it('VIGIL_SESSION_TAKEOVER=any lets another identity take the client id over (as before)', async () => {
     const b = await jwtBroker({ sessionTakeover: 'any' });
     const id = uniqueId('alice');
-    const alice = await pool.connect(b.url, await persistent(5, id, 'alice', `status/${id}`));
+    const alice = await pool.connect(b.url, await persistent(5, id, 'alice', `status/${id}`), CONNECT_MS);
     const disconnected = alice.waitForDisconnect(5000);
-    const mallory = await pool.connect(b.url, await persistent(5, id, 'mallory', `status/${id}`));
+    const mallory = await pool.connect(b.url, await persistent(5, id, 'mallory', `status/${id}`), CONNECT_MS);
     assert.equal(mallory.connack.sessionPresent, true);
     assert.equal((await disconnected).reasonCode, 0x8e);
   });
@@ -162,9 +163,9 @@ describe('sessions belong to an identity', { timeout: 60000 }, () => {
   it('auth=none: every client is "anonymous", so takeover works as it always did', async () => {
     broker = await startBroker();
     const id = uniqueId('anon');
-    const first = await pool.connect(broker.url, { protocolVersion: 5, clientId: id, username: 'alice', clean: false, properties: { sessionExpiryInterval: 60 } });
+    const first = await pool.connect(broker.url, { protocolVersion: 5, clientId: id, username: 'alice', clean: false, properties: { sessionExpiryInterval: 60 } }, CONNECT_MS);
     const disconnected = first.waitForDisconnect(5000);
-    const second = await pool.connect(broker.url, { protocolVersion: 5, clientId: id, username: 'mallory', clean: false, properties: { sessionExpiryInterval: 60 } });
+    const second = await pool.connect(broker.url, { protocolVersion: 5, clientId: id, username: 'mallory', clean: false, properties: { sessionExpiryInterval: 60 } }, CONNECT_MS);
     assert.equal(second.connack.sessionPresent, true);
     assert.equal((await disconnected).reasonCode, 0x8e);
   });
