@@ -28,7 +28,7 @@ describe('cluster fleet index', { timeout: 60000 }, () => {
       decisionOf(record, verdict, { node: 'node-b', lease: 'node-b/2', nowMs: 1_700_000_000_000, rule: verdict.allowed ? 'roles.device.publish: status/#' : 'deny.publish: status/x', explanation: '', policyGeneration: 3, willAuthz: 'connect+fire' });
     const fleet = new ClusterFleet({ redis: conn, keys, broker: { sessions: new Map() }, member: () => 'node-a/1', describe });
     const connect = async (clientId: string, member: string, w?: WillRecord) => {
-      const { epoch } = await registry.claim(clientId, member, { cleanStart: true, will: w, sessionExpiryS: 0 });
+      const { epoch } = await registry.claim(clientId, member, { cleanStart: true, will: w, sessionExpiryS: 0, owner: 'u' });
       fleet.connected({ clientId, epoch, username: `user-${clientId}`, roles: ['device'], protocolVersion: 5, connectedAtMs: 1_700_000_000_000 });
       return epoch;
     };
