@@ -11,7 +11,8 @@
 # Ports (VIGIL_LOCAL_BASE, default 21000):
 #   HAProxy: MQTT BASE+883, WebSocket BASE+83 (/mqtt), stats BASE+404
 #   node i (1..3): MQTT BASE+10i+1, WebSocket BASE+10i+2, metrics/admin BASE+10i+4
-#   Redis: BASE+379
+#   Redis: BASE+379 (appendonly yes, appendfsync everysec; the AOF stays in the state directory,
+#   VIGIL_LOCAL_STATE, across stop/up: delete it for an empty Redis)
 # Extra VIGIL_* variables in the environment are passed to every node (e.g. VIGIL_ADMIN_TOKEN).
 set -euo pipefail
 
@@ -128,7 +129,9 @@ start_all() {
     exit 1
   fi
 
-  redis-server --port "$REDIS_PORT" --bind "$HOST" --save '' --appendonly no --daemonize no --dir "$STATE" >"$STATE/redis.log" 2>&1 &
+  # the shipped persistence (as docker-compose.yml): the append-only file in $STATE, fsynced
+  # every second, so sessions, queued messages, retained state and wills survive a Redis restart
+  redis-server --port "$REDIS_PORT" --bind "$HOST" --save '' --appendonly yes --appendfsync everysec --daemonize no --dir "$STATE" >"$STATE/redis.log" 2>&1 &
   echo $! >"$STATE/redis.pid"
   for _ in $(seq 1 50); do redis-cli -h "$HOST" -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
   redis-cli -h "$HOST" -p "$REDIS_PORT" ping >/dev/null 2>&1 || { log "redis did not start, see $STATE/redis.log"; stop_all; exit 1; }

@@ -77,7 +77,7 @@ async function waitFor(cond, ms, what) {
 async function startRedis() {
   const port = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'vigil-soak-redis-'));
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec', '--loglevel', 'warning'], { stdio: 'ignore' }); // as shipped (docker-compose.yml)
   children.add(proc);
   await waitFor(() => new Promise((res) => {
     const s = net.connect({ port, host: '127.0.0.1' }, () => (s.destroy(), res(true)));

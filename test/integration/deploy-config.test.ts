@@ -65,6 +65,61 @@ describe('docker-compose.yml', () => {
   });
 });
 
+describe('Redis persistence and the Sentinel variant (docker-compose.sentinel.yml)', () => {
+  type Full = { services: Record<string, Service & { command?: string[] | string; depends_on?: Record<string, unknown> }>; volumes?: Record<string, unknown> };
+  const base = compose as Full;
+  const overlay = parseYaml(read('docker-compose.sentinel.yml'), { merge: true }) as Full;
+  const arg = (command: string[] | string | undefined, flag: string) => {
+    const list = Array.isArray(command) ? command : [];
+    const i = list.indexOf(flag);
+    return i >= 0 ? list[i + 1] : undefined;
+  };
+
+  it('Redis keeps an append-only file fsynced every second on a named volume', () => {
+    for (const [file, services, volumes] of [
+      ['docker-compose.yml', base.services, base.volumes],
+      ['docker-compose.sentinel.yml', { ...overlay.services, redis: overlay.services.redis }, { ...base.volumes, ...overlay.volumes }],
+    ] as const) {
+      for (const [name, service] of Object.entries(services).filter(([n]) => n === 'redis' || n.startsWith('redis-replica'))) {
+        assert.equal(arg(service.command, '--appendonly'), 'yes', `${file} ${name}: appendonly`);
+        assert.equal(arg(service.command, '--appendfsync'), 'everysec', `${file} ${name}: appendfsync`);
+        const mounts = service.volumes ?? base.services[name]?.volumes ?? [];
+        const volume = mounts.find((v) => v.endsWith(':/data'))?.split(':')[0];
+        assert.ok(volume && volumes && volume in volumes, `${file} ${name}: /data on a named volume (${mounts})`);
+      }
+    }
+  });
+
+  it('two replicas of redis, three sentinels with quorum 2 watching it under the name the nodes ask for', () => {
+    const replicas = Object.keys(overlay.services).filter((n) => n.startsWith('redis-replica'));
+    assert.equal(replicas.length, 2);
+    for (const r of replicas) {
+      assert.deepEqual(overlay.services[r].command?.slice(overlay.services[r].command!.indexOf('--replicaof'), overlay.services[r].command!.indexOf('--replicaof') + 3), ['--replicaof', 'redis', '6379']);
+      assert.equal(arg(overlay.services[r].command, '--replica-announce-ip'), r, `${r} announces its compose host name`);
+    }
+    assert.equal(arg(overlay.services.redis.command, '--replica-announce-ip'), 'redis');
+    const sentinels = Object.keys(overlay.services).filter((n) => n.startsWith('sentinel-'));
+    assert.equal(sentinels.length, 3);
+    for (const n of NODES) {
+      const env = { ...envOf(base.services[n]), ...envOf(overlay.services[n]) };
+      for (const key of Object.keys(env).filter((k) => k.startsWith('VIGIL_'))) assert.ok(ENV_NAMES.has(key), `${n}: ${key} is not a setting`);
+      const config = loadConfig({ env });
+      assert.equal(config.redisUrl, '', `${n}: no VIGIL_REDIS_URL beside the sentinels`);
+      assert.deepEqual(config.redisSentinels, sentinels.map((s) => `${s}:26379`));
+      assert.equal(config.redisWaitReplicas, 1);
+      assert.ok(Object.keys(overlay.services[n].depends_on ?? {}).every((d) => sentinels.includes(d)) && sentinels.every((s) => s in (overlay.services[n].depends_on ?? {})), `${n} waits for the sentinels`);
+      for (const s of sentinels) {
+        const script = String(overlay.services[s].command);
+        assert.match(script, new RegExp(`'sentinel monitor ${config.redisSentinelMaster} redis 6379 2'`), `${s} monitors the master the nodes name`);
+        assert.match(script, /'port 26379'/);
+        assert.match(script, /sentinel announce-ip \$\$\{ANNOUNCE_HOST\}/, 'compose-escaped $ for the shell');
+        assert.equal(envOf(overlay.services[s]).ANNOUNCE_HOST, s);
+        assert.match(script, /'sentinel resolve-hostnames yes'/);
+      }
+    }
+  });
+});
+
 describe('deploy/haproxy.cfg', () => {
   const cfg = read('deploy/haproxy.cfg');
   const sections = new Map<string, string[]>();
