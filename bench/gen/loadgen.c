@@ -9,11 +9,16 @@
 // Build: gcc -O2 -Wall -Wextra -o loadgen bench/gen/loadgen.c   (Linux, C11, libc only)
 //
 // Usage:
-//   loadgen --port P [--sub-port P2] --scenario pairs|fanout|fanin --qos 0|1
+//   loadgen --port P [--sub-port P2] --scenario pairs|fanout|fanin --qos 0|1|2
 //           --pubs N --subs M --inflight W --size 64 --duration-ms D --warmup-ms X
 //           [--rate MSG_PER_S (0 = unbounded)] [--topic PREFIX] [--max-msgs N]
 //           [--setup-timeout-ms 30000] [--keepalive 600] [--turn-us 0] [--no-bind]
-//           [--sub-v5-alias N]
+//           [--sub-v5-alias N] [--pub-persistent]
+//   --qos 2: publishers run PUBLISH → PUBREC → PUBREL → PUBCOMP, subscribers answer PUBREC to
+//   each delivery and PUBCOMP to the broker's PUBREL.
+//   --pub-persistent: publishers connect with Clean Session 0 (a persistent session; in a
+//   Vigil cluster a QoS 2 publish from one is stored in Redis before it is routed), under
+//   client ids bench-pub-<pid>-<i> so no run resumes another's session.
 //   --sub-v5-alias N: subscribers connect with MQTT 5 and Topic Alias Maximum N (0: none),
 //   so a broker may send them topic aliases; publishers stay 3.1.1. The result's
 //   rxPublishBytes counts the PUBLISH bytes subscribers received in the window.
@@ -24,13 +29,13 @@
 //   pairs : publisher i → PREFIX/i, subscriber i on PREFIX/i (tracks publisher i); pubs == subs
 //   fanout: every publisher → PREFIX, every subscriber on PREFIX (subscriber 0 tracks all)
 //   fanin : publisher i → PREFIX/i, every subscriber on PREFIX/+ (subscriber 0 tracks all)
-// Default PREFIX: pairs bench/q0 or bench/q1 (by QoS), fanout bench/fanout, fanin bench/fanin.
+// Default PREFIX: pairs bench/q0, bench/q1 or bench/q2 (by QoS), fanout bench/fanout, fanin bench/fanin.
 // Client ids bench-pub-<i> / bench-sub-<i>; sockets bind to 127.0.0.<2 + i % 253> like the
 // Node generator (publishers use i + 1000). Only 127.0.0.1 is accepted as the broker address.
 //
 // Window ("--inflight"): QoS 0 = messages sent but not yet seen by the tracking subscriber
 // (a watchdog declares them lost after 100 ms without progress, counted as "stalls");
-// QoS 1 = PUBLISHes not yet acknowledged by PUBACK. Publishers refill their window once per
+// QoS 1 = PUBLISHes not yet acknowledged by PUBACK; QoS 2 = not yet completed by PUBCOMP. Publishers refill their window once per
 // loop turn, after every read of that turn has been processed.
 //
 // Payload (--size bytes, ≥ 16): [0..8) send time, CLOCK_MONOTONIC ns (big endian),
@@ -40,7 +45,8 @@
 // Output on stdout: {"event":"go"} when every client is connected and subscribed and the
 // run starts (warm-up begins), then, 200 ms after the window (clients linger, reading but not
 // publishing, then DISCONNECT), one JSON result line: sent, sentInWindow, received (deliveries
-// in the window), acked, stalls, p50Us/p99Us, cpuUs/wallUs (getrusage over the window), errors. Exit 0 on a completed run, 1 on a
+// in the window), acked, stalls, p50Us/p99Us, ackP50Us/ackP99Us (QoS 1/2: PUBLISH sent → PUBACK,
+// or → PUBCOMP, for publishes sent in the window), cpuUs/wallUs (getrusage over the window), errors. Exit 0 on a completed run, 1 on a
 // setup failure (the JSON line then has "ok":false and "error"), 2 on bad arguments.
 // Everything is bounded: setup timeout, warm-up + duration, a message cap, and alarm() as a
 // last resort.
@@ -94,10 +100,14 @@ static int64_t cpu_us(void) {
 #define H_SUB (1 << H_SUB_BITS)
 #define H_MAX_EXP 40                  // 2^40 ns ≈ 18 min
 #define H_BUCKETS ((H_MAX_EXP - H_SUB_BITS + 1) * H_SUB)
-static uint64_t hist[H_BUCKETS];
-static uint64_t hist_total;
+typedef struct {
+  uint64_t b[H_BUCKETS];
+  uint64_t total;
+} hist_t;
+static hist_t lat_hist;  // delivery (or CONNACK in the connect storm): receive time − send time
+static hist_t ack_hist;  // QoS 1/2 publisher: PUBACK / PUBCOMP time − send time
 
-static inline void hist_record(int64_t v) {
+static inline void hist_record(hist_t *h, int64_t v) {
   if (v < 0) v = 0;
   uint64_t u = (uint64_t)v;
   unsigned idx;
@@ -112,18 +122,18 @@ static inline void hist_record(int64_t v) {
       idx = shift * H_SUB + (unsigned)(u >> shift);
     }
   }
-  hist[idx]++;
-  hist_total++;
+  h->b[idx]++;
+  h->total++;
 }
 
 /** Midpoint of the bucket holding quantile q, in µs; -1 when empty. */
-static double hist_quantile_us(double q) {
-  if (hist_total == 0) return -1;
-  uint64_t target = (uint64_t)(q * (double)hist_total + 0.999999);
+static double hist_quantile_us(const hist_t *h, double q) {
+  if (h->total == 0) return -1;
+  uint64_t target = (uint64_t)(q * (double)h->total + 0.999999);
   if (target < 1) target = 1;
   uint64_t seen = 0;
   for (unsigned i = 0; i < H_BUCKETS; i++) {
-    seen += hist[i];
+    seen += h->b[i];
     if (seen >= target) {
       if (i < 2 * H_SUB) return i / 1000.0;
       unsigned shift = i / H_SUB - 1;
@@ -195,13 +205,15 @@ typedef struct flow {
   size_t tlen, payload_off, id_off;
   int64_t sent, last_seq, inflight, progress_mark;
   uint16_t next_id;
-  uint8_t *outstanding;  // QoS 1: bitmap of unacknowledged packet ids
+  uint8_t *outstanding;  // QoS 1/2: bitmap of packet ids not yet acknowledged / completed
+  int64_t *sent_at;      // QoS 1/2: send time by packet id (0: outside the window)
   int dirty;
 } flow_t;
 
 static struct {
   int port, sub_port, scenario, qos, pubs, subs, inflight, size, keepalive, bind_src;
   int sub_v5_alias;  // -1: subscribers speak 3.1.1; else MQTT 5 with this Topic Alias Maximum
+  int pub_persistent;  // publishers connect with Clean Session 0
   int64_t duration_ms, warmup_ms, setup_timeout_ms, rate, max_msgs, turn_us;
   char topic[200];
 } cfg = {
@@ -259,15 +271,18 @@ static void emit_result(int ok) {
   int64_t now = now_ns();
   double cpu_win = (cpu_at_start >= 0 && cpu_at_end >= 0) ? (double)(cpu_at_end - cpu_at_start) : 0;
   double wall_win = (cpu_at_start >= 0 && cpu_at_end >= 0) ? (double)(wall_at_end - wall_at_start) / 1000.0 : 0;
-  double p50 = hist_quantile_us(0.5), p99 = hist_quantile_us(0.99);
+  double p50 = hist_quantile_us(&lat_hist, 0.5), p99 = hist_quantile_us(&lat_hist, 0.99);
+  double ack50 = hist_quantile_us(&ack_hist, 0.5), ack99 = hist_quantile_us(&ack_hist, 0.99);
   FILE *f = stdout;
   fprintf(f, "{\"ok\":%s,\"sent\":%lld,\"sentInWindow\":%lld,\"received\":%lld,\"receivedTotal\":%lld,"
              "\"acked\":%lld,\"stalls\":%lld,\"latencyCount\":%llu,\"rxPublishBytes\":%lld,",
           ok ? "true" : "false", (long long)st_sent, (long long)st_sent_in_window, (long long)st_received,
-          (long long)st_received_total, (long long)st_acked, (long long)st_stalls, (unsigned long long)hist_total,
+          (long long)st_received_total, (long long)st_acked, (long long)st_stalls, (unsigned long long)lat_hist.total,
           (long long)st_rx_publish_bytes);
   if (p50 >= 0) fprintf(f, "\"p50Us\":%.1f,\"p99Us\":%.1f,", p50, p99);
   else fprintf(f, "\"p50Us\":null,\"p99Us\":null,");
+  if (ack50 >= 0) fprintf(f, "\"ackP50Us\":%.1f,\"ackP99Us\":%.1f,", ack50, ack99);
+  else fprintf(f, "\"ackP50Us\":null,\"ackP99Us\":null,");
   fprintf(f, "\"cpuUs\":%.0f,\"wallUs\":%.0f,\"totalCpuUs\":%lld,\"totalWallUs\":%lld,\"measureUs\":%lld,"
              "\"errors\":%lld,\"unexpected\":%lld,\"foreign\":%lld,\"capped\":%s,\"error\":",
           cpu_win, wall_win, (long long)(cpu_us() - cpu_at_launch), (long long)((now - wall_at_launch) / 1000),
@@ -398,13 +413,14 @@ static inline uint32_t get_u32(const uint8_t *p) {
 
 static void queue_connect(conn_t *c) {
   char id[64];
-  snprintf(id, sizeof id, "bench-%s-%d", c->is_pub ? "pub" : "sub", c->index);
+  if (c->is_pub && cfg.pub_persistent) snprintf(id, sizeof id, "bench-pub-%d-%d", (int)getpid(), c->index);
+  else snprintf(id, sizeof id, "bench-%s-%d", c->is_pub ? "pub" : "sub", c->index);
   uint8_t body[128];
   size_t n = 0;
   int v5 = !c->is_pub && cfg.sub_v5_alias >= 0;
   n += put_str(body + n, "MQTT");
   body[n++] = v5 ? 5 : 4;  // protocol level 5.0 / 3.1.1
-  body[n++] = 0x02;  // clean session
+  body[n++] = c->is_pub && cfg.pub_persistent ? 0x00 : 0x02;  // clean session (or a persistent one)
   body[n++] = (uint8_t)(cfg.keepalive >> 8);
   body[n++] = (uint8_t)cfg.keepalive;
   if (v5 && cfg.sub_v5_alias > 0) {
@@ -501,6 +517,7 @@ static void pump(flow_t *f, int64_t now) {
       f->outstanding[f->next_id >> 3] |= (uint8_t)(1u << (f->next_id & 7));
       m[f->id_off] = (uint8_t)(f->next_id >> 8);
       m[f->id_off + 1] = (uint8_t)f->next_id;
+      f->sent_at[f->next_id] = now >= t_measure_start && now < t_measure_end ? now : 0;
     }
   }
   f->sent += room;
@@ -528,12 +545,9 @@ static void handle_publish(conn_t *c, uint8_t first, const uint8_t *p, size_t rl
     if (q + 2 > rl) { st_unexpected++; return; }
     id = (uint16_t)((p[q] << 8) | p[q + 1]);
     q += 2;
-    if (qos == 1) {
-      uint8_t *a = out_reserve(c, 4);
-      if (a) { a[0] = 0x40; a[1] = 2; a[2] = (uint8_t)(id >> 8); a[3] = (uint8_t)id; }
-    } else {
-      st_unexpected++;  // QoS 2 is never requested
-    }
+    // QoS 1: PUBACK; QoS 2: PUBREC now, PUBCOMP when the broker's PUBREL comes
+    uint8_t *a = out_reserve(c, 4);
+    if (a) { a[0] = qos == 1 ? 0x40 : 0x50; a[1] = 2; a[2] = (uint8_t)(id >> 8); a[3] = (uint8_t)id; }
   }
   if (!c->is_pub && cfg.sub_v5_alias >= 0) {
     // MQTT 5: skip the properties (a Topic Alias among them; the payload names the flow)
@@ -556,7 +570,7 @@ static void handle_publish(conn_t *c, uint8_t first, const uint8_t *p, size_t rl
   st_received_total++;
   if (now >= t_measure_start && now < t_measure_end) {
     st_received++;
-    hist_record(now - ts);
+    hist_record(&lat_hist, now - ts);
   }
   if (c->track == -1 || idx >= (uint32_t)nflows) return;
   if (c->track >= 0 && (uint32_t)c->track != idx) return;
@@ -590,18 +604,34 @@ static size_t parse_frames(conn_t *c, const uint8_t *b, size_t len, int64_t now)
         if (now >= t_measure_start && now < t_measure_end) st_rx_publish_bytes += (int64_t)(p - pos + rl);
         handle_publish(c, first, body, rl, now);
         break;
-      case 4: {  // PUBACK
-        if (rl < 2 || !c->flow) { st_unexpected++; break; }
+      case 4:    // PUBACK (QoS 1 done)
+      case 7: {  // PUBCOMP (QoS 2 done)
+        if (rl < 2 || !c->flow || (first >> 4) != (cfg.qos == 1 ? 4 : 7)) { st_unexpected++; break; }
         flow_t *f = c->flow;
         uint16_t id = (uint16_t)((body[0] << 8) | body[1]);
         if (f->outstanding && (f->outstanding[id >> 3] & (1u << (id & 7)))) {
           f->outstanding[id >> 3] &= (uint8_t)~(1u << (id & 7));
           f->inflight--;
           st_acked++;
+          if (f->sent_at[id]) hist_record(&ack_hist, now - f->sent_at[id]);
           mark_flow(f);
         } else {
           st_unexpected++;
         }
+        break;
+      }
+      case 5: {  // PUBREC: release it (the id stays in flight until PUBCOMP)
+        if (rl < 2 || !c->flow || cfg.qos != 2) { st_unexpected++; break; }
+        uint16_t id = (uint16_t)((body[0] << 8) | body[1]);
+        if (rl >= 3 && body[2] >= 0x80) { note_error("PUBREC reason 0x%02x", body[2]); break; }
+        uint8_t *a = out_reserve(c, 4);
+        if (a) { a[0] = 0x62; a[1] = 2; a[2] = (uint8_t)(id >> 8); a[3] = (uint8_t)id; }
+        break;
+      }
+      case 6: {  // PUBREL to a subscriber: complete it
+        if (rl < 2 || c->is_pub) { st_unexpected++; break; }
+        uint8_t *a = out_reserve(c, 4);
+        if (a) { a[0] = 0x70; a[1] = 2; a[2] = body[0]; a[3] = body[1]; }
         break;
       }
       case 2:  // CONNACK
@@ -937,7 +967,7 @@ static void lane_read(lane_t *l) {
   sm_accepted_total++;
   if (storm.hold || (l->started >= t_measure_start && now < t_measure_end)) {
     sm_accepted++;
-    hist_record(now - l->started);
+    hist_record(&lat_hist, now - l->started);
     sm_last_ack = now;
   }
   if (storm.hold) {
@@ -954,7 +984,7 @@ static void lane_read(lane_t *l) {
 }
 
 static void storm_result(int ok, const char *event) {
-  double p50 = hist_quantile_us(0.5), p99 = hist_quantile_us(0.99);
+  double p50 = hist_quantile_us(&lat_hist, 0.5), p99 = hist_quantile_us(&lat_hist, 0.99);
   int64_t cpu_now = cpu_us(), wall_now = now_ns();
   double cpu_win = (double)(cpu_now - (cpu_at_start >= 0 ? cpu_at_start : cpu_at_launch));
   double wall_win = (double)(wall_now - (cpu_at_start >= 0 ? wall_at_start : wall_at_launch)) / 1000.0;
@@ -1067,10 +1097,10 @@ static int run_connect_storm(void) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: loadgen --port P [--sub-port P2] [--host 127.0.0.1] --scenario pairs|fanout|fanin --qos 0|1\n"
+          "usage: loadgen --port P [--sub-port P2] [--host 127.0.0.1] --scenario pairs|fanout|fanin --qos 0|1|2\n"
           "               --pubs N --subs M --inflight W [--size 64] --duration-ms D --warmup-ms X\n"
           "               [--rate MSG_PER_S] [--topic PREFIX] [--max-msgs N] [--setup-timeout-ms 30000]\n"
-          "               [--keepalive 600] [--turn-us 0] [--no-bind] [--sub-v5-alias N]\n"
+          "               [--keepalive 600] [--turn-us 0] [--no-bind] [--sub-v5-alias N] [--pub-persistent]\n"
           "       loadgen --port P --scenario connect [--concurrency 100] [--total N] [--hold --hold-ms MS]\n"
           "               [--tokens FILE] [--clean 0|1] [--will] [--id-prefix storm] --duration-ms D --warmup-ms X\n");
 }
@@ -1096,7 +1126,7 @@ static void parse_args(int argc, char **argv) {
     { "warmup-ms", required_argument, 0, 'u' }, { "rate", required_argument, 0, 'r' },
     { "topic", required_argument, 0, 't' }, { "max-msgs", required_argument, 0, 'x' },
     { "setup-timeout-ms", required_argument, 0, 'T' }, { "keepalive", required_argument, 0, 'k' },
-    { "turn-us", required_argument, 0, 'U' }, { "sub-v5-alias", required_argument, 0, 'A' }, { "no-bind", no_argument, 0, 'B' }, { "help", no_argument, 0, 'h' },
+    { "turn-us", required_argument, 0, 'U' }, { "sub-v5-alias", required_argument, 0, 'A' }, { "no-bind", no_argument, 0, 'B' }, { "pub-persistent", no_argument, 0, 'C' }, { "help", no_argument, 0, 'h' },
     { "concurrency", required_argument, 0, 1001 }, { "total", required_argument, 0, 1002 }, { "hold", no_argument, 0, 1003 },
     { "hold-ms", required_argument, 0, 1004 }, { "tokens", required_argument, 0, 1005 }, { "clean", required_argument, 0, 1006 },
     { "will", no_argument, 0, 1007 }, { "id-prefix", required_argument, 0, 1008 }, { 0, 0, 0, 0 },
@@ -1119,7 +1149,7 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(optarg, "connect")) cfg.scenario = SC_CONNECT;
         else { fprintf(stderr, "loadgen: unknown --scenario %s\n", optarg); exit(2); }
         break;
-      case 'q': cfg.qos = (int)num_arg("qos", optarg, 0, 1); break;
+      case 'q': cfg.qos = (int)num_arg("qos", optarg, 0, 2); break;
       case 'n': cfg.pubs = (int)num_arg("pubs", optarg, 1, MAX_CLIENTS / 2); break;
       case 'm': cfg.subs = (int)num_arg("subs", optarg, 1, MAX_CLIENTS / 2); break;
       case 'w': cfg.inflight = (int)num_arg("inflight", optarg, 1, 60000); break;
@@ -1137,6 +1167,7 @@ static void parse_args(int argc, char **argv) {
       case 'U': cfg.turn_us = num_arg("turn-us", optarg, 0, 100000); break;
       case 'A': cfg.sub_v5_alias = (int)num_arg("sub-v5-alias", optarg, 0, 65535); break;
       case 'B': cfg.bind_src = 0; break;
+      case 'C': cfg.pub_persistent = 1; break;
       case 1001: storm.concurrency = (int)num_arg("concurrency", optarg, 1, MAX_CLIENTS); break;
       case 1002: storm.total = num_arg("total", optarg, 0, 100000000LL); break;
       case 1003: storm.hold = 1; break;
@@ -1157,7 +1188,7 @@ static void parse_args(int argc, char **argv) {
   if (storm.hold && storm.total > MAX_CLIENTS) { fprintf(stderr, "loadgen: --hold takes at most %d connections\n", MAX_CLIENTS); exit(2); }
   if (cfg.scenario == SC_PAIRS && cfg.pubs != cfg.subs) { fprintf(stderr, "loadgen: pairs needs --pubs == --subs\n"); exit(2); }
   if (!cfg.topic[0]) {
-    const char *d = cfg.scenario == SC_FANOUT ? "bench/fanout" : cfg.scenario == SC_FANIN ? "bench/fanin" : cfg.qos ? "bench/q1" : "bench/q0";
+    const char *d = cfg.scenario == SC_FANOUT ? "bench/fanout" : cfg.scenario == SC_FANIN ? "bench/fanin" : cfg.qos == 2 ? "bench/q2" : cfg.qos ? "bench/q1" : "bench/q0";
     strcpy(cfg.topic, d);
   }
 }
@@ -1213,7 +1244,8 @@ int main(int argc, char **argv) {
     f->progress_mark = -1;
     if (cfg.qos) {
       f->outstanding = calloc(8192, 1);
-      if (!f->outstanding) fatal("out of memory");
+      f->sent_at = calloc(65536, sizeof *f->sent_at);
+      if (!f->outstanding || !f->sent_at) fatal("out of memory");
     }
     build_template(f);
   }

@@ -178,10 +178,12 @@ export async function startBroker(name, o) {
   return proc;
 }
 
+/** A redis-server on a free port; `replicaOf` (a port) starts it as a replica of that server. */
 export async function startRedis(o) {
   const port = await freePort();
-  const proc = launch('redis', o.cpus, 'redis-server', [
+  const proc = launch(o.replicaOf ? 'redis-replica' : 'redis', o.cpus, 'redis-server', [
     '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no',
+    ...(o.replicaOf ? ['--replicaof', '127.0.0.1', String(o.replicaOf)] : []),
   ], { env: {}, logDir: o.logDir, port });
   try {
     await waitForPort(port, 10000, () => proc.exited);

@@ -8,6 +8,7 @@ import { measureVerifyRate } from './jwt.mjs';
 import { nowUs } from './clock.mjs';
 import { readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -159,6 +160,7 @@ async function cFlowRun(ctx, { procs, pubPort, subPort, cgen }) {
     '--warmup-ms', String(prof.warmupMs), '--duration-ms', String(prof.measureMs),
     '--setup-timeout-ms', '30000', '--rate', '0', '--turn-us', String(ctx.gen.turnUs ?? 0),
     ...(cgen.subV5Alias === undefined ? [] : ['--sub-v5-alias', String(cgen.subV5Alias)]),
+    ...(cgen.persistentPublishers ? ['--pub-persistent'] : []),
   ];
   const r = await runLoadgen(argv, 30000 + prof.warmupMs + prof.measureMs + 20000, () => sampler.onGo());
   for (const p of procs) if (p.exited) throw new Error(`${p.name} exited during the run (${JSON.stringify(p.exitInfo)})\n${p.logTail()}`);
@@ -174,6 +176,9 @@ async function cFlowRun(ctx, { procs, pubPort, subPort, cgen }) {
     publishedPerSec: r.sentInWindow / (prof.measureMs / 1000),
     stalls: r.stalls,
     bytesPerMsg: r.received > 0 ? r.rxPublishBytes / r.received : NaN,
+    // QoS 1/2: PUBLISH → PUBACK / PUBCOMP at the publisher (what WAIT adds to)
+    ackP50Us: r.ackP50Us ?? NaN,
+    ackP99Us: r.ackP99Us ?? NaN,
     generator: 'c',
     ...gen,
     ...otherLoad(sampler.stats(), gen),
@@ -250,16 +255,24 @@ async function single(ctx, fn, env = {}) {
   }
 }
 
-/** Two Vigil nodes on one Redis; everything on the broker CPUs. */
-async function cluster(ctx, fn) {
+/**
+ * Two Vigil nodes on one Redis; everything on the broker CPUs. `replica`: the Redis has a
+ * replica (started and in sync before the nodes); `env`: extra settings for both nodes.
+ */
+async function cluster(ctx, fn, { replica = false, env: extra = {} } = {}) {
   const redis = await startRedis({ cpus: ctx.brokerCpus, logDir: ctx.logDir });
   const procs = [redis];
   try {
+    if (replica) {
+      procs.push(await startRedis({ cpus: ctx.brokerCpus, logDir: ctx.logDir, replicaOf: redis.port }));
+      await replicaInSync(redis.port);
+    }
     const env = {
       VIGIL_REDIS_URL: `redis://127.0.0.1:${redis.port}`,
       VIGIL_REDIS_PREFIX: `bench${Date.now()}`,
       VIGIL_NODE_TIMEOUT_MS: String(NODE_TIMEOUT_MS),
       VIGIL_HEARTBEAT_MS: String(HEARTBEAT_MS),
+      ...extra,
     };
     const a = await startBroker('vigil', { cpus: ctx.brokerCpus, logDir: ctx.logDir, label: 'vigil-a', env: { ...env, VIGIL_NODE_ID: 'bench-a' } });
     procs.push(a);
@@ -269,6 +282,38 @@ async function cluster(ctx, fn) {
   } finally {
     await stopAll(procs);
   }
+}
+
+/** Waits (bounded) until the master on `port` reports a replica online. */
+async function replicaInSync(port) {
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    const info = await new Promise((resolve) => {
+      const s = net.connect({ port, host: '127.0.0.1' }, () => s.write('INFO replication\r\n'));
+      let text = '';
+      s.on('data', (d) => {
+        text += d;
+        if (text.includes('master_repl_offset')) s.destroy();
+      });
+      s.on('close', () => resolve(text));
+      s.on('error', () => resolve(''));
+      s.setTimeout(2000, () => s.destroy());
+    });
+    if (/slave0:.*state=online/.test(info)) return;
+    if (Date.now() > deadline) throw new Error('Redis replica not in sync after 20 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Cross-node QoS 1 (or 2) pairs: 8 publishers on node A → 8 subscribers on node B, 64 in flight. */
+function crossNodePairs(ctx, qos, topic, { persistentPublishers = false } = {}) {
+  return ({ a, b, redis }) => {
+    // the Node generator speaks QoS 0/1 only
+    if (qos === 2 && ctx.gen?.kind !== 'c') throw new Error('QoS 2 needs the C load generator (bench/gen/loadgen.c, gcc)');
+    const { flows, subs } = pairsLayout(8, qos, 64, ctx.shards, topic);
+    const cgen = { scenario: 'pairs', qos, pubs: 8, subs: 8, inflight: 64, topic, persistentPublishers };
+    return flowRun(ctx, { flows, subs, procs: [a, b, redis], pubPort: a.port, subPort: b.port, cgen });
+  };
 }
 
 /** A fleet-style topic, long enough that an alias matters (57 bytes). */
@@ -398,6 +443,33 @@ export const SCENARIOS = [
       const cgen = { scenario: 'pairs', qos: 1, pubs: 8, subs: 8, inflight: 64, topic: 'bench/xq1' };
       return flowRun(ctx, { flows, subs, procs: [a, b, redis], pubPort: a.port, subPort: b.port, cgen });
     }),
+  },
+  {
+    id: 'cluster-qos2',
+    title: 'Cross-node QoS 2 pairs (persistent publishers)',
+    what: '2 Vigil nodes + Redis; 8 persistent-session publishers on node A → 8 subscribers on node B, QoS 2 (PUBREC → PUBREL → PUBCOMP), 64 in flight; each publish is stored in Redis before it is routed. Compare with cluster-qos1',
+    brokers: ['vigil'],
+    needs: 'cluster',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => cluster(ctx, crossNodePairs(ctx, 2, 'bench/xq2', { persistentPublishers: true })),
+  },
+  {
+    id: 'cluster-qos1-replica',
+    title: 'Cross-node QoS 1 pairs, Redis with a replica, no WAIT',
+    what: 'cluster-qos1 with a replicated Redis (one replica in sync), acknowledged as soon as the master has it; the baseline of cluster-qos1-wait (ackP50Us/ackP99Us: PUBLISH → PUBACK)',
+    brokers: ['vigil'],
+    needs: 'cluster',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => cluster(ctx, crossNodePairs(ctx, 1, 'bench/xq1r'), { replica: true }),
+  },
+  {
+    id: 'cluster-qos1-wait',
+    title: 'Cross-node QoS 1 pairs, VIGIL_REDIS_WAIT_REPLICAS=1',
+    what: 'cluster-qos1-replica with every PUBACK after Redis WAIT confirmed the replica has the writes (one WAIT per event-loop turn)',
+    brokers: ['vigil'],
+    needs: 'cluster',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => cluster(ctx, crossNodePairs(ctx, 1, 'bench/xq1w'), { replica: true, env: { VIGIL_REDIS_WAIT_REPLICAS: '1', VIGIL_REDIS_WAIT_TIMEOUT_MS: '500' } }),
   },
   {
     id: 'will-failover',
