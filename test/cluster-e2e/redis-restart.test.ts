@@ -49,7 +49,7 @@ async function audited(name: string, restart: () => Promise<void>) {
     for (const line of lossRanges(q.lost)) process.stdout.write(`#   lost ${line}\n`);
     for (const line of lossRanges(q.duplicated)) process.stdout.write(`#   duplicated ${line}\n`);
   }
-  for (const q of result.byQos) assert.ok(q.acknowledged > 100, `QoS ${q.qos}: traffic flowed (${q.acknowledged} acknowledged)`);
+  for (const q of result.byQos) assert.ok(q.acknowledged >= 20, `QoS ${q.qos}: traffic flowed (${q.acknowledged} acknowledged)`);
   // every node is back on the restarted Redis before the next run
   await waitUntil(async () => (await Promise.all(nodes.map((n) => n.ready()))).every(Boolean), 20_000, 'nodes ready again');
   return result;

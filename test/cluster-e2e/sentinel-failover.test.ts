@@ -102,7 +102,7 @@ describe('Redis Sentinel failover', { timeout: 120_000 }, () => {
     });
     report(result, 'no WAIT');
     assert.notEqual(promoted, master, 'a replica was promoted');
-    for (const q of result.byQos) assert.ok(q.acknowledged > 100, `QoS ${q.qos}: traffic flowed (${q.acknowledged} acknowledged)`);
+    for (const q of result.byQos) assert.ok(q.acknowledged >= 20, `QoS ${q.qos}: traffic flowed (${q.acknowledged} acknowledged)`);
     const lost = result.byQos.reduce((n, q) => n + q.lost.length, 0);
     process.stdout.write(`# no WAIT: ${lost} acknowledged deliveries lost across the failover (asynchronous replication; VIGIL_REDIS_WAIT_REPLICAS closes this)\n`);
     await waitUntil(async () => (await a.ready()) && (await b.ready()), 20_000, 'survivors ready on the new master');
