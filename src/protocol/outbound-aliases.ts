@@ -29,15 +29,20 @@ export class OutboundAliases {
   private readonly slots: Slot[] = [];
   private readonly seen = new Map<string, number>();
   private sends = 0;
+  /** The topic last looked up and its slot: consecutive sends of one topic skip the map. */
+  private lastTopic: string | undefined;
+  private lastSlot: Slot | undefined;
 
   constructor(readonly max: number) {}
 
   /** The alias to send `topic` with, or undefined for none. */
   choose(topic: string): AliasSlot | undefined {
     if (++this.sends >= DECAY_EVERY) this.decay();
-    const slot = this.byTopic.get(topic);
+    const slot = topic === this.lastTopic ? this.lastSlot : this.byTopic.get(topic);
     if (slot !== undefined) {
       slot.uses++;
+      this.lastTopic = topic;
+      this.lastSlot = slot;
       return slot;
     }
     if (topic.length < MIN_TOPIC_LENGTH) return undefined;
@@ -53,6 +58,7 @@ export class OutboundAliases {
       for (const s of this.slots) if (s.uses < target.uses) target = s;
       if (target.uses >= count) return this.count(topic, count);
       this.byTopic.delete(target.topic);
+      if (this.lastSlot === target) this.lastTopic = this.lastSlot = undefined;
       target.topic = topic;
       target.uses = count;
       target.known = false;

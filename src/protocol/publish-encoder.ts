@@ -73,7 +73,7 @@ export class OutgoingPublish {
       while (bytes[i] & 0x80) i++; // property length
       aliasOffset = i + 2; // after the length's last byte and the Topic Alias identifier (0x23)
     }
-    return { bytes, idOffset, aliasOffset } as EncodedPublish;
+    return { bytes, idOffset, aliasOffset, lastAlias: -1, lastBytes: undefined };
   }
 }
 
