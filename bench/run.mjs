@@ -334,7 +334,7 @@ async function main() {
           slot.errors.push('skipped: time budget exhausted');
           continue;
         }
-        const ctx = { broker: b, brokerCpus, genCpus, logDir, prof, shards: workers, jwt, gen };
+        const ctx = { broker: b, brokerCpus, genCpus, logDir, work, prof, shards: workers, jwt, gen };
         try {
           const result = await withTimeout(s.run(ctx), 240000, `${s.id} on ${b}`);
           slot.all.push(result);

@@ -908,7 +908,7 @@ static void lane_send_connect(lane_t *l, int lane_no) {
   snprintf(id, sizeof id, "%s-%d", storm.prefix, l->id);
   const char *user = NULL, *pass = NULL;
   if (storm.ntokens > 0) {
-    int64_t k = l->seq % storm.ntokens;
+    int64_t k = (storm.hold ? l->id : l->seq) % storm.ntokens;  // --hold: client id and token stay paired
     user = storm.tok_user[k];
     pass = storm.tok_pass[k];
   }

@@ -112,11 +112,23 @@ class Proc {
   }
 }
 
-function launch(name, cpus, command, args, { env, logDir, port }) {
+/** The soft open-files limit of this process (what a child inherits). */
+function openFilesLimit() {
+  try {
+    return Number(execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim()) || 1024;
+  } catch {
+    return 1024;
+  }
+}
+
+function launch(name, cpus, command, args, { env, logDir, port, nofile }) {
   mkdirSync(logDir, { recursive: true });
   const logFile = path.join(logDir, `${name}-${port}.log`);
   const fd = openSync(logFile, 'w');
-  const child = spawn('taskset', ['-c', cpus, command, ...args], {
+  // prlimit and taskset both exec: the pid stays the broker's own
+  const argv = ['-c', cpus, command, ...args];
+  const raise = nofile && openFilesLimit() < nofile;
+  const child = spawn(raise ? 'prlimit' : 'taskset', raise ? [`--nofile=${nofile}:${nofile}`, 'taskset', ...argv] : argv, {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', fd, fd],
@@ -146,7 +158,7 @@ export async function startBroker(name, o) {
       ...o.env,
     };
     const nodeArgs = (process.env.BENCH_VIGIL_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    proc = launch(o.label ?? 'vigil', o.cpus, process.execPath, [...nodeArgs, VIGIL_CLI], { env, logDir: o.logDir, port });
+    proc = launch(o.label ?? 'vigil', o.cpus, process.execPath, [...nodeArgs, VIGIL_CLI], { env, logDir: o.logDir, port, nofile: o.nofile });
     proc.metricsPort = metricsPort;
   } else if (name === 'aedes') {
     proc = launch('aedes', o.cpus, process.execPath, [AEDES_SERVER, String(port), '127.0.0.1'], { env: {}, logDir: o.logDir, port });

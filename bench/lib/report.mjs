@@ -57,6 +57,17 @@ export function tableRows(summary) {
     if (s.id === 'jwt-storm') {
       rows.push({ scenario: '', metric: 'raw RS256 verify/s', values: byBroker(summary, (b) => m(b).verifyPerSec), unit: '', ratios: false });
     }
+    if (s.id.endsWith('connect-storm') || s.id === 'jwt-storm') {
+      rows.push({ scenario: '', metric: 'broker CPU µs / connection', values: byBroker(summary, (b) => m(b).brokerUsPerConn), unit: 'µs', ratios: false });
+    }
+    if (s.id === 'fleet-reconnect') {
+      rows.push({ scenario: '', metric: 'all connected after', values: byBroker(summary, (b) => m(b).allConnectedMs), unit: 'ms', ratios: false });
+      rows.push({ scenario: '', metric: 'node B RSS (fleet connected)', values: byBroker(summary, (b) => m(b).rssMb), unit: 'MB', ratios: false });
+    }
+    if (s.id.endsWith('-sweep')) {
+      rows.push({ scenario: '', metric: 'best window', values: byBroker(summary, (b) => m(b).bestWindow), unit: '', ratios: false });
+      rows.push({ scenario: '', metric: 'generator CPU, max over windows', values: byBroker(summary, (b) => m(b).genCpuMaxPct), unit: '%', ratios: false });
+    }
     if (s.id === 'idle-memory') {
       rows.push({ scenario: '', metric: 'RSS at 10k conns', values: byBroker(summary, (b) => m(b).rssMb), unit: 'MB', ratios: false });
     }
@@ -146,6 +157,42 @@ export function goals(summary) {
     g.push({ goal: 'Will failover p99 ≤ node timeout + 1 s', measured: Number.isFinite(ms) ? `${fmt(ms, 'ms')} (limit ${fmt(timeout + 1000, 'ms')})` : '—', status: verdict(ms, (x) => x <= timeout + 1000) });
   }
   const sources = [['qos0-pairs'], ['fanout'], ['qos1-pairs'], ['qos1-pairs'], ['connect-storm'], ['jwt-storm'], ['idle-memory'], ['cluster-qos0', 'qos0-pairs'], ['will-failover']];
+  // fleet scale (issue 13): the connect path, cluster and JWT storms, the fleet, saturation
+  {
+    const us = get(summary, 'connect-storm', 'vigil', 'brokerUsPerConn');
+    g.push({ goal: 'Broker CPU per anonymous CONNECT ≤ 40 µs (one core)', measured: Number.isFinite(us) ? `${us.toFixed(0)} µs` : '—', status: verdict(us, (x) => x <= 40) });
+    sources.push(['connect-storm']);
+  }
+  {
+    const r = ratio(get(summary, 'cluster-connect-storm', 'vigil', 'connectsPerSec'), get(summary, 'connect-storm', 'vigil', 'connectsPerSec'));
+    g.push({ goal: 'Cluster node connect storm ≥ 0.5× single node', measured: fmtRatio(r), status: verdict(r, (x) => x >= 0.5) });
+    sources.push(['cluster-connect-storm', 'connect-storm']);
+  }
+  {
+    const r = ratio(get(summary, 'jwt-storm', 'vigil', 'connectsPerSec'), get(summary, 'connect-storm', 'vigil', 'connectsPerSec'));
+    g.push({ goal: 'Distinct-token JWT storm ≥ 0.5× anonymous storm (same CPUs)', measured: fmtRatio(r), status: verdict(r, (x) => x >= 0.5) });
+    sources.push(['jwt-storm', 'connect-storm']);
+  }
+  {
+    const n = get(summary, 'fleet-reconnect', 'vigil', 'clients');
+    const c = get(summary, 'fleet-reconnect', 'vigil', 'connected');
+    const p50 = get(summary, 'fleet-reconnect', 'vigil', 'p50Us');
+    const p99 = get(summary, 'fleet-reconnect', 'vigil', 'p99Us');
+    const rss = get(summary, 'fleet-reconnect', 'vigil', 'rssMb');
+    const ok = Number.isFinite(n) && Number.isFinite(c) ? (c >= n ? 1 : 0) : NaN;
+    const measured = Number.isFinite(n) ? `${fmt(c, '')}/${fmt(n, '')} CONNACKs, p50 ${fmt(p50 / 1000, 'ms')}, p99 ${fmt(p99 / 1000, 'ms')}, node RSS ${fmt(rss, 'MB')}` : '—';
+    g.push({ goal: 'Fleet reconnect: every client (JWT, will, persistent session) gets a CONNACK from one cluster node', measured, status: verdict(ok, (x) => x === 1) });
+    sources.push(['fleet-reconnect']);
+  }
+  for (const [id, name] of [['qos0-sweep', 'QoS 0'], ['qos1-sweep', 'QoS 1']]) {
+    const v = get(summary, id, 'vigil', 'msgsPerSec');
+    const m = get(summary, id, 'mosquitto', 'msgsPerSec');
+    const r = ratio(v, m);
+    const wv = get(summary, id, 'vigil', 'bestWindow');
+    const wm = get(summary, id, 'mosquitto', 'bestWindow');
+    g.push({ goal: `${name} pairs at saturation (best window each) ≥ 1.0× Mosquitto`, measured: Number.isFinite(r) ? `${fmtRatio(r)} (Vigil best at ${wv}, Mosquitto at ${wm})` : '—', status: verdict(r, (x) => x >= 1) });
+    sources.push([id]);
+  }
   g.forEach((goal, i) => {
     goal.noisy = goal.status !== 'n/a' && sources[i].some((id) => {
       const s = summary.scenarios.find((x) => x.id === id);
@@ -202,6 +249,25 @@ export function markdown(summary) {
     out.push(`| ${cells.join(' | ')} |`);
   }
   out.push('', '![chart](chart.svg)', '');
+  const sweeps = summary.scenarios.filter((x) => x.id.endsWith('-sweep') && !x.skipped);
+  if (sweeps.length) {
+    out.push('## Saturation: window sweeps', '');
+    out.push('Each broker process is driven at every window per publisher in turn (median of the runs per window). A broker whose throughput still rises at the largest window, or whose generator CPU is near 100 %, was not saturated.', '');
+    for (const sw of sweeps) {
+      out.push(`**${sw.title}**`, '', '| broker | window | msg/s | p50 | p99 | broker CPU | generator CPU |', '|---|---:|---:|---:|---:|---:|---:|');
+      for (const b of cols) {
+        const runs = sw.results[b]?.runs ?? [];
+        if (!runs.length) continue;
+        for (const w of runs[0].curve.map((c) => c.window)) {
+          const at = runs.map((r) => r.curve.find((c) => c.window === w)).filter(Boolean);
+          const med = medians(at);
+          const best = w === sw.results[b].median.bestWindow ? ' (best)' : '';
+          out.push(`| ${LABEL[b]} | ${w}${best} | ${fmt(med.msgsPerSec, '')} | ${fmt(med.p50Us / 1000, 'ms')} | ${fmt(med.p99Us / 1000, 'ms')} | ${fmt(med.brokerCpuPct, '%')} | ${fmt(med.genCpuPct, '%')} |`);
+        }
+      }
+      out.push('');
+    }
+  }
   out.push('## Scenarios', '');
   for (const s of summary.scenarios) out.push(`- **${s.id}** — ${s.title}: ${s.what}.${s.skipped ? ` *Skipped: ${s.skipped}.*` : ''}`);
   out.push('');

@@ -4,7 +4,7 @@
 import { startBroker, startRedis } from './brokers.mjs';
 import { runLoad } from './load.mjs';
 import { Histogram } from './histogram.mjs';
-import { measureVerifyRate } from './jwt.mjs';
+import { makeJwtMaterial, measureVerifyRate } from './jwt.mjs';
 import { nowUs } from './clock.mjs';
 import { readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
@@ -15,8 +15,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** Durations and sizes; --quick trades precision for a ≤ 3 minute total. */
 export function profile(quick) {
   return quick
-    ? { warmupMs: 1000, measureMs: 3000, stormMs: 3000, idleConnections: 10000, retainedTopics: 10000, retainedRounds: 1, jwtTokens: 6000, verifyMs: 1000, willClients: 20 }
-    : { warmupMs: 2000, measureMs: 8000, stormMs: 8000, idleConnections: 10000, retainedTopics: 10000, retainedRounds: 3, jwtTokens: 20000, verifyMs: 2000, willClients: 40 };
+    ? { warmupMs: 1000, measureMs: 3000, stormMs: 3000, idleConnections: 10000, retainedTopics: 10000, retainedRounds: 1, jwtTokens: 6000, verifyMs: 1000, willClients: 20, fleetClients: 2000, sweepWindows: [16, 256], sweepWarmupMs: 500, sweepMeasureMs: 1500 }
+    : { warmupMs: 2000, measureMs: 8000, stormMs: 8000, idleConnections: 10000, retainedTopics: 10000, retainedRounds: 3, jwtTokens: 20000, verifyMs: 2000, willClients: 40, fleetClients: 10000, sweepWindows: [16, 64, 256, 1024], sweepWarmupMs: 1000, sweepMeasureMs: 3000 };
 }
 
 const NODE_TIMEOUT_MS = 3000;
@@ -189,7 +189,7 @@ async function cFlowRun(ctx, { procs, pubPort, subPort, cgen }) {
  * Spawns the C generator (argv is for taskset), calls onGo at its {"event":"go"} line and
  * resolves with its result line. Killed after timeoutMs whatever happens.
  */
-function runLoadgen(argv, timeoutMs, onGo) {
+function runLoadgen(argv, timeoutMs, onGo, onEvent = () => undefined) {
   return new Promise((resolve, reject) => {
     const child = spawn('taskset', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -222,6 +222,7 @@ function runLoadgen(argv, timeoutMs, onGo) {
           continue;
         }
         if (msg.event === 'go') onGo();
+        else if (msg.event) onEvent(msg);
         else result = msg;
       }
     });
@@ -386,7 +387,7 @@ export const SCENARIOS = [
   {
     id: 'connect-storm',
     title: 'Connect storm (anonymous)',
-    what: 'rounds of 100 concurrent CONNECTs (clean session, no auth); each round waits for every CONNACK, then disconnects',
+    what: '≤ 100 CONNECTs outstanding (clean session, no auth), each CONNECT → CONNACK → DISCONNECT (C generator: 100 lanes; Node: rounds of 100); broker CPU per connection reported',
     metric: { key: 'connectsPerSec', unit: 'conn/s', higherIsBetter: true },
     run: (ctx) => single(ctx, (b) => stormRun(ctx, b, null)),
   },
@@ -403,6 +404,15 @@ export const SCENARIOS = [
       const r = await single(ctx, (b) => stormRun(ctx, b, ctx.jwt), env);
       return { ...r, verifyPerSec: verify.rate, ratioToVerify: r.connectsPerSec / verify.rate };
     },
+  },
+  {
+    id: 'cluster-connect-storm',
+    title: 'Connect storm on a cluster node',
+    what: 'the anonymous storm against one Vigil node with VIGIL_REDIS_URL (Redis on the broker CPU too): every CONNECT claims its client id in Redis',
+    brokers: ['vigil'],
+    needs: 'cluster',
+    metric: { key: 'connectsPerSec', unit: 'conn/s', higherIsBetter: true },
+    run: (ctx) => clusterOne(ctx, ({ a, redis }) => (ctx.gen?.kind === 'c' ? cStormRun(ctx, a, { procs: [a, redis] }) : stormRun(ctx, a, null))),
   },
   {
     id: 'idle-memory',
@@ -497,9 +507,36 @@ export const SCENARIOS = [
       return { value: h.quantile(0.99), p50Us: h.quantile(0.5), p99Us: h.quantile(0.99), wills: r.received, nodeTimeoutMs: NODE_TIMEOUT_MS, ...genCpu(results) };
     }),
   },
+  {
+    id: 'fleet-reconnect',
+    title: 'Fleet reconnect to a cluster node',
+    what: 'N clients (distinct RS256 JWTs, retained QoS 1 wills, persistent sessions stored by node A) connect at once to node B of a 2-node cluster; CONNECT → CONNACK p50/p99 and node B RSS (C generator)',
+    brokers: ['vigil'],
+    needs: 'cluster',
+    metric: { key: 'p99Us', unit: 'ms', higherIsBetter: false, scale: 1e-3 },
+    run: (ctx) => {
+      if (ctx.gen?.kind !== 'c') throw new Error('needs the C generator (loadgen --hold)');
+      return fleetRun(ctx);
+    },
+  },
+  {
+    id: 'qos0-sweep',
+    title: 'QoS 0 pairs at saturation (window sweep)',
+    what: '8 → 8 pairs, QoS 0, one broker process driven at each window per publisher in turn; best and curve, generator CPU per window',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => sweepRun(ctx, 0),
+  },
+  {
+    id: 'qos1-sweep',
+    title: 'QoS 1 pairs at saturation (window sweep)',
+    what: '8 → 8 pairs, QoS 1 end to end, in-flight window per publisher swept; best and curve, generator CPU per window',
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => sweepRun(ctx, 1),
+  },
 ];
 
 async function stormRun(ctx, b, jwt) {
+  if (ctx.gen?.kind === 'c') return cStormRun(ctx, b, { tokensTsv: jwt?.tsvPath });
   const { prof, shards } = ctx;
   const per = Math.floor(100 / shards);
   const tokensPer = jwt ? Math.floor(jwt.count / shards) : 0;
@@ -547,6 +584,160 @@ async function stormRun(ctx, b, jwt) {
     ...gen,
     ...otherLoad(sampler.stats(), gen),
   };
+}
+
+/**
+ * Connect storm with bench/gen/loadgen --scenario connect: 100 lanes, each CONNECT → CONNACK
+ * → DISCONNECT → next, so ≤ 100 CONNECTs outstanding. A JWT storm (tokensTsv) has no warm-up:
+ * every token is used once, so no verification cache can answer. Also reports the broker's
+ * CPU per connection (CPU seconds over the window / connections), meaningful on a busy machine.
+ */
+async function cStormRun(ctx, b, { tokensTsv, procs = [b] } = {}) {
+  const { prof } = ctx;
+  const warmupMs = tokensTsv ? 0 : prof.warmupMs;
+  const sampler = cpuSampler(procs, warmupMs, prof.stormMs, ctx);
+  const argv = [
+    '-c', ctx.genCpus, ctx.gen.bin, '--port', String(b.port), '--scenario', 'connect', '--concurrency', '100',
+    '--keepalive', '60', '--warmup-ms', String(warmupMs), '--duration-ms', String(prof.stormMs),
+  ];
+  if (tokensTsv) argv.push('--tokens', tokensTsv);
+  const r = await runLoadgen(argv, warmupMs + prof.stormMs + 30000, () => sampler.onGo());
+  for (const p of procs) if (p.exited) throw new Error(`${p.name} exited during the storm\n${p.logTail()}`);
+  if (r.accepted === 0) throw new Error(`no connection accepted (refused ${r.refused} with codes ${JSON.stringify(r.refusedCodes)}, ${r.errors} errors: ${r.error})`);
+  const connectsPerSec = r.spanUs > 0 ? r.accepted / (r.spanUs / 1e6) : NaN;
+  const genCpuPct = r.wallUs > 0 ? (100 * r.cpuUs) / r.wallUs : NaN;
+  const gen = { genCpuPct, genCpuMaxWorkerPct: genCpuPct };
+  const cpu = otherLoad(sampler.stats(), gen);
+  return {
+    value: connectsPerSec,
+    connectsPerSec,
+    p50Us: r.p50Us ?? NaN,
+    p99Us: r.p99Us ?? NaN,
+    accepted: r.accepted,
+    refused: r.refused,
+    errors: r.errors,
+    // broker CPU seconds per second / connections per second
+    brokerUsPerConn: (cpu.brokerCpuPct / 100) * 1e6 / connectsPerSec,
+    generator: 'c',
+    ...gen,
+    ...cpu,
+  };
+}
+
+/** One Vigil node in cluster mode (Redis on the broker CPUs too): what a cluster node pays per CONNECT. */
+async function clusterOne(ctx, fn, env = {}) {
+  const redis = await startRedis({ cpus: ctx.brokerCpus, logDir: ctx.logDir });
+  const procs = [redis];
+  try {
+    const a = await startBroker('vigil', {
+      cpus: ctx.brokerCpus, logDir: ctx.logDir, label: 'vigil-cluster',
+      env: { VIGIL_REDIS_URL: `redis://127.0.0.1:${redis.port}`, VIGIL_REDIS_PREFIX: `bench${Date.now()}`, VIGIL_NODE_ID: 'bench-one', ...env },
+    });
+    procs.push(a);
+    return await fn({ a, redis });
+  } finally {
+    await stopAll(procs);
+  }
+}
+
+/**
+ * Fleet reconnect: N clients (distinct RS256 JWTs with an acl claim, retained QoS 1 wills,
+ * persistent sessions) first connect to node A and leave with DISCONNECT, so their sessions
+ * are stored offline; then all N connect at once to node B, which claims and resumes every
+ * session. Reports CONNECT → CONNACK p50/p99, the time until the last CONNACK and node B's RSS.
+ */
+async function fleetRun(ctx) {
+  const n = ctx.prof.fleetClients;
+  const tokens = makeJwtMaterial(ctx.work, n, { subPrefix: 'fleet', name: 'fleet-tokens', claims: (sub) => ({ acl: { publish: [`fleet/${sub}/state`] } }) });
+  const jwtEnv = { VIGIL_AUTH: 'jwt', VIGIL_JWKS: tokens.jwksPath, VIGIL_JWT_ALGORITHMS: 'RS256' };
+  const redis = await startRedis({ cpus: ctx.brokerCpus, logDir: ctx.logDir });
+  const procs = [redis];
+  try {
+    const env = {
+      ...jwtEnv,
+      VIGIL_REDIS_URL: `redis://127.0.0.1:${redis.port}`,
+      VIGIL_REDIS_PREFIX: `benchfleet${Date.now()}`,
+      VIGIL_NODE_TIMEOUT_MS: String(NODE_TIMEOUT_MS),
+      VIGIL_HEARTBEAT_MS: String(HEARTBEAT_MS),
+    };
+    const nofile = n + 4096;
+    const a = await startBroker('vigil', { cpus: ctx.brokerCpus, logDir: ctx.logDir, label: 'vigil-a', nofile, env: { ...env, VIGIL_NODE_ID: 'fleet-a' } });
+    procs.push(a);
+    const b = await startBroker('vigil', { cpus: ctx.brokerCpus, logDir: ctx.logDir, label: 'vigil-b', nofile, env: { ...env, VIGIL_NODE_ID: 'fleet-b' } });
+    procs.push(b);
+    const common = ['--scenario', 'connect', '--tokens', tokens.tsvPath, '--clean', '0', '--will', '--id-prefix', 'fleet', '--keepalive', '600', '--total', String(n), '--warmup-ms', '0'];
+    // phase 1: the fleet's sessions, stored by node A (200 at a time)
+    const primed = await runLoadgen(['-c', ctx.genCpus, ctx.gen.bin, '--port', String(a.port), ...common, '--concurrency', '200', '--duration-ms', '120000'], 150000, () => undefined);
+    if (primed.accepted < n) throw new Error(`priming: node A accepted ${primed.accepted}/${n} (refused ${primed.refused} ${JSON.stringify(primed.refusedCodes)}; ${primed.error})`);
+    await sleep(1000);
+    const baseKb = b.rssKb();
+    let connectedKb = NaN;
+    let connected = null;
+    const sampler = cpuSampler([a, b, redis], 0, 0, ctx);
+    sampler.begin();
+    // phase 2: every client at once to node B, held while B's memory is read
+    const r = await runLoadgen(['-c', ctx.genCpus, ctx.gen.bin, '--port', String(b.port), ...common, '--hold', '--hold-ms', '3000', '--duration-ms', '60000'], 120000, () => undefined, (msg) => {
+      if (msg.event !== 'connected') return;
+      connected = msg;
+      sampler.finish();
+      connectedKb = b.rssKb();
+    });
+    for (const p of procs) if (p.exited) throw new Error(`${p.name} exited during the fleet reconnect\n${p.logTail()}`);
+    const c = connected ?? r;
+    // fewer than n is reported (the goal is then not met), not thrown: the numbers still tell how far it got
+    if (c.accepted === 0) throw new Error(`no client of the fleet got a CONNACK (refused ${c.refused} ${JSON.stringify(c.refusedCodes)}; ${c.error})`);
+    const genCpuPct = c.wallUs > 0 ? (100 * c.cpuUs) / c.wallUs : NaN;
+    const gen = { genCpuPct, genCpuMaxWorkerPct: genCpuPct };
+    return {
+      value: c.p99Us,
+      p50Us: c.p50Us,
+      p99Us: c.p99Us,
+      clients: n,
+      connected: c.accepted,
+      allConnectedMs: c.spanUs / 1000,
+      baseRssMb: baseKb / 1024,
+      rssMb: connectedKb / 1024,
+      refused: c.refused,
+      errors: c.errors,
+      late: r.errors - c.errors,
+      ...gen,
+      ...otherLoad(sampler.stats(), gen),
+    };
+  } finally {
+    await stopAll(procs);
+  }
+}
+
+/**
+ * Pairs at saturation: the same broker process driven at each window per publisher in turn;
+ * the headline is the broker's best, the curve is every window with the generator's CPU, so
+ * a broker held back by the window (or the generator) shows as such.
+ */
+async function sweepRun(ctx, qos) {
+  const prof = { ...ctx.prof, warmupMs: ctx.prof.sweepWarmupMs, measureMs: ctx.prof.sweepMeasureMs };
+  return single(ctx, async (b) => {
+    const curve = [];
+    for (const window of ctx.prof.sweepWindows) {
+      const topic = `bench/sw${qos}w${window}`;
+      const { flows, subs } = pairsLayout(8, qos, window, ctx.shards, topic);
+      const cgen = { scenario: 'pairs', qos, pubs: 8, subs: 8, inflight: window, topic };
+      const r = await flowRun({ ...ctx, prof }, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port, cgen });
+      curve.push({ window, msgsPerSec: r.msgsPerSec, p50Us: r.p50Us, p99Us: r.p99Us, genCpuPct: r.genCpuPct, brokerCpuPct: r.brokerCpuPct, otherLoadPct: r.otherLoadPct });
+    }
+    const best = curve.reduce((x, y) => (y.msgsPerSec > x.msgsPerSec ? y : x));
+    return {
+      value: best.msgsPerSec,
+      msgsPerSec: best.msgsPerSec,
+      bestWindow: best.window,
+      p50Us: best.p50Us,
+      p99Us: best.p99Us,
+      genCpuPct: best.genCpuPct,
+      genCpuMaxPct: Math.max(...curve.map((c) => c.genCpuPct)),
+      brokerCpuPct: best.brokerCpuPct,
+      otherLoadPct: Math.max(...curve.map((c) => c.otherLoadPct ?? 0)),
+      curve,
+    };
+  });
 }
 
 async function idleRun(ctx, b) {
