@@ -18,7 +18,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
-# non-TypeScript assets (the cluster's Lua scripts) are read from src/ at run time
+# non-TypeScript assets (the Lua scripts, the console's static files) are read from src/ at run time
 COPY --from=build /app/src ./src
 USER node
 # MQTT, MQTT over TLS, MQTT over WebSocket, HTTP (metrics, health, admin API)

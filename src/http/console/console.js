@@ -311,7 +311,7 @@
             el('td', { class: 'mono' }, d.clientId),
             el('td', null, badge(`will ${d.outcome}`, `will-${d.outcome}`)),
             td(d.node),
-            el('td', { class: 'rule small' }, d.rule),
+            el('td', { class: `rule small ${d.outcome}` }, d.rule),
           ),
         ),
       );
