@@ -127,6 +127,7 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     sessionsCurrent: new DeferredGauge({ name: 'vigil_sessions_current', help: 'Sessions on this node, by state', labelNames: ['state'], registers: r }),
     subscriptionsCurrent: new Gauge({ name: 'vigil_subscriptions_current', help: 'Subscriptions held by sessions on this node', registers: r }),
     queuedMessages: new Gauge({ name: 'vigil_queued_messages', help: 'Messages waiting in session queues (offline or beyond in-flight)', registers: r }),
+    queuedBytes: new Gauge({ name: 'vigil_queued_bytes', help: 'Bytes (payload and topic) of the messages waiting in session queues', registers: r }),
     inflightMessages: new Gauge({ name: 'vigil_inflight_messages', help: 'Outgoing QoS 1/2 messages awaiting acknowledgement', registers: r }),
     sessionsExpiredTotal: new Counter({ name: 'vigil_sessions_expired_total', help: 'Persistent sessions removed at expiry', registers: r }),
 

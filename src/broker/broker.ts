@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { RetainedStore, StoredMessage, Subscription, WillRecord } from '../store/types.js';
 import { OutgoingPublish } from '../protocol/publish-encoder.js';
-import { Session, type DropReason, type SessionEvents } from './session.js';
+import { Session, type DropReason, type SessionEvents, type SessionLimits } from './session.js';
 import { TopicTrie, type SubEntry } from './topic-trie.js';
 import { WillManager } from './wills.js';
 import type { FleetObserver } from './fleet-events.js';
@@ -64,6 +64,8 @@ export class Broker {
   private readonly offline = new Set<Session>();
   private readonly trie = new TopicTrie<Session>();
   private readonly sessionEvents: SessionEvents;
+  /** One object for every session: the node-wide byte budget is counted in it. */
+  private readonly sessionLimits: SessionLimits;
   private readonly startedAtMs: number;
   private sweepTimer?: NodeJS.Timeout;
   cluster?: BrokerCluster;
@@ -84,7 +86,13 @@ export class Broker {
 
   constructor(readonly deps: BrokerDeps) {
     this.startedAtMs = deps.clock.now();
-    const { metrics } = deps;
+    const { metrics, config } = deps;
+    this.sessionLimits = {
+      maxQueued: config.maxQueued,
+      maxQueuedBytes: config.maxQueuedBytes,
+      budget: { limit: config.queuedBytesBudget, used: 0 },
+      overflow: config.queueOverflow,
+    };
     const sent = [metrics.messagesOutTotal.labels('0'), metrics.messagesOutTotal.labels('1'), metrics.messagesOutTotal.labels('2')];
     this.receivedByQos = [metrics.messagesInTotal.labels('0'), metrics.messagesInTotal.labels('1'), metrics.messagesInTotal.labels('2')];
     const deliveryDenied = metrics.messagesDroppedTotal.labels('not_authorized');
@@ -370,7 +378,7 @@ export class Broker {
   }
 
   newSession(clientId: string, expiryIntervalS: number): Session {
-    return new Session(clientId, expiryIntervalS, { maxQueued: this.deps.config.maxQueued, overflow: this.deps.config.queueOverflow }, this.sessionEvents, this.deps.authorizer);
+    return new Session(clientId, expiryIntervalS, this.sessionLimits, this.sessionEvents, this.deps.authorizer);
   }
 
   /** The connection is gone: the session stays for its expiry interval, or ends now. */
@@ -418,14 +426,19 @@ export class Broker {
     }
     for (const c of this.connections) c.tick(nowMs);
     let queued = 0;
+    let queuedBytes = 0;
     let inflight = 0;
     let snapshots = 0;
     for (const s of this.sessions.values()) {
       queued += s.queued;
+      queuedBytes += s.queuedBytes;
       inflight += s.inflight.size;
       snapshots += s.snapshotsRunning;
     }
+    // the sessions keep the budget as they go; the recount drops what ended sessions held
+    this.sessionLimits.budget.used = queuedBytes;
     this.deps.metrics.queuedMessages.set(queued);
+    this.deps.metrics.queuedBytes.set(queuedBytes);
     this.deps.metrics.inflightMessages.set(inflight);
     this.deps.metrics.retainedSnapshots.set(snapshots);
     // in a cluster the retained mirror also changes through other nodes' writes

@@ -20,19 +20,38 @@ export interface SessionLink {
   sendPublish(out: OutgoingPublish, qos: 0 | 1 | 2, retain: boolean, subscriptionIds: readonly number[] | undefined, packetId: number, dup: boolean): boolean;
   sendPubrel(packetId: number): void;
   /** Ends the connection because the session queue overflowed (disconnect policy). */
-  closeForQuota(): void;
+  closeForQuota(limit: QueueLimit): void;
   /** Calls pump() again on a later event-loop turn (a long retained snapshot yields to other clients). */
   pumpLater(): void;
 }
 
 export type OverflowPolicy = 'drop-oldest' | 'drop-new' | 'disconnect';
 
+/** Bytes queued in all sessions of a node together (VIGIL_QUEUED_BYTES_BUDGET). */
+export interface QueueBudget {
+  readonly limit: number;
+  /** Kept by the sessions as they queue and dequeue; recounted by the broker's sweep. */
+  used: number;
+}
+
 export interface SessionLimits {
   readonly maxQueued: number;
+  readonly maxQueuedBytes: number;
+  readonly budget: QueueBudget;
   readonly overflow: OverflowPolicy;
 }
 
-export type DropReason = 'offline_qos0' | 'backpressure_qos0' | 'queue_full' | 'expired' | 'too_large' | 'not_authorized';
+/** The limit a queue overflow hit, as vigil_limit_hits_total names it. */
+export type QueueLimit = 'max_queued' | 'max_queued_bytes' | 'queued_bytes_budget';
+
+const DROP_REASON = { max_queued: 'queue_full', max_queued_bytes: 'queue_bytes_full', queued_bytes_budget: 'queue_budget_full' } as const;
+
+export type DropReason = 'offline_qos0' | 'backpressure_qos0' | 'expired' | 'too_large' | 'not_authorized' | (typeof DROP_REASON)[QueueLimit];
+
+/** What a queued message counts against the byte limits: its payload and topic. */
+export function queuedSize(pending: PendingMessage): number {
+  return pending.message.payload.length + pending.message.topic.length;
+}
 
 /** How a retained snapshot ended: all sent, or abandoned (docs: "Retained snapshots"). */
 export type SnapshotEnd = 'complete' | 'unsubscribed' | 'replaced' | 'disconnected';
@@ -95,6 +114,8 @@ export class Session implements Subscriber {
   /** Retained snapshots being sent, oldest subscribe first. */
   private snapshots: RetainedSnapshot[] = [];
   private queueHead = 0;
+  /** Bytes (queuedSize) of the messages in `queue` from queueHead on. */
+  queuedBytes = 0;
   private nextPacketId = 1;
   link: SessionLink | null = null;
   /** Absolute time the session ends while disconnected, ms; undefined while connected. */
@@ -188,31 +209,50 @@ export class Session implements Subscriber {
     }
   }
 
+  /**
+   * Queues a message behind the in-flight window. Three limits apply — messages per session,
+   * bytes per session, bytes of all queues of the node — all with the one overflow policy.
+   */
   private enqueue(pending: PendingMessage): void {
-    if (this.queued >= this.limits.maxQueued) {
-      switch (this.limits.overflow) {
-        case 'drop-new':
-          this.events.dropped('queue_full');
-          this.journal?.done(this, pending);
-          return;
-        case 'disconnect':
-          this.events.dropped('queue_full');
-          this.journal?.done(this, pending);
-          this.link?.closeForQuota();
-          return;
-        case 'drop-oldest':
-          if (this.queued === 0) {
-            this.events.dropped('queue_full');
-            this.journal?.done(this, pending);
-            return;
-          }
-          this.journal?.done(this, this.queue[this.queueHead]);
-          this.queueHead++;
-          this.events.dropped('queue_full');
-          break;
-      }
+    const size = queuedSize(pending);
+    const { maxQueued, maxQueuedBytes, budget } = this.limits;
+    // one message larger than a limit could only flush the queue and still not fit
+    if (size > maxQueuedBytes) return void this.overflow(pending, 'max_queued_bytes', false);
+    if (size > budget.limit) return void this.overflow(pending, 'queued_bytes_budget', false);
+    for (;;) {
+      const limit: QueueLimit | undefined =
+        this.queued >= maxQueued ? 'max_queued' : this.queuedBytes + size > maxQueuedBytes ? 'max_queued_bytes' : budget.used + size > budget.limit ? 'queued_bytes_budget' : undefined;
+      if (limit === undefined) break;
+      if (!this.overflow(pending, limit, true)) return;
     }
     this.queue.push(pending);
+    this.queuedBytes += size;
+    budget.used += size;
+  }
+
+  /**
+   * A queue limit is hit: true when the oldest queued message made room (drop-oldest), false
+   * when the new one was dropped (drop-new, disconnect, or nothing older to drop).
+   */
+  private overflow(pending: PendingMessage, limit: QueueLimit, mayDropOldest: boolean): boolean {
+    this.events.dropped(DROP_REASON[limit]);
+    if (mayDropOldest && this.limits.overflow === 'drop-oldest' && this.queued > 0) {
+      const oldest = this.dequeue(); // not inside journal?.done(...): without a journal it would not run
+      this.journal?.done(this, oldest);
+      return true;
+    }
+    this.journal?.done(this, pending);
+    if (this.limits.overflow === 'disconnect') this.link?.closeForQuota(limit);
+    return false;
+  }
+
+  /** Takes the oldest queued message off the queue. */
+  private dequeue(): PendingMessage {
+    const pending = this.queue[this.queueHead++];
+    const size = queuedSize(pending);
+    this.queuedBytes -= size;
+    this.limits.budget.used -= size;
+    return pending;
   }
 
   private transmit(link: SessionLink, pending: PendingMessage, out: OutgoingPublish, dup: boolean): void {
@@ -247,7 +287,7 @@ export class Session implements Subscriber {
     const link = this.link;
     if (link === null) return;
     while (this.queued > 0 && link.writable && this.inflight.size < link.sendQuota && this.link === link) {
-      const pending = this.queue[this.queueHead++];
+      const pending = this.dequeue();
       const out = new OutgoingPublish(pending.message, nowMs);
       if (out.expired) {
         this.events.dropped('expired');
@@ -377,7 +417,10 @@ export class Session implements Subscriber {
       else {
         p.packetId = undefined;
         p.released = false;
+        // restored whole, whatever the limits: they apply to what comes next
         this.queue.push(p);
+        this.queuedBytes += queuedSize(p);
+        this.limits.budget.used += queuedSize(p);
       }
     }
   }

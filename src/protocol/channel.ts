@@ -5,7 +5,7 @@ import mqttPacket from 'mqtt-packet';
 import type { Packet } from 'mqtt-packet';
 import type { Authenticator, Authorizer, Identity } from '../auth/types.js';
 import type { Broker, LiveConnection } from '../broker/broker.js';
-import type { Session, SessionLink } from '../broker/session.js';
+import type { QueueLimit, Session, SessionLink } from '../broker/session.js';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
@@ -274,10 +274,10 @@ export class Channel implements SessionLink, LiveConnection {
     this.io.write(ack(0x62, packetId));
   }
 
-  closeForQuota(): void {
+  closeForQuota(limit: QueueLimit): void {
     if (this.state === 'closing' || this.state === 'closed') return; // one hit per connection, not per message after it
-    this.ctx.metrics.limitHitsTotal.inc({ limit: 'max_queued' });
-    this.close(RC.QUOTA_EXCEEDED, 'session queue full');
+    this.ctx.metrics.limitHitsTotal.inc({ limit });
+    this.close(RC.QUOTA_EXCEEDED, limit === 'queued_bytes_budget' ? 'node queue budget spent' : 'session queue full');
   }
 
   pumpLater(): void {

@@ -122,6 +122,15 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): P
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Polls a condition (a metric, a session's state) until it holds, or throws after `timeoutMs`. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
 let idCounter = 0;
 /** A client id unique within the test process. */
 export function uniqueId(prefix = 'c'): string {

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
-import { ClientPool, sleep, subackCodes, uniqueId, VERSIONS, versionName, type TestClient, type Version } from '../helpers/mqtt.js';
+import { ClientPool, waitFor, subackCodes, uniqueId, VERSIONS, versionName, type TestClient, type Version } from '../helpers/mqtt.js';
 import { jwksDocument, makeKey, signToken, tempDir, type TempDir, type TestKey } from '../helpers/jwt.js';
 
 const POLICY = {
@@ -21,14 +21,6 @@ let dir: TempDir;
 let key: TestKey;
 let broker: TestBroker | undefined;
 const clients = new ClientPool();
-
-async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
-}
 
 async function jwtBroker(): Promise<TestBroker> {
   const jwks = await dir.write('jwks.json', jwksDocument([key]));
