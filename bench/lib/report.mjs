@@ -193,6 +193,12 @@ export function goals(summary) {
     g.push({ goal: `${name} pairs at saturation (best window each) ≥ 1.0× Mosquitto`, measured: Number.isFinite(r) ? `${fmtRatio(r)} (Vigil best at ${wv}, Mosquitto at ${wm})` : '—', status: verdict(r, (x) => x >= 1) });
     sources.push([id]);
   }
+  // issue 12: delivery-time authorization costs at most 10 % (same run, policy vs none)
+  for (const [id, base, name] of [['qos0-pairs-acl', 'qos0-pairs', 'QoS 0 pairs'], ['fanout-acl', 'fanout', 'Fan-out']]) {
+    const r = ratio(get(summary, id, 'vigil', 'msgsPerSec'), get(summary, base, 'vigil', 'msgsPerSec'));
+    g.push({ goal: `${name} with a 10-role ACL ≥ 0.9× without (every delivery authorized)`, measured: fmtRatio(r), status: verdict(r, (x) => x >= 0.9) });
+    sources.push([id, base]);
+  }
   g.forEach((goal, i) => {
     goal.noisy = goal.status !== 'n/a' && sources[i].some((id) => {
       const s = summary.scenarios.find((x) => x.id === id);

@@ -6,7 +6,8 @@ import { runLoad } from './load.mjs';
 import { Histogram } from './histogram.mjs';
 import { makeJwtMaterial, measureVerifyRate } from './jwt.mjs';
 import { nowUs } from './clock.mjs';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 
@@ -317,6 +318,26 @@ function crossNodePairs(ctx, qos, topic, { persistentPublishers = false } = {}) 
   };
 }
 
+/**
+ * The policy of the delivery-authorization scenarios (issue 12): ten roles with deny rules.
+ * The generator connects anonymously (VIGIL_AUTH=none), so its clients hold the role
+ * `anonymous`: every PUBLISH and every delivery is checked against grants and denies of the
+ * bench topics; the nine other roles (several with %u/%c rules) are what a real policy holds.
+ */
+function benchPolicyFile(ctx) {
+  const roles = { anonymous: { publish: ['bench/#'], subscribe: ['bench/#'], deny: { publish: ['bench/forbidden/#'], subscribe: ['bench/secret/#', 'bench/+/private'] } } };
+  for (let i = 1; i < 10; i++) {
+    roles[`role-${i}`] = {
+      publish: [`trusted/%u/r${i}/#`, `fleet/+/r${i}/state`],
+      subscribe: [`trusted/%u/r${i}/cmd/#`, `fleet/#`],
+      deny: { publish: [`trusted/%u/r${i}/secret`], subscribe: [`fleet/secret/r${i}/#`, `fleet/%c/private`] },
+    };
+  }
+  const file = path.join(ctx.work, 'bench-acl.json');
+  writeFileSync(file, JSON.stringify({ version: 1, roles, deny: { publish: ['$SYS/#'], subscribe: ['bench/audit/#'] } }));
+  return file;
+}
+
 /** A fleet-style topic, long enough that an alias matters (57 bytes). */
 const FLEET_TOPIC = 'fleet/region-eu-west-1/site-0042/vehicle-000123/telemetry';
 
@@ -354,6 +375,33 @@ export const SCENARIOS = [
       const cgen = { scenario: 'fanout', qos: 0, pubs: 1, subs: 100, inflight: 16, topic: 'bench/fanout' };
       return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port, cgen });
     }),
+  },
+  // issue 12: the same loads with a policy (every publish and every delivery authorized),
+  // compared with the runs above in the same bench run; the goal is within 10 %
+  {
+    id: 'qos0-pairs-acl',
+    title: 'QoS 0 pairs, 10-role ACL',
+    what: 'as qos0-pairs, with VIGIL_ACL: 10 roles with deny rules; every publish and every delivery authorized',
+    brokers: ['vigil'],
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => single(ctx, (b) => {
+      const { flows, subs } = pairsLayout(8, 0, 64, ctx.shards, 'bench/q0');
+      const cgen = { scenario: 'pairs', qos: 0, pubs: 8, subs: 8, inflight: 64, topic: 'bench/q0' };
+      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port, cgen });
+    }, { VIGIL_ACL: benchPolicyFile(ctx) }),
+  },
+  {
+    id: 'fanout-acl',
+    title: 'Fan-out 1 → 100, 10-role ACL',
+    what: 'as fanout, with VIGIL_ACL: 10 roles with deny rules; each of the 1,600 deliveries in flight authorized',
+    brokers: ['vigil'],
+    metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
+    run: (ctx) => single(ctx, (b) => {
+      const flows = [{ index: 0, topic: 'bench/fanout', qos: 0, window: 16, shard: 0 }];
+      const subs = Array.from({ length: 100 }, (_, j) => ({ index: j, filter: 'bench/fanout', qos: 0, shard: j % ctx.shards, tracks: j === 0 ? [0] : [] }));
+      const cgen = { scenario: 'fanout', qos: 0, pubs: 1, subs: 100, inflight: 16, topic: 'bench/fanout' };
+      return flowRun(ctx, { flows, subs, procs: [b], pubPort: b.port, subPort: b.port, cgen });
+    }, { VIGIL_ACL: benchPolicyFile(ctx) }),
   },
   ...[
     { id: 'fanout-v5', aliases: 0, title: 'Fan-out 1 → 100, MQTT 5, long topic, no aliases' },
