@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import { createIdentity, type IdentityModule, type RevocationEntry } from './auth/index.js';
 import { Broker } from './broker/broker.js';
 import { systemClock, type Clock } from './clock.js';
-import type { Config } from './config.js';
+import { SETTINGS, type Config } from './config.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import type { ChannelContext } from './protocol/channel.js';
@@ -93,6 +93,7 @@ export class VigilServer {
   async start(): Promise<void> {
     const { config, log } = this;
     if (config.auth === 'none') log.warn('VIGIL_AUTH=none: anonymous clients are allowed');
+    if (config.authFailuresPerUsername !== SETTINGS.authFailuresPerUsername.default) log.warn('VIGIL_AUTH_FAILURES_PER_USERNAME is deprecated and ignored: failures are limited per source address only (README, "Hostile traffic")');
     if (config.auth === 'jwt' && config.sessionTakeover === 'any') log.warn('VIGIL_SESSION_TAKEOVER=any: any authenticated client may take over another identity\'s client id, session and will');
     // cluster mode: built first so identity can share its revocation list; started below
     if (hasRedisTarget(config)) {
@@ -144,7 +145,6 @@ export class VigilServer {
       authorizer,
       limits: {
         authFailuresByAddress: new FailureLimiter(config.authFailuresPerAddress),
-        authFailuresByUsername: new FailureLimiter(config.authFailuresPerUsername),
       },
     };
     this.connectRate = new RateLimiter(config.connectRatePerAddress, config.connectRatePerAddress * 2);

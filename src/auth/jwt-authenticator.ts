@@ -39,7 +39,8 @@ export interface JwtAuthenticatorOptions {
   readonly now?: () => number;
 }
 
-type Verification = { readonly ok: true; readonly token: VerifiedToken } | { readonly ok: false; readonly reason: AuthFailureReason };
+/** `checked`: the failure came from a signature check in the pool (not from the header alone, or a refetch). */
+type Verification = { readonly ok: true; readonly token: VerifiedToken } | { readonly ok: false; readonly reason: AuthFailureReason; readonly checked?: boolean };
 
 /** Failures that a second verification of the same token would repeat: remembered briefly. */
 const DETERMINISTIC_FAILURES = new Set<AuthFailureReason>(['bad_signature', 'expired', 'issuer', 'audience', 'missing_exp', 'bad_claims', 'malformed']);
@@ -91,17 +92,22 @@ export class JwtAuthenticator implements Authenticator {
     if (failed && failed.untilMs > this.now()) return this.refuse(req, failed.reason);
 
     let verification = this.inflight.get(key);
+    // only the request that starts a check pays for it (a shared one costs nothing more)
+    let checking = false;
     if (!verification) {
       // Server busy is answered before any work, and is not shared with later requests.
       if (this.options.pool.saturated) return this.refuse(req, 'server_busy');
+      // what an address may cost is limited, not who a token names (README, "Hostile traffic")
+      if (req.verificationsLimited) return this.refuse(req, 'verifications_limited');
       const started = this.verify(token);
       if (!(started instanceof Promise)) return started.ok ? this.admit(req, started.token, 'verified') : this.refuse(req, started.reason);
       verification = started.finally(() => this.inflight.delete(key));
       this.inflight.set(key, verification);
       verification.then((v) => this.remember(key, v), () => undefined);
+      checking = true;
     }
     return verification.then(
-      (v) => (v.ok ? this.admit(req, v.token, 'verified') : this.refuse(req, v.reason)),
+      (v) => (v.ok ? this.admit(req, v.token, 'verified') : this.refuse(req, v.reason, undefined, checking && v.checked)),
       () => this.refuse(req, 'internal_error'),
     );
   }
@@ -152,9 +158,9 @@ export class JwtAuthenticator implements Authenticator {
       submittedAtMs: preciseNowMs(),
     });
     o.metrics.authVerifySeconds.observe(result.runMs / 1000);
-    if (!result.ok) return { ok: false, reason: result.reason };
+    if (!result.ok) return { ok: false, reason: result.reason, checked: true };
     const fields = identityFieldsFromClaims(result.claims, o.usernameClaim, o.rolesClaim);
-    if (!fields) return { ok: false, reason: 'bad_claims' };
+    if (!fields) return { ok: false, reason: 'bad_claims', checked: true };
     return { ok: true, token: { ...fields, kid, keyThumbprint } };
   }
 
@@ -189,12 +195,12 @@ export class JwtAuthenticator implements Authenticator {
     return { ok: true, identity };
   }
 
-  private refuse(req: AuthRequest, reason: AuthFailureReason, token?: VerifiedToken): AuthOutcome {
+  private refuse(req: AuthRequest, reason: AuthFailureReason, token?: VerifiedToken, signatureChecked = false): AuthOutcome {
     this.options.metrics.authVerificationsTotal.inc({ outcome: 'refused', reason });
     this.options.logger.info(
       { clientId: req.clientId, remoteAddress: req.remoteAddress, reason, username: req.username, tokenUsername: token?.username },
       'authentication refused',
     );
-    return authFailure(reason);
+    return signatureChecked ? { ...authFailure(reason), signatureChecked } : authFailure(reason);
   }
 }

@@ -11,6 +11,7 @@ export const REASON_CODE = {
   SERVER_UNAVAILABLE: 0x88,
   SERVER_BUSY: 0x89,
   BAD_AUTHENTICATION_METHOD: 0x8c,
+  CONNECTION_RATE_EXCEEDED: 0x9f,
 } as const;
 
 export const AUTH_FAILURES = {
@@ -43,6 +44,11 @@ export const AUTH_FAILURES = {
   subject_changed: REASON_CODE.NOT_AUTHORIZED,
   /** MQTT 5 Authentication Method other than JWT (or any method when auth=none). */
   bad_auth_method: REASON_CODE.BAD_AUTHENTICATION_METHOD,
+  /**
+   * The token needs a signature check and its source address spent its budget of failed
+   * checks (VIGIL_AUTH_FAILURES_PER_ADDRESS). A token already verified is still admitted.
+   */
+  verifications_limited: REASON_CODE.CONNECTION_RATE_EXCEEDED,
   /** The pool queue is full. */
   server_busy: REASON_CODE.SERVER_BUSY,
   /** The key set could not be loaded at all (URL down since start). */

@@ -41,6 +41,12 @@ export interface AuthRequest {
   readonly certSubject?: string;
   /** Set on re-authentication: the subject the new token must name. */
   readonly requireSubject?: string;
+  /**
+   * The source address is over its budget of failed signature checks: a token that needs a
+   * new check is refused (verifications_limited) before any crypto; one whose verification is
+   * known (the verified-token cache) is admitted as usual.
+   */
+  readonly verificationsLimited?: boolean;
 }
 
 /**
@@ -49,7 +55,13 @@ export interface AuthRequest {
  */
 export type AuthOutcome =
   | { readonly ok: true; readonly identity: Identity }
-  | { readonly ok: false; readonly reasonCode: number; readonly reason: string };
+  | {
+      readonly ok: false;
+      readonly reasonCode: number;
+      readonly reason: string;
+      /** A signature check ran for this request and failed: the CPU an attacker costs (limited per address). */
+      readonly signatureChecked?: boolean;
+    };
 
 export interface Authenticator {
   /** 'none' | 'jwt' */

@@ -36,8 +36,8 @@ export interface ChannelIO {
 
 /** Limiters shared by every connection of a node. */
 export interface ChannelLimits {
+  /** Failed signature checks per source address (VIGIL_AUTH_FAILURES_PER_ADDRESS). */
   readonly authFailuresByAddress: FailureLimiter;
-  readonly authFailuresByUsername: FailureLimiter;
 }
 
 export interface ChannelContext {

@@ -35,7 +35,7 @@ export function createTestContext(overrides: Partial<Config> = {}): TestContext 
   const broker = new Broker({ config, metrics, log, clock, authenticator, authorizer, retained: new MemoryRetainedStore() });
   broker.start();
   return {
-    ctx: { broker, config, metrics, log, clock, authenticator, authorizer, limits: { authFailuresByAddress: new FailureLimiter(0), authFailuresByUsername: new FailureLimiter(0) } },
+    ctx: { broker, config, metrics, log, clock, authenticator, authorizer, limits: { authFailuresByAddress: new FailureLimiter(0) } },
     close: () => broker.stop(),
   };
 }

@@ -16,9 +16,6 @@ import { OutboundAliases } from '../outbound-aliases.js';
 import { validTopicName } from '../topics.js';
 import { isValidTopicName } from '../../auth/topic-filter.js';
 
-/** Refusals that count towards the authentication back-off (not busy / unavailable). */
-const CREDENTIAL_FAILURES = new Set<number>([RC.BAD_USERNAME_OR_PASSWORD, RC.NOT_AUTHORIZED, RC.BAD_AUTHENTICATION_METHOD]);
-
 interface Refusal {
   readonly code: number;
   readonly reason: string;
@@ -34,14 +31,12 @@ export function handleConnect(ch: Channel, packet: IConnectPacket): void {
   const refusal = validate(ch, packet);
   if (refusal) return refuse(ch, refusal);
 
-  // authentication failures back off per address and per username, before any crypto
+  // An address over its budget of failed signature checks may not make the pool verify more
+  // (what costs CPU is limited, never a username: anyone can name one); a token whose
+  // verification is known still gets in. README, "Hostile traffic".
   const { limits, clock } = ch.ctx;
-  const now = clock.now();
   const byAddress = limits.authFailuresByAddress;
-  if ((byAddress.active && byAddress.blockedFor(ch.io.remoteAddress, now) > 0) || (packet.username && limits.authFailuresByUsername.blockedFor(packet.username, now) > 0)) {
-    ch.ctx.metrics.limitHitsTotal.inc({ limit: 'auth_failures' });
-    return refuse(ch, { code: RC.CONNECTION_RATE_EXCEEDED, reason: 'too many failed authentications, back off' });
-  }
+  const verificationsLimited = byAddress.active && byAddress.blockedFor(ch.io.remoteAddress, clock.now()) > 0;
 
   ch.state = 'authenticating';
   const outcome = ch.ctx.authenticator.authenticate({
@@ -56,6 +51,7 @@ export function handleConnect(ch: Channel, packet: IConnectPacket): void {
       return ch.io.remoteAddress;
     },
     certSubject: ch.io.certSubject,
+    verificationsLimited,
   });
   if (outcome instanceof Promise) ch.waitFor(outcome, (o) => authenticated(ch, packet, o));
   else authenticated(ch, packet, outcome);
@@ -140,13 +136,11 @@ function authenticated(ch: Channel, packet: IConnectPacket, outcome: AuthOutcome
   if (ch.state !== 'authenticating') return;
   const { limits, clock } = ch.ctx;
   if (!outcome.ok) {
-    if (CREDENTIAL_FAILURES.has(outcome.reasonCode)) {
-      limits.authFailuresByAddress.failed(ch.io.remoteAddress, clock.now());
-      if (packet.username) limits.authFailuresByUsername.failed(packet.username, clock.now());
-    }
+    // only a failed signature check counts: refusals decided without crypto cost nothing
+    if (outcome.signatureChecked) limits.authFailuresByAddress.failed(ch.io.remoteAddress, clock.now());
+    if (outcome.reason === 'verifications_limited') ch.ctx.metrics.limitHitsTotal.inc({ limit: 'auth_failures' });
     return refuse(ch, { code: outcome.reasonCode, reason: outcome.reason });
   }
-  if (packet.username) limits.authFailuresByUsername.succeeded(packet.username);
   ch.identity = outcome.identity;
   // the policy may bind client ids to identities; an id the server assigned is nobody else's
   const assigned = (packet.clientId ?? '') === '';
