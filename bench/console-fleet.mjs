@@ -50,7 +50,7 @@ async function seed(url, prefix) {
           ? { clientId, message: { topic: `status/${clientId}`, payload: Buffer.from('offline'), qos: 1, retain: false, origin: clientId }, delayS: 3600, identity: { username: clientId, clientId, roles: ['server'], authenticatedAtMs: Date.now() }, epoch: 0, protocolVersion: 5 }
           : undefined;
         const member = `seed-${i % 4}/1`;
-        const { epoch } = await registry.claim(clientId, member, { cleanStart: true, will, sessionExpiryS: withWill ? 7200 : 0 });
+        const { epoch } = await registry.claim(clientId, member, { cleanStart: true, will, sessionExpiryS: withWill ? 7200 : 0, owner: `user:${clientId}` });
         fleet.connected({ clientId, epoch, username: clientId, roles: ['server'], protocolVersion: 5, connectedAtMs: Date.now() });
         if (withWill) {
           await registry.abnormalDisconnect(clientId, epoch, 7200);

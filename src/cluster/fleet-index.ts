@@ -155,7 +155,7 @@ export class ClusterFleet implements FleetSource, FleetObserver {
     const { client } = this.o.redis;
     const k = this.o.keys;
     const [owner, info, will, session, subs, pending, last] = await Promise.all([
-      client.hmget(k.clientOwner(clientId), 'node', 'epoch', 'online'),
+      client.hmget(k.clientOwner(clientId), 'node', 'epoch', 'online', 'identity'),
       client.hgetall(k.clientInfo(clientId)),
       client.hmget(k.clientWill(clientId), 'epoch', 'dueAt'),
       client.hmget(k.session(clientId), 'epoch', 'expiryS'),
@@ -163,7 +163,7 @@ export class ClusterFleet implements FleetSource, FleetObserver {
       client.hlen(k.sessionPending(clientId)),
       client.get(k.clientLastWill(clientId)),
     ]);
-    const [ownerNode, ownerEpoch, online] = owner;
+    const [ownerNode, ownerEpoch, online, ownerIdentity] = owner;
     if (!ownerNode && !ownerEpoch) return undefined;
     const connected = online === '1';
     const sameIncarnation = info.epoch !== undefined && info.epoch === ownerEpoch;
@@ -195,6 +195,7 @@ export class ClusterFleet implements FleetSource, FleetObserver {
       state,
       node: nodeIdOf(ownerNode ?? ''),
       username: sameIncarnation ? (info.username ?? null) : (decided?.identity.username ?? null),
+      owner: ownerIdentity || null,
       roles: roles.length > 0 ? roles : (decided?.identity.roles ?? []),
       protocolVersion: sameIncarnation && info.proto ? Number(info.proto) : null,
       connectedSince: connected && sameIncarnation ? isoOf(info.connectedAt) : null,

@@ -124,6 +124,7 @@ export class LocalFleet implements FleetSource, FleetObserver {
       state,
       node: this.o.nodeId,
       username: k?.username ?? pending?.record.identity.username ?? null,
+      owner: session?.owner ?? null,
       roles: k?.roles ?? pending?.record.identity.roles ?? [],
       protocolVersion: k?.protocolVersion ?? null,
       connectedSince: online && k ? new Date(k.connectedAtMs).toISOString() : null,

@@ -25,6 +25,8 @@ export interface FleetEntry {
   readonly state: FleetState;
   readonly node: string;
   readonly username: string | null;
+  /** The identity the session and its will belong to (auth/session-owner.ts: user:…, cert:…, anonymous), as recorded at the claim. */
+  readonly owner: string | null;
   readonly roles: readonly string[];
   readonly protocolVersion: number | null;
   readonly connectedSince: string | null;

@@ -54,7 +54,7 @@ describe('cluster fleet index', { timeout: 60000 }, () => {
     assert.deepEqual(all.clients.map((c) => c.clientId), [...ids].sort());
     assert.equal(all.next, null);
     const c = all.clients.find((x) => x.clientId === 'srv-01')!;
-    assert.deepEqual([c.state, c.node, c.username, c.roles, c.protocolVersion, c.connectedSince], ['connected', 'node-a', 'user-srv-01', ['device'], 5, new Date(1_700_000_000_000).toISOString()]);
+    assert.deepEqual([c.state, c.node, c.username, c.owner, c.roles, c.protocolVersion, c.connectedSince], ['connected', 'node-a', 'user-srv-01', 'u', ['device'], 5, new Date(1_700_000_000_000).toISOString()]);
   });
 
   it('shows a normal disconnect offline, a lost connection down with its pending will, a decided will with its rule and node', async () => {

@@ -41,7 +41,7 @@ export interface Page {
   screenshot(path: string): Promise<void>;
 }
 
-export async function launchBrowser(timeoutMs = 20000): Promise<Browser> {
+export async function launchBrowser(timeoutMs = 60000): Promise<Browser> {
   const profile = mkdtempSync(join(tmpdir(), 'vigil-chromium-'));
   const proc = spawn(CHROMIUM, [...FLAGS, `--user-data-dir=${profile}`, '--remote-debugging-port=0', 'about:blank'], { stdio: ['ignore', 'ignore', 'pipe'] });
   live.add(proc);
@@ -128,7 +128,7 @@ export async function launchBrowser(timeoutMs = 20000): Promise<Browser> {
           await s('Page.navigate', { url });
           let timer: NodeJS.Timeout | undefined;
           const timeout = new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`page load of ${url} timed out`)), 20000);
+            timer = setTimeout(() => reject(new Error(`page load of ${url} timed out`)), 60000);
           });
           await Promise.race([loaded, timeout]).finally(() => clearTimeout(timer));
         },

@@ -17,6 +17,8 @@ describe('console API on one node', { timeout: 60_000 }, () => {
   let broker: TestBroker;
   let dir: string;
   const clients = new ClientPool();
+// generous CONNECT deadline: the suite runs on a loaded 2-core machine
+const connect = (url: string, options: Parameters<ClientPool['connect']>[1]) => clients.connect(url, options, 20000);
   const get = async (path: string, init: RequestInit = {}) => {
     const res = await fetch(`http://127.0.0.1:${broker.metricsPort}${path}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers ?? {}) } });
     return { status: res.status, body: (await res.json().catch(() => null)) as Record<string, any> };
@@ -35,12 +37,12 @@ describe('console API on one node', { timeout: 60_000 }, () => {
   });
 
   it('pages the fleet by prefix, state and cursor', async () => {
-    for (let i = 0; i < 7; i++) await clients.connect(broker.url, { protocolVersion: 5, clientId: `pump-${i}`, clean: false, properties: { sessionExpiryInterval: 600 } });
-    await clients.connect(broker.url, { protocolVersion: 4, clientId: 'valve-1' });
-    const parked = await clients.connect(broker.url, { protocolVersion: 5, clientId: 'pump-parked', clean: false, properties: { sessionExpiryInterval: 600 } });
+    for (let i = 0; i < 7; i++) await connect(broker.url, { protocolVersion: 5, clientId: `pump-${i}`, clean: false, properties: { sessionExpiryInterval: 600 } });
+    await connect(broker.url, { protocolVersion: 4, clientId: 'valve-1' });
+    const parked = await connect(broker.url, { protocolVersion: 5, clientId: 'pump-parked', clean: false, properties: { sessionExpiryInterval: 600 } });
     await parked.mqtt.subscribeAsync('cmd/pump-parked', { qos: 1 });
     await parked.mqtt.endAsync();
-    await waitUntil(async () => (await get('/admin/fleet?prefix=pump-parked')).body.clients[0]?.state === 'offline', 10000, 'parked offline');
+    await waitUntil(async () => (await get('/admin/fleet?prefix=pump-parked')).body.clients[0]?.state === 'offline', 30000, 'parked offline');
 
     const seen: string[] = [];
     let after = '';
@@ -62,14 +64,14 @@ describe('console API on one node', { timeout: 60_000 }, () => {
   });
 
   it('records a denied will with the rule, lists it and explains it', async () => {
-    const c = await clients.connect(broker.url, { protocolVersion: 5, clientId: 'gate-1', will: { topic: 'forbidden/gate-1', payload: Buffer.from('x'), qos: 0, retain: false } }).catch((e: Error) => e);
+    const c = await connect(broker.url, { protocolVersion: 5, clientId: 'gate-1', will: { topic: 'forbidden/gate-1', payload: Buffer.from('x'), qos: 0, retain: false } }).catch((e: Error) => e);
     // VIGIL_WILL_AUTHZ=connect+fire refuses the will at CONNECT already; use a will topic allowed now and denied by a reload
     assert.ok(c instanceof Error);
-    const ok = await clients.connect(broker.url, { protocolVersion: 5, clientId: 'gate-2', will: { topic: 'gates/gate-2', payload: Buffer.from('x'), qos: 0, retain: false } });
+    const ok = await connect(broker.url, { protocolVersion: 5, clientId: 'gate-2', will: { topic: 'gates/gate-2', payload: Buffer.from('x'), qos: 0, retain: false } });
     writeFileSync(join(dir, 'acl.json'), JSON.stringify({ roles: { anonymous: { publish: ['#'], subscribe: ['#'], deny: { publish: ['forbidden/#', 'gates/#'] } } } }));
-    await waitUntil(async () => (await get('/admin/identity')).body.acl.generation === 2, 15000, 'policy reloaded');
+    await waitUntil(async () => (await get('/admin/identity')).body.acl.generation === 2, 30000, 'policy reloaded');
     ok.mqtt.stream.destroy();
-    await waitUntil(async () => (await get('/admin/fleet?prefix=gate-2')).body.clients[0]?.will?.state === 'denied', 10000, 'will denied in the fleet');
+    await waitUntil(async () => (await get('/admin/fleet?prefix=gate-2')).body.clients[0]?.will?.state === 'denied', 30000, 'will denied in the fleet');
     const entry = (await get('/admin/fleet?prefix=gate-2')).body.clients[0];
     assert.equal(entry.state, 'down');
     assert.match(entry.will.rule, /deny\.publish: gates\/#$/);
@@ -85,11 +87,11 @@ describe('console API on one node', { timeout: 60_000 }, () => {
   });
 
   it('browses retained messages with previews, and deletes one (logged)', async () => {
-    const pub = await clients.connect(broker.url, { protocolVersion: 5, clientId: 'publisher-1' });
+    const pub = await connect(broker.url, { protocolVersion: 5, clientId: 'publisher-1' });
     await pub.mqtt.publishAsync('site/a/temp', '21.5 °C', { qos: 1, retain: true });
     await pub.mqtt.publishAsync('site/a/raw', Buffer.from([0, 1, 2, 0xff]), { qos: 1, retain: true });
     await pub.mqtt.publishAsync('other/x', 'y', { qos: 1, retain: true });
-    await waitUntil(async () => (await get('/admin/retained?prefix=site/')).body.messages.length === 2, 5000, 'retained stored');
+    await waitUntil(async () => (await get('/admin/retained?prefix=site/')).body.messages.length === 2, 30000, 'retained stored');
     const { body } = await get('/admin/retained?prefix=site/');
     assert.deepEqual(body.messages.map((m: { topic: string }) => m.topic), ['site/a/raw', 'site/a/temp']);
     assert.deepEqual(body.messages[0].preview, { kind: 'hex', value: '00 01 02 ff', truncated: false });

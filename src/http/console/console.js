@@ -210,7 +210,7 @@
             el('td', { class: 'mono' }, c.clientId),
             el('td', null, badge(c.state)),
             td(c.node),
-            td(c.username),
+            el('td', null, c.username || el('span', { class: 'muted', text: '—' }), c.owner ? el('div', { class: 'muted small mono', title: 'owner of the session and its will', text: c.owner }) : null),
             td(c.roles.length ? c.roles.join(', ') : null),
             since ? el('td', { title: since }, `${c.state === 'connected' ? 'up' : 'down'} ${ago(since)}`) : td(null),
             td(c.subscriptions, 'num'),
