@@ -121,9 +121,11 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
         local = undefined;
       } else if (!local) {
         // fence first: a copy of this session still held by another node can no longer
-        // append to it, so nothing lands between this load and the save below
-        await node.sessions.fence(clientId, epoch);
-        snapshot = await node.sessions.load(clientId);
+        // append to it, so nothing lands between this load and the save below. Both keys share
+        // the client's slot: sent together, they run in order in one round trip
+        const fenced = node.sessions.fence(clientId, epoch);
+        const loaded = node.sessions.load(clientId);
+        snapshot = (await Promise.all([fenced, loaded]))[1];
       }
       const session = local ?? broker.newSession(clientId, expiryIntervalS);
       const present = !!local || !!snapshot;

@@ -73,10 +73,14 @@ export class ClientRegistry {
    * pending will holds the client id.
    */
   async claim(clientId: string, member: string, options: ClaimOptions): Promise<ClaimResult> {
-    // the reaper's index is written first so it is always a superset of what `member` owns
-    await this.o.redis.client.sadd(this.o.keys.nodeClients(member), clientId);
+    // the reaper's index is written first so it is always a superset of what `member` owns. On
+    // one Redis connection both commands leave in the same write and run in order: one round
+    // trip per CONNECT, and the CONNECTs of one event-loop turn share it (auto-pipelining). A
+    // Redis Cluster may route them to different nodes, so there the index is acknowledged first.
+    const indexed = this.o.redis.client.sadd(this.o.keys.nodeClients(member), clientId);
+    if (this.o.redis.isCluster) await indexed;
     const will = options.will;
-    const reply = (await this.o.redis.run('claimClient', [...this.clientKeys(clientId), this.o.keys.session(clientId)], [
+    const claimed = this.o.redis.run('claimClient', [...this.clientKeys(clientId), this.o.keys.session(clientId)], [
       member,
       options.cleanStart ? '1' : '0',
       will ? encodeWill(will) : '',
@@ -84,7 +88,8 @@ export class ClientRegistry {
       Math.max(0, Math.floor(options.sessionExpiryS)),
       options.owner,
       options.takeoverAcrossIdentities ? '1' : '0',
-    ])) as unknown[];
+    ]);
+    const [, reply] = (await Promise.all([indexed, claimed])) as [unknown, unknown[]];
     this.expect('claim-client', reply, ['ok'], { clientId });
     const epoch = num(reply[1]);
     const fireBuf = buf(reply[4]);
