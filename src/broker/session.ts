@@ -81,7 +81,8 @@ const SNAPSHOT_BATCH = 256;
  * another node can resume the session after this one crashed.
  */
 export interface SessionJournal {
-  added(session: Session, pending: PendingMessage): void;
+  /** A QoS 1/2 message reached the session; resolves once it is stored (failures are the journal's to handle). */
+  added(session: Session, pending: PendingMessage): Promise<void>;
   /** Sent with a packet id. */
   sent(session: Session, pending: PendingMessage): void;
   /**
@@ -200,13 +201,41 @@ export class Session implements Subscriber {
       return;
     }
     const pending: PendingMessage = { message: out.message, qos, retainFlag: retain, subscriptionIds };
-    this.journal?.added(this, pending);
+    const stored = this.journal?.added(this, pending);
     if (this.movedAway) return; // the journal hands it to the node that holds the session now
+    if (qos === 2 && stored !== undefined) return this.holdUntilStored(pending, stored);
     if (link !== null && this.queued === 0 && link.writable && this.inflight.size < link.sendQuota) {
       this.transmit(link, pending, out, false);
     } else {
       this.enqueue(pending);
     }
+  }
+
+  /**
+   * Exactly once across nodes: a QoS 2 message to a persistent cluster session goes out only
+   * once the store has it, and with it its id among the session's seen ids. Sent before that,
+   * a copy routed again under the same id (a publisher's retransmission after a failure, a dead
+   * node's bus entries handed on) would reach the session a second time wherever it resumes,
+   * since only this node's memory knew the client had it. One Redis round trip per QoS 2
+   * delivery; QoS 1 is not held (at least once allows the copy).
+   */
+  private holdUntilStored(pending: PendingMessage, stored: Promise<void>): void {
+    pending.unstored = true;
+    this.enqueue(pending);
+    stored.then(
+      () => {
+        pending.unstored = false;
+        this.link?.pumpLater();
+      },
+      // not stored: the session is saved whole once Redis answers (storedWhole), then it goes
+      () => undefined,
+    );
+  }
+
+  /** A whole save of the session stored these pending messages: none of them is held any more. */
+  storedWhole(saved: readonly PendingMessage[]): void {
+    for (const p of saved) p.unstored = false;
+    this.link?.pumpLater();
   }
 
   /**
@@ -287,6 +316,7 @@ export class Session implements Subscriber {
     const link = this.link;
     if (link === null) return;
     while (this.queued > 0 && link.writable && this.inflight.size < link.sendQuota && this.link === link) {
+      if (this.queue[this.queueHead].unstored) break; // in order: nothing overtakes a held QoS 2 message
       const pending = this.dequeue();
       const out = new OutgoingPublish(pending.message, nowMs);
       if (out.expired) {

@@ -137,8 +137,10 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       if (expiryIntervalS > 0) {
         session.journal = this;
         session.seen ??= this.recentIds(snapshot);
-        const seqs = await node.sessions.save(this.snapshotOf(session));
-        session.pendingMessages().forEach((p, i) => this.seqs.set(p, Promise.resolve(seqs[i])));
+        const saving = this.snapshotOf(session);
+        const seqs = await node.sessions.save(saving);
+        saving.pending.forEach((p, i) => this.seqs.set(p, Promise.resolve(seqs[i])));
+        session.storedWhole(saving.pending);
         await node.sessions.setExpiry(clientId, epoch, undefined);
       } else {
         session.journal = undefined;
@@ -320,6 +322,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       this.seqs.set(p, saved.then((seqs) => seqs[i], () => before));
     });
     await saved;
+    session.storedWhole(snapshot.pending);
     if (!session.link) {
       const ms = session.expiresAtMs === undefined ? undefined : Math.max(1, session.expiresAtMs - this.broker.deps.clock.now());
       await this.node.sessions.setExpiry(session.clientId, session.epoch, ms);
@@ -538,7 +541,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
 
   // ---- the journal of persistent sessions (SessionJournal) ----------------------------
 
-  added(session: Session, pending: PendingMessage): void {
+  added(session: Session, pending: PendingMessage): Promise<void> {
     const { clientId } = session;
     // routed here before the routes caught up with a move: on to where the session is now
     const stored = session.movedAway ? this.handOn(clientId, pending.message, 1) : this.append(session, pending);
@@ -546,6 +549,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     // the message is in memory here either way: if Redis did not get it, a checkpoint will
     if (!session.movedAway) stored.catch((err) => this.journalFailed(session, 'pending', err));
     else if (!this.collecting) stored.catch((err) => this.redisFailed('pending', err));
+    return stored;
   }
 
   private append(session: Session, pending: PendingMessage): Promise<void> {

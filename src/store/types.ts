@@ -110,6 +110,8 @@ export interface PendingMessage {
   released?: boolean;
   /** Position in the persistent session store (SessionStore), set by load / appendPending. */
   storeSeq?: number;
+  /** Memory only: a QoS 2 message held in the queue until its append is stored (cluster). */
+  unstored?: boolean;
 }
 
 /**
