@@ -77,6 +77,9 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     if (!node.membership.owner) return { refused: RC.SERVER_UNAVAILABLE, reason: 'node is not a cluster owner (Redis lease)' };
     // nothing can be claimed or stored while Redis is away: say so at once rather than queue
     if (node.redis.client.status !== 'ready') return { refused: RC.SERVER_UNAVAILABLE, reason: 'Redis unreachable' };
+    // VIGIL_REDIS_WAIT_REPLICAS: the CONNACK waits until replicas have the claim, the will and
+    // the session written below (writes from here on, on this connection)
+    const since = node.redis.generation;
     let claim;
     try {
       claim = await node.registry.claim(clientId, node.member, {
@@ -147,6 +150,7 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
         session.seen = undefined;
         if (snapshot) await node.sessions.delete(clientId, epoch).catch(() => false);
       }
+      await node.redis.replicated(since);
       return { session, present };
     } catch (err) {
       this.redisFailed('session', err);
@@ -478,7 +482,10 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
       for (const w of writes) w.catch((err) => this.redisFailed('forward', err));
       return;
     }
-    return Promise.all(writes).then(() => undefined);
+    // the writes were all issued in this turn, on the main connection: once they are answered,
+    // one WAIT (shared with the turn's other publishes) covers them before the PUBACK / PUBREC
+    const since = this.node.redis.generation;
+    return Promise.all(writes).then(() => this.node.redis.replicated(since));
   }
 
   /** Called by the broker before routing a QoS 1/2 message: journal writes join the ack. */
@@ -580,7 +587,11 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
     if (seq === undefined) return;
     for (let attempt = 1; ; attempt++) {
       try {
+        // the PUBREL waits for replicas too: a resumed session that lost the mark would send
+        // the PUBLISH again, which the client, done with it, takes as a new message
+        const since = this.node.redis.generation;
         await this.node.sessions.markPending(session.clientId, session.epoch, seq, pending.packetId ?? 0, true);
+        await this.node.redis.replicated(since);
         return;
       } catch (err) {
         // stale: the session moved on, its new node answers the PUBREC; otherwise retry while
@@ -601,9 +612,15 @@ export class ClusterBridge implements BrokerCluster, SessionJournal {
 
   incomingQos2(session: Session, packetId: number, state: 'received' | 'routed' | 'released', messageId?: string): Promise<unknown> {
     const { clientId, epoch } = session;
-    const { sessions } = this.node;
-    const write =
+    const { sessions, redis } = this.node;
+    const since = redis.generation;
+    const written =
       state === 'received' ? sessions.addIncomingQos2(clientId, epoch, packetId, messageId) : state === 'routed' ? sessions.addIncomingQos2(clientId, epoch, packetId) : sessions.removeIncomingQos2(clientId, epoch, packetId);
+    // received / routed decide what a retransmission of this packet id does on any node after
+    // a failover: they must be on the replicas before the routing or the PUBREC. The release
+    // is not waited for (PUBCOMP never was): the next QoS 2 write of the session, WAITed, covers
+    // it unless a failover came between (docs/cluster.md, known limits)
+    const write = state === 'released' ? written : written.then(() => redis.replicated(since));
     return write.catch((err) => {
       if (err instanceof StaleEpochError) return; // the session moved: the new incarnation answers for it
       // the caller refuses the publish; what is in memory now reaches Redis with a checkpoint
