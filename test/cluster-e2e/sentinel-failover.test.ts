@@ -29,7 +29,7 @@ function sentinelEnv(extra: Record<string, string> = {}): Record<string, string>
 }
 
 async function startNodes(prefix: string, env: Record<string, string>): Promise<VigilNode[]> {
-  const started = await Promise.all(['a', 'b', 'c'].map((nodeId) => startNode({ prefix, nodeId, env })));
+  const started = await Promise.all(['a', 'b', 'c'].map((nodeId) => startNode({ prefix, nodeId, env }, 60_000)));
   await waitUntil(async () => (await Promise.all(started.map((n) => n.ready()))).every(Boolean), 20_000, 'nodes ready');
   return started;
 }
@@ -83,9 +83,9 @@ async function failoverRun(label: string, replicasAfter: number, extra: AuditFau
     nodes,
     publishersPerQos: 2,
     subscribers: 3,
-    durationMs: 12_000,
+    durationMs: 10_000,
     publishEveryMs: 20,
-    settleMs: 10_000,
+    settleMs: 8000,
     log: (line) => process.stdout.write(`# ${line}\n`),
     faults: [
       { atMs: 3000, name: `SIGKILL Redis master :${master}`, run: () => group.kill(master) },
