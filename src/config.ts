@@ -73,6 +73,7 @@ export const SETTINGS = {
   willAuthz: oneOf('VIGIL_WILL_AUTHZ', ['connect+fire', 'fire', 'connect'] as const, 'connect+fire', 'When a will is authorized: at CONNECT, when it fires, or both'),
   tokenExpiry: oneOf('VIGIL_TOKEN_EXPIRY', ['disconnect', 'ignore'] as const, 'disconnect', 'What happens to a connection whose token expires'),
   willGraceMs: int('VIGIL_WILL_GRACE_MS', 0, 'MQTT 3.1.1 only: hold a will this long after an abnormal disconnect; a reconnect cancels it', 0),
+  revokedRetained: oneOf('VIGIL_REVOKED_RETAINED', ['keep', 'drop'] as const, 'keep', 'Retained messages (and retained wills) published by a subject when it is revoked: keep them, or delete them at revocation'),
   deniedPublish311: oneOf('VIGIL_DENIED_PUBLISH_311', ['drop', 'disconnect'] as const, 'drop', 'MQTT 3.1.1 has no negative PUBACK: drop a denied publish (and ack it) or disconnect'),
   sessionTakeover: oneOf('VIGIL_SESSION_TAKEOVER', ['same-identity', 'any'] as const, 'same-identity', 'Who may take over a client id in use (online, with a stored session or a pending will): only the identity that owns it, or any client (auth=none fleets)'),
   adminToken: str('VIGIL_ADMIN_TOKEN', '', 'Bearer token for the admin API (unset = admin API off)', true),

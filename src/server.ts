@@ -257,6 +257,10 @@ export class VigilServer {
 
   /** A revoked subject or token loses its live connections; its wills are then denied at fire time. */
   private disconnectRevoked(entry: RevocationEntry): void {
+    if (entry.kind === 'subject' && this.config.revokedRetained === 'drop') {
+      const dropped = this.broker.dropRetainedOf(entry.value);
+      this.log.info({ username: entry.value, dropped }, 'identity revoked, its retained messages deleted (VIGIL_REVOKED_RETAINED=drop)');
+    }
     for (const c of [...this.broker.connections] as Channel[]) {
       const id = c.identity;
       if (!id) continue;

@@ -288,6 +288,26 @@ export class Broker {
     session.startSnapshot(subscriptionKey(sub), this.deps.retained.cursor(sub.filter), this.deps.clock.now());
   }
 
+  /**
+   * VIGIL_REVOKED_RETAINED=drop: a subject was revoked; the retained messages it published
+   * (its retained "up", a retained will that fired) are deleted, so subscribers stop being told
+   * something its will can no longer correct. Topics starting with '$' are not searched.
+   * Returns how many were deleted. In a cluster every node hears the revocation and deletes
+   * what its mirror shows; the deletes are idempotent.
+   */
+  dropRetainedOf(subject: string): number {
+    const doomed: StoredMessage[] = [];
+    const cursor = this.deps.retained.cursor('#');
+    const now = this.deps.clock.now();
+    for (let m = cursor.next(now); m !== undefined; m = cursor.next(now)) if (m.publisher === subject) doomed.push(m);
+    for (const m of doomed) void this.deps.retained.set({ topic: m.topic, payload: Buffer.alloc(0), qos: 0, retain: true, origin: m.origin });
+    if (doomed.length > 0) {
+      this.deps.metrics.messagesDroppedTotal.inc({ reason: 'revoked_retained' }, doomed.length);
+      this.deps.metrics.retainedMessages.set(this.deps.retained.count() as number);
+    }
+    return doomed.length;
+  }
+
   // ---- sessions --------------------------------------------------------------------------
 
   /**

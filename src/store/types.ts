@@ -24,6 +24,11 @@ export interface StoredMessage {
   /** Client id of the publisher (No Local), '' for broker-originated messages. */
   origin: string;
   /**
+   * Subject (username) of the identity that published a retained message or will, so that
+   * VIGIL_REVOKED_RETAINED=drop can find what a revoked identity left retained. Unset otherwise.
+   */
+  publisher?: string;
+  /**
    * Cluster: id of a QoS 1/2 message, given by the node its publisher sent it to; a session
    * drops a second copy (src/broker/recent-ids.ts). Unset on a single node.
    */

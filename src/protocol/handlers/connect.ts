@@ -252,6 +252,7 @@ function willRecord(ch: Channel, packet: IConnectPacket, identity: Identity, epo
       retain: !!w.retain,
       properties: v5 ? properties : undefined,
       origin: ch.clientId,
+      publisher: w.retain ? identity.username : undefined,
     },
     // 3.1.1 has no Will Delay Interval: VIGIL_WILL_GRACE_MS holds the will so a quick reconnect cancels it
     delayS: v5 ? (wp.willDelayInterval ?? 0) : ch.ctx.config.willGraceMs / 1000,

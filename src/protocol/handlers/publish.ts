@@ -69,6 +69,7 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
     origin: ch.clientId,
   };
   if (unroutedId !== undefined) message.id = unroutedId;
+  if (packet.retain) message.publisher = ch.identity!.username;
 
   // a payload that says it is UTF-8 and is not: refused rather than handed to subscribers
   // that will trust the indicator (MQTT 5 §3.3.2.3.2 allows the check, 0x99)

@@ -11,6 +11,7 @@ interface MessageHeader {
   r?: 1;
   o: string;
   x?: number;
+  u?: string;
   i?: string;
   p?: Omit<MessageProperties, 'correlationData'> & { correlationData?: string };
 }
@@ -37,6 +38,7 @@ export function encodeMessage(m: StoredMessage): Buffer {
   if (m.retain) h.r = 1;
   if (m.expiresAtMs !== undefined) h.x = m.expiresAtMs;
   if (m.id !== undefined) h.i = m.id;
+  if (m.publisher !== undefined) h.u = m.publisher;
   if (m.properties) {
     const { correlationData, ...rest } = m.properties;
     h.p = correlationData ? { ...rest, correlationData: correlationData.toString('base64') } : rest;
@@ -50,6 +52,7 @@ export function decodeMessage(buf: Buffer): StoredMessage {
   const m: StoredMessage = { topic: h.t, payload: Buffer.from(body), qos: h.q, retain: h.r === 1, origin: h.o };
   if (h.x !== undefined) m.expiresAtMs = h.x;
   if (h.i !== undefined) m.id = h.i;
+  if (h.u !== undefined) m.publisher = h.u;
   if (h.p) {
     const { correlationData, ...rest } = h.p;
     m.properties = correlationData !== undefined ? { ...rest, correlationData: Buffer.from(correlationData, 'base64') } : rest;
