@@ -59,6 +59,7 @@ export class ClusterNode {
   bus!: MessageBus;
   private sweepTimer?: NodeJS.Timeout;
   private readonly reaping = new Set<string>();
+  private sweeping?: Promise<number>;
   /** When this node last became owner (start, rejoin, or a lease renewed after it was unconfirmed). */
   private ownerSinceMs = 0;
 
@@ -73,8 +74,10 @@ export class ClusterNode {
       waitReplicas: config.redisWaitReplicas,
       waitTimeoutMs: config.redisWaitTimeoutMs,
     });
-    // a lease renewal queued behind a WAIT could lapse while replicas are away
-    const leaseRedis = this.redis.waitsForReplicas ? this.redis.sibling() : this.redis;
+    // leases on a connection of their own: a renewal never waits behind a WAIT while replicas
+    // are away, nor in the auto-pipeline behind bulk work (a reaper's thousands of will
+    // scripts and publishes)
+    const leaseRedis = this.redis.sibling();
     this.membership = new Membership({ redis: leaseRedis, keys: this.keys, nodeId: config.nodeId, heartbeatMs: config.heartbeatMs, nodeTimeoutMs: config.nodeTimeoutMs, metrics, log, autoRenew: o.autoRenew });
     this.registry = new ClientRegistry({ redis: this.redis, keys: this.keys, metrics, log });
     this.retained = new RedisRetainedStore({ redis: this.redis, keys: this.keys, metrics, log });
@@ -155,12 +158,15 @@ export class ClusterNode {
     }
   }
 
-  async sweepWills(): Promise<number> {
-    try {
-      return await this.registry.sweepDueWills(Date.now() + 50, this.o.hooks.fireWill);
-    } catch (err) {
-      this.o.log?.warn({ err: (err as Error).message }, 'due-will sweep failed');
-      return 0;
-    }
+  /** One sweep at a time: a sweep of many due wills can outlast the sweep interval. */
+  sweepWills(): Promise<number> {
+    this.sweeping ??= this.registry
+      .sweepDueWills(Date.now() + 50, this.o.hooks.fireWill)
+      .catch((err: Error) => {
+        this.o.log?.warn({ err: err.message }, 'due-will sweep failed');
+        return 0;
+      })
+      .finally(() => (this.sweeping = undefined));
+    return this.sweeping;
   }
 }

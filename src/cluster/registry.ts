@@ -60,6 +60,14 @@ export interface RegistryOptions {
 
 type FireWill = (will: WillRecord) => void | Promise<void>;
 
+/**
+ * Clients (reaping) or due wills (sweeping) handled per pipelined batch. Between batches the
+ * event loop gets a turn: a reaper publishing 10,000 wills still renews its own lease.
+ */
+const WILL_BATCH = 250;
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 export class ClientRegistry {
   constructor(private readonly o: RegistryOptions) {}
 
@@ -143,63 +151,112 @@ export class ClientRegistry {
 
   /**
    * Publishes every will in the due index whose time has come (any node may run this; the
-   * script decides who fires). Returns how many this caller fired.
+   * script decides who fires). Returns how many this caller fired. Batches of `batch`
+   * entries, at most `maxBatches` of them per sweep (the next sweep takes the rest).
    */
-  async sweepDueWills(nowMs: number, fire: FireWill, limit = 100): Promise<number> {
-    const key = this.o.keys.dueWills;
-    const entries = await this.o.redis.client.zrangebyscore(key, '-inf', nowMs, 'LIMIT', 0, limit);
+  async sweepDueWills(nowMs: number, fire: FireWill, batch = WILL_BATCH, maxBatches = 20): Promise<number> {
     let fired = 0;
-    for (const entry of entries) {
-      const { clientId, epoch } = this.o.keys.parseDueWillMember(entry);
-      const r = await this.claimDueWill(clientId, epoch);
-      if (r.kind === 'not_due') {
-        await this.o.redis.client.zadd(key, r.dueAtMs, entry);
-        continue;
-      }
-      await this.o.redis.client.zrem(key, entry);
-      if (r.kind === 'fire') {
-        fired++;
-        await this.fireSafely(fire, r.will);
-      }
+    for (let i = 0; i < maxBatches; i++) {
+      const r = await this.sweepDueBatch(nowMs, fire, batch);
+      fired += r.fired;
+      if (r.seen < batch) break;
+      await nextTurn();
     }
     return fired;
   }
 
   /**
+   * One batch of due wills: the claims go out together (one pipeline), the index is updated
+   * with one ZADD and one ZREM. How many fired, and how many entries were looked at.
+   */
+  private async sweepDueBatch(nowMs: number, fire: FireWill, limit: number): Promise<{ fired: number; seen: number }> {
+    const key = this.o.keys.dueWills;
+    const entries = await this.o.redis.client.zrangebyscore(key, '-inf', nowMs, 'LIMIT', 0, limit);
+    if (entries.length === 0) return { fired: 0, seen: 0 };
+    const claims = await Promise.allSettled(
+      entries.map((entry) => {
+        const { clientId, epoch } = this.o.keys.parseDueWillMember(entry);
+        return this.claimDueWill(clientId, epoch);
+      }),
+    );
+    const notDue: (string | number)[] = [];
+    const settled: string[] = [];
+    const firing: Promise<void>[] = [];
+    let failure: unknown;
+    claims.forEach((c, i) => {
+      if (c.status === 'rejected') {
+        failure ??= c.reason; // the entry stays: the next sweep tries it again
+        return;
+      }
+      const r = c.value;
+      if (r.kind === 'not_due') {
+        notDue.push(r.dueAtMs, entries[i]);
+        return;
+      }
+      settled.push(entries[i]);
+      if (r.kind === 'fire') firing.push(this.fireSafely(fire, r.will));
+    });
+    const index: Promise<unknown>[] = [];
+    if (notDue.length > 0) index.push(this.o.redis.client.zadd(key, ...notDue));
+    if (settled.length > 0) index.push(this.o.redis.client.zrem(key, ...settled));
+    await Promise.all([...firing, ...index]);
+    if (failure !== undefined) throw failure;
+    return { fired: firing.length, seen: entries.length };
+  }
+
+  /**
    * After winning reap(deadMember): every client it owned goes offline and its will is
    * fired (delay 0) or scheduled. Safe to repeat: a client owned elsewhere is left alone.
+   * Clients go in batches of WILL_BATCH: one SADD, the batch's orphan-client scripts in one
+   * pipeline, one ZADD for the wills it scheduled; the wills it fires are published as the
+   * replies arrive, not one round trip after another (10,000 wills on a crashed node).
    */
   async orphanClients(deadMember: string, fire: FireWill, reaper: string): Promise<OrphanReport> {
     const setKey = this.o.keys.nodeClients(deadMember);
     const orphaned: string[] = [];
     const moved: string[] = [];
+    const firing: Promise<void>[] = [];
     let cursor = '0';
     let clients = 0;
-    let fired = 0;
     let scheduled = 0;
+    let failure: unknown;
     do {
-      const [next, ids] = await this.o.redis.client.sscan(setKey, cursor, 'COUNT', 200);
+      const [next, ids] = await this.o.redis.client.sscan(setKey, cursor, 'COUNT', WILL_BATCH);
       cursor = next;
-      for (const clientId of ids) {
-        clients++;
-        // the reaper's own index first (superset rule), then the ownership moves to it
-        await this.o.redis.client.sadd(this.o.keys.nodeClients(reaper), clientId);
-        const reply = (await this.o.redis.run('orphanClient', this.clientKeys(clientId), [deadMember, reaper])) as unknown[];
-        const status = this.expect('orphan-client', reply, ['not_owner', 'none', 'fire', 'scheduled'], { clientId });
-        if (status === 'not_owner') {
-          moved.push(clientId);
-          continue;
+      if (ids.length === 0) continue;
+      clients += ids.length;
+      // the reaper's own index first (superset rule), then the ownership moves to it
+      await this.o.redis.client.sadd(this.o.keys.nodeClients(reaper), ...ids);
+      const replies = await Promise.allSettled(ids.map((clientId) => this.o.redis.run('orphanClient', this.clientKeys(clientId), [deadMember, reaper])));
+      const due: (string | number)[] = [];
+      replies.forEach((r, i) => {
+        const clientId = ids[i];
+        try {
+          if (r.status === 'rejected') throw r.reason;
+          const reply = r.value as unknown[];
+          const status = this.expect('orphan-client', reply, ['not_owner', 'none', 'fire', 'scheduled'], { clientId });
+          if (status === 'not_owner') {
+            moved.push(clientId);
+            return;
+          }
+          orphaned.push(clientId);
+          if (status === 'fire') firing.push(this.fireSafely(fire, this.willFrom(reply[1], num(reply[2]))));
+          else if (status === 'scheduled') {
+            scheduled++;
+            due.push(num(reply[1]), this.o.keys.dueWillMember(clientId, num(reply[2])));
+          }
+        } catch (err) {
+          // the others of the batch still fire; the reaping reports the failure at the end
+          failure ??= err;
         }
-        orphaned.push(clientId);
-        const outcome = await this.outcome(clientId, status, reply);
-        if (outcome.kind === 'fire') {
-          fired++;
-          await this.fireSafely(fire, outcome.will);
-        } else if (outcome.kind === 'scheduled') scheduled++;
-      }
+      });
+      if (due.length > 0) await this.o.redis.client.zadd(this.o.keys.dueWills, ...due);
+      await nextTurn();
     } while (cursor !== '0');
+    await Promise.all(firing);
+    if (failure !== undefined) throw failure;
     await this.o.redis.client.del(setKey);
-    return { clients, fired, scheduled, orphaned, moved };
+    return { clients, fired: firing.length, scheduled, orphaned, moved };
   }
 
   async owner(clientId: string): Promise<{ node: string; epoch: number; online: boolean } | undefined> {

@@ -130,6 +130,38 @@ function suite(name: string, target: () => RedisTarget) {
       assert.match((await r.owner('o2'))!.node, /^reaper\//, 'the reaper owns the orphaned client (offline)');
       assert.deepEqual(reports.flatMap((x) => x.orphaned).sort(), ['o1', 'o2', 'o4']);
     });
+
+    it('two reapers of a node with 2,500 clients (batches of 1,000): each will fired or scheduled once, delayed ones swept in batches once', async () => {
+      const [r, other] = registries(2);
+      const dead = 'fleet-dead/1';
+      const n = 2500;
+      // claims in parallel, a batch at a time: setting up, not what is measured
+      for (let i = 0; i < n; i += 500) {
+        await Promise.all(
+          Array.from({ length: Math.min(500, n - i) }, (_, k) => {
+            const id = `f${i + k}`;
+            // one in five has a will delay (1 s), the rest fire at once
+            return r.claim(id, dead, { cleanStart: true, will: will(id, (i + k) % 5 === 0 ? 1 : 0), sessionExpiryS: 3600, owner: 'u' });
+          }),
+        );
+      }
+      const fired: string[] = [];
+      const fire = (w: WillRecord) => void fired.push(w.clientId);
+      const reports = await Promise.all([r, other].map((x, i) => x.orphanClients(dead, fire, `fleet-reaper/${i}`)));
+      const delayed = n / 5;
+      assert.equal(fired.length, n - delayed);
+      assert.equal(new Set(fired).size, n - delayed, 'no will fired twice');
+      assert.equal(reports.reduce((a, x) => a + x.fired, 0), n - delayed);
+      assert.equal(new Set(reports.flatMap((x) => x.orphaned)).size, n);
+      fired.length = 0;
+      await sleep(1100);
+      // two concurrent sweepers with batches of 300: the 500 due wills each fire once
+      const counts = await Promise.all([r, other].map((x) => x.sweepDueWills(Date.now(), fire, 300)));
+      assert.equal(counts[0] + counts[1], delayed);
+      assert.equal(new Set(fired).size, delayed);
+      assert.ok(fired.every((id) => Number(id.slice(1)) % 5 === 0));
+      assert.equal(await r.sweepDueWills(Date.now(), fire), 0);
+    });
   });
 }
 

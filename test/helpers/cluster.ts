@@ -49,7 +49,8 @@ export async function startNode(o: NodeOptions, timeoutMs = 15000): Promise<Vigi
     ...(o.redisClusterNodes ? { VIGIL_REDIS_CLUSTER_NODES: o.redisClusterNodes } : {}),
     ...o.env,
   };
-  const proc = spawn(process.execPath, [CLI], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // VIGIL_TEST_NODE_ARGS: extra node flags for every node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p"
+  const proc = spawn(process.execPath, [...(process.env.VIGIL_TEST_NODE_ARGS ? process.env.VIGIL_TEST_NODE_ARGS.split(' ') : []), CLI], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);
   const logs: Record<string, unknown>[] = [];
   let stderr = '';

@@ -44,6 +44,8 @@ export interface Got {
   readonly qos: number;
   readonly retain: boolean;
   readonly dup: boolean;
+  /** Date.now() when it was parsed. */
+  readonly at: number;
 }
 
 /**
@@ -94,7 +96,7 @@ export class FleetClient {
     if (p.cmd === 'publish') {
       const pub = p as IPublishPacket;
       this.publishes++;
-      const got: Got = { topic: pub.topic, payload: pub.payload.toString(), qos: pub.qos, retain: pub.retain, dup: pub.dup };
+      const got: Got = { topic: pub.topic, payload: pub.payload.toString(), qos: pub.qos, retain: pub.retain, dup: pub.dup, at: Date.now() };
       const list = this.byTopic.get(pub.topic);
       if (list) list.push(got);
       else this.byTopic.set(pub.topic, [got]);
