@@ -67,11 +67,11 @@ export class Broker {
   /** One object for every session: the node-wide byte budget is counted in it. */
   private readonly sessionLimits: SessionLimits;
   private readonly startedAtMs: number;
-  private sweepTimer?: NodeJS.Timeout;
+  private sweepTimer?: { cancel(): void };
   cluster?: BrokerCluster;
   /** The console's record of clients and will decisions (server.ts sets it when the admin API is on). */
   observer?: FleetObserver;
-  private sysTimer?: NodeJS.Timeout;
+  private sysTimer?: { cancel(): void };
   readonly stats = { messagesReceived: 0, messagesSent: 0 };
   /** Per-QoS counters bound once: label lookups stay off the per-message path. */
   private readonly receivedByQos: { inc(): void }[];
@@ -123,18 +123,34 @@ export class Broker {
     });
   }
 
+  /** Starts the periodic duties on the injected clock: the sweep every second, $SYS if configured. */
   start(): void {
-    this.sweepTimer = setInterval(() => this.sweep(this.deps.clock.now()), 1000);
-    this.sweepTimer.unref();
-    if (this.deps.config.sysIntervalS > 0) {
-      this.sysTimer = setInterval(() => this.publishSys(), this.deps.config.sysIntervalS * 1000);
-      this.sysTimer.unref();
-    }
+    this.sweepTimer = this.every(1000, () => this.sweep(this.deps.clock.now()));
+    if (this.deps.config.sysIntervalS > 0) this.sysTimer = this.every(this.deps.config.sysIntervalS * 1000, () => this.publishSys());
   }
 
   stop(): void {
-    clearInterval(this.sweepTimer);
-    clearInterval(this.sysTimer);
+    this.sweepTimer?.cancel();
+    this.sysTimer?.cancel();
+  }
+
+  /** A repeating timer of the clock (a test's fake clock drives it by advancing time). */
+  private every(ms: number, fn: () => void): { cancel(): void } {
+    const { clock } = this.deps;
+    let current: { cancel(): void } | undefined;
+    let stopped = false;
+    const tick = () => {
+      if (stopped) return;
+      current = clock.setTimeout(tick, ms);
+      fn();
+    };
+    current = clock.setTimeout(tick, ms);
+    return {
+      cancel: () => {
+        stopped = true;
+        current?.cancel();
+      },
+    };
   }
 
   // ---- routing -------------------------------------------------------------------------

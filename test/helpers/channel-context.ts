@@ -4,7 +4,7 @@
 import { FailureLimiter } from '../../src/limits/rate-limiter.js';
 import type { Authenticator, Authorizer } from '../../src/auth/types.js';
 import { Broker } from '../../src/broker/broker.js';
-import { systemClock } from '../../src/clock.js';
+import { systemClock, type Clock } from '../../src/clock.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { createMetrics } from '../../src/metrics.js';
@@ -16,9 +16,9 @@ export interface TestContext {
   close(): void;
 }
 
-export function createTestContext(overrides: Partial<Config> = {}): TestContext {
+export function createTestContext(overrides: Partial<Config> = {}, options: { clock?: Clock } = {}): TestContext {
   const config = loadConfig({ env: {}, overrides: { mqttPort: 0, metricsPort: 0, bind: '127.0.0.1', logLevel: 'silent', sysIntervalS: 0, ...overrides } });
-  const clock = systemClock;
+  const clock = options.clock ?? systemClock;
   const log = createLogger(config.logLevel, config.nodeId);
   const metrics = createMetrics(config.nodeId, { processMetrics: false });
   // like server.ts's anonymous authenticator, and keeps the certificate subject so tests can see it

@@ -1,6 +1,9 @@
-// Keep alive [MQTT-3.1.2-24]: no packet for 1.5 × the keep alive closes the connection (MQTT 5:
-// DISCONNECT 0x8D); PINGREQ keeps it open; a keep alive above maxKeepaliveS gets Server Keep
-// Alive in 5.0 [MQTT-3.2.2-21] and is refused in 3.1.1.
+// Keep alive [MQTT-3.1.2-24] over real sockets: no packet for 1.5 × the keep alive closes the
+// connection (MQTT 5: DISCONNECT 0x8D); a keep alive above maxKeepaliveS gets Server Keep
+// Alive in 5.0 [MQTT-3.2.2-21] and is refused in 3.1.1. The timing rules themselves (not
+// before 1.5 ×, PINGREQ keeps it open, 0 turns it off, for both versions) are decided on a
+// fake clock in test/unit/channel-timers.test.ts; here only what a loaded machine cannot
+// make wrong is asserted: the close comes, and never early.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IConnackPacket, IDisconnectPacket } from 'mqtt-packet';
@@ -27,32 +30,19 @@ describe('keep alive', { timeout: 30000, concurrency: true }, () => {
         raws.push(client);
         const start = Date.now();
         if (v === 5) {
-          const d = (await client.next('disconnect', 4000)) as IDisconnectPacket;
+          const d = (await client.next('disconnect', 20_000)) as IDisconnectPacket;
           assert.equal(d.reasonCode, 0x8d);
         }
-        await client.waitForClose(4000);
+        await client.waitForClose(20_000);
         const elapsed = Date.now() - start;
         assert.ok(elapsed >= 1400, `closed after ${elapsed} ms, before 1.5 s`);
-        assert.ok(elapsed <= 3000, `closed after ${elapsed} ms`);
       });
 
-      it('PINGREQ keeps the connection open and gets PINGRESP', async () => {
-        const { client } = await RawClient.connect(broker.port, v, { clientId: uniqueId(), keepalive: 1 });
+      it('PINGREQ gets PINGRESP', async () => {
+        const { client } = await RawClient.connect(broker.port, v, { clientId: uniqueId(), keepalive: 2 });
         raws.push(client);
-        for (let i = 0; i < 4; i++) {
-          await sleep(700);
-          client.send({ cmd: 'pingreq' });
-          await client.next('pingresp');
-        }
-        assert.equal(client.closed, false);
-      });
-
-      it('keep alive 0 turns the mechanism off', async () => {
-        // maxKeepaliveS < 65535 makes a 5.0 server impose one; 3.1.1 stays without
-        if (v === 5) return;
-        const { client } = await RawClient.connect(broker.port, v, { clientId: uniqueId(), keepalive: 0 });
-        raws.push(client);
-        await sleep(2500);
+        client.send({ cmd: 'pingreq' });
+        await client.next('pingresp', 20_000);
         assert.equal(client.closed, false);
       });
     });
@@ -63,14 +53,19 @@ describe('keep alive', { timeout: 30000, concurrency: true }, () => {
     raws.push(client);
     assert.equal(connack.properties?.serverKeepAlive, 2);
     const start = Date.now();
-    await client.waitForClose(5000);
-    assert.ok(Date.now() - start >= 2900, 'enforced at 1.5 × the server keep alive');
+    await client.waitForClose(20_000);
+    assert.ok(Date.now() - start >= 2900, 'enforced at 1.5 × the server keep alive, not before');
   });
 
   it('MQTT 5.0: mqtt.js follows Server Keep Alive and stays connected', async () => {
     const c = await pool.connect(broker.url, { protocolVersion: 5, clientId: uniqueId(), keepalive: 30 });
     assert.equal(c.connack.properties?.serverKeepAlive, 2);
-    await sleep(3500);
+    // it pings at the server's 2 s, not its own 30 s: two answered pings, still connected
+    let pongs = 0;
+    c.mqtt.on('packetreceive', (p) => void (p.cmd === 'pingresp' && pongs++));
+    const deadline = Date.now() + 20_000;
+    while (pongs < 2 && Date.now() < deadline && c.mqtt.connected) await sleep(50);
+    assert.equal(pongs >= 2, true, `${pongs} PINGRESPs`);
     assert.equal(c.mqtt.connected, true);
   });
 

@@ -11,6 +11,15 @@ function persistent(v: Version, clientId: string) {
   return v === 5 ? { clientId, clean: false, properties: { sessionExpiryInterval: 60 } } : { clientId, clean: false };
 }
 
+/** Polls a condition (generous deadline: the machine may be loaded). */
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
 describe('qos', { timeout: 30000 }, () => {
   let broker: TestBroker;
   const pool = new ClientPool();
@@ -78,7 +87,9 @@ describe('qos', { timeout: 30000 }, () => {
         const rel2 = await third.next('pubrel');
         assert.equal(rel2.messageId, b2.messageId);
         third.send({ cmd: 'pubcomp', messageId: b2.messageId });
-        await sleep(150);
+        // a PINGRESP comes after anything the broker sent for the resumed session
+        third.send({ cmd: 'pingreq' });
+        await third.next('pingresp');
         assert.equal(third.pending('publish').length, 0, 'acknowledged messages are not sent again');
         third.send({ cmd: 'disconnect', ...(v === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}) });
       });
@@ -94,8 +105,7 @@ describe('qos', { timeout: 30000 }, () => {
         assert.equal(((await pub.next('pubrec')) as IPubrecPacket).messageId, 7);
         pub.send({ cmd: 'pubrel', messageId: 7 });
         assert.equal((await pub.next('pubcomp')).messageId, 7);
-        await sleep(200);
-        assert.deepEqual(sub.messages.map((m) => m.payload), ['exactly once']);
+        assert.deepEqual((await sub.waitForMessages(1, 20_000)).map((m) => m.payload), ['exactly once']);
         // after PUBCOMP the id is free: the same id now carries a new message
         pub.send({ ...publish, payload: Buffer.from('new message') });
         await pub.next('pubrec');
@@ -106,19 +116,24 @@ describe('qos', { timeout: 30000 }, () => {
       it('the server keeps at most its in-flight window of unacknowledged messages per client', async () => {
         // broker maxInflight 3; for 5.0 a smaller client Receive Maximum (2) wins [MQTT-3.3.4-9]
         const window = v === 5 ? 2 : 3;
-        const { client: sub } = await raw(v, v === 5 ? { properties: { receiveMaximum: 2 } } : {});
+        const subId = uniqueId('raw');
+        const { client: sub } = await raw(v, { clientId: subId, ...(v === 5 ? { properties: { receiveMaximum: 2 } } : {}) });
         sub.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: `window/${v}`, qos: 1 }] });
         await sub.next('suback');
         const pub = await pool.connect(broker.url, { protocolVersion: v, clientId: uniqueId() });
         for (let i = 0; i < 6; i++) await pub.mqtt.publishAsync(`window/${v}`, `m${i}`, { qos: 1 });
-        await sleep(300);
+        // all six routed (acknowledged to the publisher): the window is in flight, the rest queued
+        const session = broker.server.broker.sessions.get(subId)!;
+        assert.equal(session.inflight.size, window);
+        assert.equal(session.queued, 6 - window);
+        await waitFor(() => sub.pending('publish').length >= window, 'the window delivered');
         const first = sub.received.splice(0).filter((p) => p.cmd === 'publish') as IPublishPacket[];
         assert.equal(first.length, window);
         sub.send({ cmd: 'puback', messageId: first[0].messageId });
         const next = (await sub.next('publish')) as IPublishPacket;
         assert.equal(String(next.payload), `m${window}`);
-        await sleep(150);
-        assert.equal(sub.pending('publish').length, 0, 'one ack frees one slot');
+        assert.equal(session.inflight.size, window, 'one ack frees one slot');
+        assert.equal(session.queued, 6 - window - 1);
       });
     });
   }
