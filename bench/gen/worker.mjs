@@ -306,7 +306,9 @@ async function runIdle(p, shard) {
 // ---------------------------------------------------------------------------------------
 // Retained-subscribe storm: store `topics` retained messages, then (per round) a fresh
 // subscriber subscribes to `#` and we time the arrival of all of them. params:
-//   port, topics, rounds, roundTimeoutMs
+//   port, topics, rounds, roundTimeoutMs; optional qos (subscription QoS, default 0),
+//   quietMs (a round also ends this long after the last message: a broker that cuts the
+//   snapshot short reports what arrived), storeTimeoutMs (default 60 s)
 async function runRetained(p, shard) {
   if (shard !== 0) {
     send({ type: 'ready', info: {} });
@@ -322,7 +324,7 @@ async function runRetained(p, shard) {
   let inflight = 0;
   let id = 0;
   const stored = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`storing retained messages timed out at ${acked}/${p.topics}`)), 60000);
+    const timer = setTimeout(() => reject(new Error(`storing retained messages timed out at ${acked}/${p.topics}`)), p.storeTimeoutMs ?? 60000);
     const pump = () => {
       const parts = [];
       while (inflight < window && nextTopic < p.topics) {
@@ -356,21 +358,27 @@ async function runRetained(p, shard) {
     const sub = new RawClient({ port: p.port, clientId: `bench-retain-sub-${r}` });
     if ((await sub.connect()) !== 0) throw new Error('retained subscriber refused');
     let got = 0;
+    let lastAt = 0;
     const t0 = nowUs();
+    let quiet = null;
     const done = new Promise((resolve) => {
       const timer = setTimeout(() => resolve(false), p.roundTimeoutMs);
+      const finish = (v) => {
+        clearTimeout(timer);
+        clearInterval(quiet);
+        resolve(v);
+      };
+      if (p.quietMs) quiet = setInterval(() => { if (got > 0 && nowUs() - lastAt > p.quietMs * 1000) finish(false); }, 100);
       sub.onPublish = (_buf, _off, _qos, _id, now) => {
         got++;
+        lastAt = now;
         hist.record(now - t0);
-        if (got === p.topics) {
-          clearTimeout(timer);
-          resolve(true);
-        }
+        if (got === p.topics) finish(true);
       };
     });
-    sub.subscribe('#', 0).catch(() => {});
+    sub.subscribe('#', p.qos ?? 0).catch(() => {});
     const complete = await done;
-    rounds.push({ received: got, complete, us: nowUs() - t0 });
+    rounds.push({ received: got, complete, us: nowUs() - t0, lastUs: lastAt - t0 });
     sub.destroy();
     await sleep(100);
   }
@@ -400,14 +408,20 @@ async function runWill(p, shard) {
   };
   if ((await sub.subscribe('bench/will/#', 1)) !== 1) throw new Error('will subscribe refused');
 
+  // holders connect 100 at a time (10,000 one after another would take minutes)
   const holders = [];
-  for (let i = 0; i < p.clients; i++) {
-    const c = new RawClient({
-      port: p.portA, clientId: `bench-will-${i}`, keepalive: 60,
-      will: { topic: `bench/will/${i}`, payload: Buffer.from('gone'), qos: 1, retain: false },
-    });
-    if ((await c.connect()) !== 0) throw new Error(`will holder ${i} refused`);
-    holders.push(c);
+  for (let i = 0; i < p.clients; i += 100) {
+    const batch = [];
+    for (let k = i; k < Math.min(p.clients, i + 100); k++) {
+      batch.push(new RawClient({
+        port: p.portA, clientId: `bench-will-${k}`, keepalive: 600,
+        will: { topic: `bench/will/${k}`, payload: Buffer.from('gone'), qos: 1, retain: false },
+      }));
+    }
+    const codes = await Promise.all(batch.map((c) => c.connect()));
+    const bad = codes.findIndex((c) => c !== 0);
+    if (bad >= 0) throw new Error(`will holder ${i + bad} refused`);
+    holders.push(...batch);
   }
   // The route from A to B must exist before the kill, or we would time route propagation.
   const probe = new RawClient({ port: p.portA, clientId: 'bench-will-probe' });

@@ -156,6 +156,21 @@ export function goals(summary) {
     const ms = Number.isFinite(p99) ? p99 / 1000 : NaN;
     g.push({ goal: 'Will failover p99 ≤ node timeout + 1 s', measured: Number.isFinite(ms) ? `${fmt(ms, 'ms')} (limit ${fmt(timeout + 1000, 'ms')})` : '—', status: verdict(ms, (x) => x <= timeout + 1000) });
   }
+  {
+    const p99 = get(summary, 'will-failover-fleet', 'vigil', 'p99Us');
+    const timeout = get(summary, 'will-failover-fleet', 'vigil', 'nodeTimeoutMs');
+    const wills = get(summary, 'will-failover-fleet', 'vigil', 'wills');
+    const ms = Number.isFinite(p99) ? p99 / 1000 : NaN;
+    g.push({ goal: 'Will failover of a fleet (10,000 wills) p99 ≤ node timeout + 1 s', measured: Number.isFinite(ms) ? `${fmt(wills, '')} wills, p99 ${fmt(ms, 'ms')} (limit ${fmt(timeout + 1000, 'ms')})` : '—', status: verdict(ms, (x) => x <= timeout + 1000) });
+  }
+  {
+    const got = get(summary, 'retained-snapshot', 'vigil', 'received');
+    const want = get(summary, 'retained-snapshot', 'vigil', 'topics');
+    const last = get(summary, 'retained-snapshot', 'vigil', 'lastMessageMs');
+    const rss = get(summary, 'retained-snapshot', 'vigil', 'peakRssMb');
+    const r = ratio(got, want);
+    g.push({ goal: 'Retained snapshot: a monitor gets every retained message (100,000 topics)', measured: Number.isFinite(r) ? `${fmt(got, '')}/${fmt(want, '')} in ${fmt(last, 'ms')}, peak RSS ${fmt(rss, 'MB')}` : '—', status: verdict(r, (x) => x >= 1) });
+  }
   const sources = [['qos0-pairs'], ['fanout'], ['qos1-pairs'], ['qos1-pairs'], ['connect-storm'], ['jwt-storm'], ['idle-memory'], ['cluster-qos0', 'qos0-pairs'], ['will-failover']];
   // fleet scale (issue 13): the connect path, cluster and JWT storms, the fleet, saturation
   {
