@@ -25,7 +25,9 @@ let nodes: VigilNode[] = [];
 const clients = new ClientPool();
 
 function sentinelEnv(extra: Record<string, string> = {}): Record<string, string> {
-  return { VIGIL_REDIS_SENTINELS: group.sentinels.join(','), VIGIL_REDIS_SENTINEL_MASTER: group.masterName, ...extra };
+  // a node reaches Redis through a sentinel first: Redis commands get 3 s (the node timeout)
+  // rather than the helper's 1.5 s, which a loaded machine can exceed at start
+  return { VIGIL_REDIS_SENTINELS: group.sentinels.join(','), VIGIL_REDIS_SENTINEL_MASTER: group.masterName, VIGIL_HEARTBEAT_MS: '500', VIGIL_NODE_TIMEOUT_MS: '3000', ...extra };
 }
 
 async function startNodes(prefix: string, env: Record<string, string>): Promise<VigilNode[]> {
