@@ -74,6 +74,34 @@ function persistent(i: number, clientId: string, nodes: readonly VigilNode[]): I
   };
 }
 
+/**
+ * Waits until every node routes to every subscriber: each subscriber subscribes to a probe
+ * topic after its audit filters (a node's route changes reach the others in the order it made
+ * them), and a client on each node publishes probes until each subscriber has one from it.
+ */
+async function routesEverywhere(nodes: readonly VigilNode[], subs: readonly Sub[], probed: Set<string>, clients: MqttClient[]): Promise<void> {
+  for (let i = 0; i < subs.length; i++) await subs[i].client.subscribeAsync(`route-probe/${i}`, { qos: 0 });
+  const deadline = Date.now() + 30_000;
+  for (const node of nodes) {
+    const probe = mqtt.connect({ host: '127.0.0.1', port: node.port, clientId: `aud-probe-${node.nodeId}`, reconnectPeriod: 0, connectTimeout: 10_000 });
+    clients.push(probe);
+    probe.on('error', () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      probe.once('connect', () => resolve());
+      probe.once('close', () => reject(new Error(`probe client on ${node.nodeId} did not connect`)));
+    });
+    for (let i = 0; i < subs.length; i++) {
+      const key = `route-probe/${i} ${node.nodeId}`;
+      while (!probed.has(key)) {
+        if (Date.now() > deadline) throw new Error(`routes to ${subs[i].name} did not reach ${node.nodeId}`);
+        await probe.publishAsync(`route-probe/${i}`, node.nodeId, { qos: 0 });
+        await sleep(50);
+      }
+    }
+    probe.end(true);
+  }
+}
+
 export async function runAudit(o: AuditOptions): Promise<AuditResult> {
   const t0 = Date.now();
   const timeline: string[] = [];
@@ -86,12 +114,14 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
   try {
     // subscribers first: persistent sessions on every node
     const subs: Sub[] = [];
+    const probed = new Set<string>();
     for (let i = 0; i < o.subscribers; i++) {
       const name = `aud-sub-${i}`;
       const client = mqtt.connect(persistent(i, name, o.nodes));
       clients.push(client);
       const got = new Map<string, number>();
-      client.on('message', (_topic, payload) => {
+      client.on('message', (topic, payload) => {
+        if (topic.startsWith('route-probe/')) return void probed.add(`${topic} ${payload.toString()}`);
         const key = payload.toString();
         got.set(key, (got.get(key) ?? 0) + 1);
       });
@@ -107,7 +137,7 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
       await client.subscribeAsync({ 'audit/q1/#': { qos: 1 }, 'audit/q2/#': { qos: 2 } });
       subs.push({ name, client, got });
     }
-    await sleep(500); // routes reach every node
+    await routesEverywhere(o.nodes, subs, probed, clients);
     mark(`${o.subscribers} subscribers on ${o.nodes.map((n) => n.nodeId).join(', ')}`);
 
     const sent = { 1: [] as string[], 2: [] as string[] };

@@ -123,3 +123,46 @@ export async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutM
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/** The two clients the route helpers below need (mqtt.ts's TestClient fits). */
+interface RouteProbeClient {
+  readonly mqtt: { subscribeAsync(topic: string, opts: { qos: 0 | 1 | 2 }): Promise<unknown>; publishAsync(topic: string, payload: string, opts: { qos: 0 | 1 | 2 }): Promise<unknown> };
+  readonly messages: readonly { readonly topic: string; readonly payload: string }[];
+}
+
+let probes = 0;
+
+/**
+ * Waits until the publisher's node routes to the subscriber's node for every subscription the
+ * subscriber made so far: the subscriber subscribes to a probe topic last (one node's route
+ * changes reach the others in the order it made them), and the publisher sends probes (QoS 0)
+ * until one arrives. A condition, not a guess at how long propagation takes.
+ */
+export async function waitForRoutes(pub: RouteProbeClient, sub: RouteProbeClient, timeoutMs = 20_000): Promise<void> {
+  const topic = `route-probe/${process.pid}/${++probes}`;
+  await sub.mqtt.subscribeAsync(topic, { qos: 0 });
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    await pub.mqtt.publishAsync(topic, 'probe', { qos: 0 });
+    const until = Date.now() + 100;
+    while (Date.now() < until) {
+      if (sub.messages.some((m) => m.topic === topic)) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for routes to reach the publisher's node`);
+  }
+}
+
+/**
+ * Waits until everything the publisher sent on `topic` so far has been delivered: it sends an
+ * end marker on the same topic and QoS (delivered in order after the others), and resolves
+ * with the messages on `topic` before the marker. A copy arriving after the marker would be a
+ * redelivery, which QoS 1/2 in order between two clients does not do.
+ */
+export async function drained(pub: RouteProbeClient, sub: RouteProbeClient, topic: string, qos: 0 | 1 | 2, timeoutMs = 20_000): Promise<{ readonly topic: string; readonly payload: string }[]> {
+  const marker = `end-of-run-${++probes}`;
+  await pub.mqtt.publishAsync(topic, marker, { qos });
+  await waitUntil(() => sub.messages.some((m) => m.topic === topic && m.payload === marker), timeoutMs, `the end marker on ${topic}`);
+  const onTopic = sub.messages.filter((m) => m.topic === topic);
+  return onTopic.slice(0, onTopic.findIndex((m) => m.payload === marker));
+}
