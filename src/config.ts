@@ -69,6 +69,7 @@ export const SETTINGS = {
   jwtUsernameClaim: str('VIGIL_JWT_USERNAME_CLAIM', 'sub', 'Claim holding the username'),
   jwtRolesClaim: str('VIGIL_JWT_ROLES_CLAIM', 'roles', 'Claim holding the list of roles'),
   jwksMinRefreshS: int('VIGIL_JWKS_MIN_REFRESH_S', 30, 'Minimum seconds between JWKS refetches triggered by an unknown kid', 0),
+  jwksMaxBytes: int('VIGIL_JWKS_MAX_BYTES', 1048576, 'Largest JWKS document read from a URL, bytes (the body is streamed and the fetch abandoned past it)', 1024, 67108864),
   jwksRetiredGraceS: int('VIGIL_JWKS_RETIRED_GRACE_S', 0, 'Seconds a key removed from the JWKS keeps verifying', 0),
   willAuthz: oneOf('VIGIL_WILL_AUTHZ', ['connect+fire', 'fire', 'connect'] as const, 'connect+fire', 'When a will is authorized: at CONNECT, when it fires, or both'),
   tokenExpiry: oneOf('VIGIL_TOKEN_EXPIRY', ['disconnect', 'ignore'] as const, 'disconnect', 'What happens to a connection whose token expires'),
@@ -215,8 +216,14 @@ function validate(c: Config): void {
   for (const a of c.jwtAlgorithms) {
     if (!known.has(a)) throw new ConfigError('VIGIL_JWT_ALGORITHMS', `unknown or refused algorithm ${JSON.stringify(a)}`);
   }
-  if (c.jwks && !c.jwks.startsWith('https://') && c.jwks.startsWith('http://')) {
-    const host = new URL(c.jwks).hostname;
+  // URL schemes are case-insensitive (RFC 3986 §3.1): HTTP://host is plain http too
+  if (c.jwks && /^http:\/\//i.test(c.jwks)) {
+    let host = '';
+    try {
+      host = new URL(c.jwks).hostname;
+    } catch {
+      throw new ConfigError('VIGIL_JWKS', `not a valid URL: ${JSON.stringify(c.jwks)}`);
+    }
     if (!['127.0.0.1', 'localhost', '[::1]', '::1'].includes(host)) {
       throw new ConfigError('VIGIL_JWKS', 'http:// is accepted for loopback only; use https://');
     }

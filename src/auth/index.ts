@@ -27,7 +27,7 @@ export { MemoryRevocationList } from './revocation.js';
 export type IdentityConfig = Pick<
   Config,
   | 'auth' | 'acl' | 'authWorkers' | 'authQueueMax' | 'jwks' | 'jwtSecret' | 'jwtIssuer' | 'jwtAudience' | 'jwtClockToleranceS'
-  | 'jwtAlgorithms' | 'jwtUsernameClaim' | 'jwtRolesClaim' | 'jwksMinRefreshS' | 'jwksRetiredGraceS'
+  | 'jwtAlgorithms' | 'jwtUsernameClaim' | 'jwtRolesClaim' | 'jwksMinRefreshS' | 'jwksRetiredGraceS' | 'jwksMaxBytes'
 >;
 
 export interface IdentityOptions {
@@ -85,11 +85,12 @@ export async function createIdentity(config: IdentityConfig, metrics: Metrics, l
       if (!config.jwtSecret && config.jwtAlgorithms.some(isHmac)) log.warn('HS* algorithms are listed but VIGIL_JWT_SECRET is unset: HMAC tokens will be refused');
       if (config.jwtSecret && Buffer.byteLength(config.jwtSecret) < 32) log.warn('VIGIL_JWT_SECRET is shorter than 32 bytes: HS256 secrets should have at least 256 bits');
       if (config.jwks) {
-        if (config.jwks.startsWith('http://') && !isLoopbackUrl(config.jwks)) throw new Error('VIGIL_JWKS: http:// is accepted for loopback only; use https://');
+        if (/^http:\/\//i.test(config.jwks) && !isLoopbackUrl(config.jwks)) throw new Error('VIGIL_JWKS: http:// is accepted for loopback only; use https://');
         jwks = await JwksStore.open({
           source: config.jwks,
           minRefreshS: config.jwksMinRefreshS,
           retiredGraceS: config.jwksRetiredGraceS,
+          maxBytes: config.jwksMaxBytes,
           metrics,
           logger: log,
           now,

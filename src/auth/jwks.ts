@@ -51,12 +51,15 @@ export interface JwksStoreOptions {
   readonly now?: () => number;
   /** File polling interval (fs.watchFile survives editors that replace the file by rename). */
   readonly watchIntervalMs?: number;
+  /** URL: the whole fetch, headers and body, must end within this. */
   readonly fetchTimeoutMs?: number;
+  /** URL: largest body read (VIGIL_JWKS_MAX_BYTES); the fetch is abandoned past it. */
+  readonly maxBytes?: number;
   /** URL: refresh period when the response has no Cache-Control max-age. */
   readonly refreshIntervalS?: number;
 }
 
-const MAX_JWKS_BYTES = 1024 * 1024;
+const DEFAULT_MAX_JWKS_BYTES = 1024 * 1024;
 const MAX_REFRESH_S = 3600;
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
 
@@ -108,6 +111,34 @@ export async function parseJwks(text: string): Promise<{ keys: ParsedKey[]; skip
     }
   }
   return { keys, skipped };
+}
+
+/**
+ * Reads a response body as text, streamed, abandoning it (and the connection) once it passes
+ * `maxBytes`: a body without Content-Length is never held whole before the check. The fetch's
+ * timeout signal also ends a body that trickles.
+ */
+async function readCapped(response: Response, maxBytes: number): Promise<string> {
+  const declared = Number(response.headers.get('content-length') ?? 0);
+  if (declared > maxBytes) {
+    await response.body?.cancel();
+    throw new JwksError(`response of ${declared} bytes is larger than ${maxBytes}`);
+  }
+  const reader = response.body?.getReader();
+  if (!reader) return '';
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel();
+      throw new JwksError(`response is larger than ${maxBytes} bytes`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks, total).toString('utf8');
 }
 
 export class JwksStore {
@@ -284,11 +315,11 @@ export class JwksStore {
         metrics.jwksRefreshesTotal.inc({ trigger, outcome: 'not_modified' });
         await response.body?.cancel();
       } else {
-        if (!response.ok) throw new JwksError(`HTTP ${response.status}`);
-        const length = Number(response.headers.get('content-length') ?? 0);
-        if (length > MAX_JWKS_BYTES) throw new JwksError(`response of ${length} bytes is larger than ${MAX_JWKS_BYTES}`);
-        const text = await response.text();
-        if (text.length > MAX_JWKS_BYTES) throw new JwksError(`response is larger than ${MAX_JWKS_BYTES} bytes`);
+        if (!response.ok) {
+          await response.body?.cancel();
+          throw new JwksError(`HTTP ${response.status}`);
+        }
+        const text = await readCapped(response, this.options.maxBytes ?? DEFAULT_MAX_JWKS_BYTES);
         await this.apply(text, trigger);
         this.etag = response.headers.get('etag') ?? undefined;
         metrics.jwksRefreshesTotal.inc({ trigger, outcome: 'ok' });
@@ -316,6 +347,9 @@ export class JwksStore {
     const { keys: parsed, skipped } = await parseJwks(text);
     const { logger, source, retiredGraceS } = this.options;
     for (const reason of skipped) logger.warn({ jwks: source, reason }, 'JWKS key ignored');
+    // an empty set (an IdP mid-deploy, a truncated file) would refuse every token at once:
+    // it is a failed load like a parse error, and the keys in use stay
+    if (parsed.length === 0) throw new JwksError(skipped.length > 0 ? `no usable signing key (${skipped.length} ignored)` : 'no signing keys');
     const now = this.now();
     const incoming = new Map(parsed.map((k) => [k.thumbprint, k]));
     const removed: JwksKey[] = [];
@@ -344,7 +378,6 @@ export class JwksStore {
       });
     }
     this.loadedOnce = true;
-    if (parsed.length === 0) logger.warn({ jwks: source }, 'JWKS holds no usable signing keys: every token will be refused');
     logger.info({ jwks: source, trigger, keys: this.describeForLog() }, 'JWKS loaded');
     for (const key of removed) this.emitRemoved(key);
     this.scheduleRetirement();

@@ -132,6 +132,14 @@ export interface JwksServer {
   setKeys(keys: readonly (TestKey | JWK)[]): void;
   /** Make every response slow, to widen the window in which concurrent callers pile up. */
   setDelayMs(ms: number): void;
+  /** Serve exactly this body (e.g. `{"keys":[]}`), until setKeys. */
+  setBody(body: string): void;
+  /**
+   * Answer with a chunked body (no Content-Length) of `chunkBytes` chunks, written as fast as
+   * the client reads, until the client hangs up or `maxBytes` have gone (bounded). Resolves
+   * with the bytes written once that response ended.
+   */
+  streamEndless(maxBytes: number, chunkBytes?: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -139,8 +147,32 @@ export async function startJwksServer(keys: readonly (TestKey | JWK)[] = []): Pr
   let body = JSON.stringify(jwksDocument(keys));
   let requests = 0;
   let delayMs = 0;
+  let stream: { maxBytes: number; chunk: Buffer; done: (written: number) => void } | undefined;
   const server: Server = createServer((req, res) => {
     requests++;
+    const endless = stream;
+    if (endless) {
+      stream = undefined;
+      res.writeHead(200, { 'content-type': 'application/json' }); // no length: chunked
+      let written = 0;
+      let over = false;
+      const finish = () => {
+        if (over) return;
+        over = true;
+        endless.done(written);
+      };
+      res.on('close', finish);
+      const pump = () => {
+        while (!over && written < endless.maxBytes) {
+          written += endless.chunk.length;
+          if (!res.write(endless.chunk)) return void res.once('drain', pump);
+        }
+        if (!over) res.end(finish);
+      };
+      res.write('{"keys":[');
+      pump();
+      return;
+    }
     setTimeout(() => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(body);
@@ -159,6 +191,14 @@ export async function startJwksServer(keys: readonly (TestKey | JWK)[] = []): Pr
     },
     setDelayMs(ms) {
       delayMs = ms;
+    },
+    setBody(next) {
+      body = next;
+    },
+    streamEndless(maxBytes, chunkBytes = 64 * 1024) {
+      return new Promise<number>((done) => {
+        stream = { maxBytes, chunk: Buffer.alloc(chunkBytes, 0x20), done };
+      });
     },
     close: () =>
       new Promise<void>((resolve) => {

@@ -45,6 +45,7 @@ export function identityConfig(overrides: Partial<IdentityConfig> = {}): Identit
     jwtRolesClaim: 'roles',
     jwksMinRefreshS: 30,
     jwksRetiredGraceS: 0,
+    jwksMaxBytes: 1048576,
     ...overrides,
   };
 }
