@@ -171,22 +171,23 @@ export function goals(summary) {
     const r = ratio(got, want);
     g.push({ goal: 'Retained snapshot: a monitor gets every retained message (100,000 topics)', measured: Number.isFinite(r) ? `${fmt(got, '')}/${fmt(want, '')} in ${fmt(last, 'ms')}, peak RSS ${fmt(rss, 'MB')}` : '—', status: verdict(r, (x) => x >= 1) });
   }
-  const sources = [['qos0-pairs'], ['fanout'], ['qos1-pairs'], ['qos1-pairs'], ['connect-storm'], ['jwt-storm'], ['idle-memory'], ['cluster-qos0', 'qos0-pairs'], ['will-failover']];
+  const measuredOn = [['qos0-pairs'], ['fanout'], ['qos1-pairs'], ['qos1-pairs'], ['connect-storm'], ['jwt-storm'], ['idle-memory'], ['cluster-qos0', 'qos0-pairs'], ['will-failover'], ['will-failover-fleet'], ['retained-snapshot']];
+  measuredOn.forEach((ids, i) => (g[i].sources = ids));
   // fleet scale (issue 13): the connect path, cluster and JWT storms, the fleet, saturation
   {
     const us = get(summary, 'connect-storm', 'vigil', 'brokerUsPerConn');
     g.push({ goal: 'Broker CPU per anonymous CONNECT ≤ 40 µs (one core)', measured: Number.isFinite(us) ? `${us.toFixed(0)} µs` : '—', status: verdict(us, (x) => x <= 40) });
-    sources.push(['connect-storm']);
+    g[g.length - 1].sources = ['connect-storm'];
   }
   {
     const r = ratio(get(summary, 'cluster-connect-storm', 'vigil', 'connectsPerSec'), get(summary, 'connect-storm', 'vigil', 'connectsPerSec'));
     g.push({ goal: 'Cluster node connect storm ≥ 0.5× single node', measured: fmtRatio(r), status: verdict(r, (x) => x >= 0.5) });
-    sources.push(['cluster-connect-storm', 'connect-storm']);
+    g[g.length - 1].sources = ['cluster-connect-storm', 'connect-storm'];
   }
   {
     const r = ratio(get(summary, 'jwt-storm', 'vigil', 'connectsPerSec'), get(summary, 'connect-storm', 'vigil', 'connectsPerSec'));
     g.push({ goal: 'Distinct-token JWT storm ≥ 0.5× anonymous storm (same CPUs)', measured: fmtRatio(r), status: verdict(r, (x) => x >= 0.5) });
-    sources.push(['jwt-storm', 'connect-storm']);
+    g[g.length - 1].sources = ['jwt-storm', 'connect-storm'];
   }
   {
     const n = get(summary, 'fleet-reconnect', 'vigil', 'clients');
@@ -197,7 +198,7 @@ export function goals(summary) {
     const ok = Number.isFinite(n) && Number.isFinite(c) ? (c >= n ? 1 : 0) : NaN;
     const measured = Number.isFinite(n) ? `${fmt(c, '')}/${fmt(n, '')} CONNACKs, p50 ${fmt(p50 / 1000, 'ms')}, p99 ${fmt(p99 / 1000, 'ms')}, node RSS ${fmt(rss, 'MB')}` : '—';
     g.push({ goal: 'Fleet reconnect: every client (JWT, will, persistent session) gets a CONNACK from one cluster node', measured, status: verdict(ok, (x) => x === 1) });
-    sources.push(['fleet-reconnect']);
+    g[g.length - 1].sources = ['fleet-reconnect'];
   }
   for (const [id, name] of [['qos0-sweep', 'QoS 0'], ['qos1-sweep', 'QoS 1']]) {
     const v = get(summary, id, 'vigil', 'msgsPerSec');
@@ -206,16 +207,17 @@ export function goals(summary) {
     const wv = get(summary, id, 'vigil', 'bestWindow');
     const wm = get(summary, id, 'mosquitto', 'bestWindow');
     g.push({ goal: `${name} pairs at saturation (best window each) ≥ 1.0× Mosquitto`, measured: Number.isFinite(r) ? `${fmtRatio(r)} (Vigil best at ${wv}, Mosquitto at ${wm})` : '—', status: verdict(r, (x) => x >= 1) });
-    sources.push([id]);
+    g[g.length - 1].sources = [id];
   }
   // issue 12: delivery-time authorization costs at most 10 % (same run, policy vs none)
   for (const [id, base, name] of [['qos0-pairs-acl', 'qos0-pairs', 'QoS 0 pairs'], ['fanout-acl', 'fanout', 'Fan-out']]) {
     const r = ratio(get(summary, id, 'vigil', 'msgsPerSec'), get(summary, base, 'vigil', 'msgsPerSec'));
     g.push({ goal: `${name} with a 10-role ACL ≥ 0.9× without (every delivery authorized)`, measured: fmtRatio(r), status: verdict(r, (x) => x >= 0.9) });
-    sources.push([id, base]);
+    g[g.length - 1].sources = [id, base];
   }
-  g.forEach((goal, i) => {
-    goal.noisy = goal.status !== 'n/a' && sources[i].some((id) => {
+  // a goal names the scenarios it was measured on (goals without a list are never flagged)
+  g.forEach((goal) => {
+    goal.noisy = goal.status !== 'n/a' && (goal.sources ?? []).some((id) => {
       const s = summary.scenarios.find((x) => x.id === id);
       return s && !s.skipped && Object.values(s.results).some((r) => r.median?.otherLoadPct >= 10 || r.median?.genCpuPct > 85);
     });
