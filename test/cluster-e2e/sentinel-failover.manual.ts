@@ -1,3 +1,6 @@
+// Run by hand (not in npm test): node --test dist/test/cluster-e2e/sentinel-failover.manual.js
+// Taken out of the suite: in 1 of 6 fresh-clone runs the file hung after its tests (180 s timeout);
+// with its assertion halves already todo (issue 15), it is kept for investigation, not for CI.
 // Redis Sentinel failover under audited traffic: a master with two replicas, three
 // redis-sentinel processes, three Vigil nodes following the master through the sentinels.
 // QoS 1 and QoS 2 publishers and persistent subscribers run across the nodes (the audit of
