@@ -87,7 +87,7 @@ export class VigilServer {
     // persistent sessions stay here, offline, with their routes: the rejoin keeps them unless
     // a reaper took them first (then it decides the wills and adopts them)
     this.bridge?.leaseLost();
-    for (const c of [...this.broker.connections] as Channel[]) c.supersede(RC.SERVER_BUSY, 'node lost its cluster lease', true);
+    for (const c of [...this.broker.connections]) c.supersede(RC.SERVER_BUSY, 'node lost its cluster lease', true);
   }
 
   async start(): Promise<void> {
@@ -103,11 +103,7 @@ export class VigilServer {
         log: log.child({ component: 'cluster' }),
         hooks: {
           fireWill: (will) => this.broker.wills.fire(will),
-          onBusMessage: (envelope) => this.bridge!.onBusMessage(envelope),
           onOwnerChange: (owner, reason) => this.ownerChanged(owner, reason),
-          onRejoined: (member, previous) => this.bridge?.rejoined(member, previous),
-          adoptSessions: (clientIds) => this.bridge?.adopt(clientIds),
-          deliverOrphaned: (envelopes, adopted, moved) => this.bridge?.deliverOrphaned(envelopes, adopted, moved),
         },
       });
       this.revocations = new RedisRevocationList({
@@ -131,8 +127,8 @@ export class VigilServer {
       retained: this.cluster?.retained ?? new MemoryRetainedStore(),
     });
     if (this.cluster) {
+      // the bridge attaches itself to the broker and to the cluster node (bus, reaping, rejoin)
       this.bridge = new ClusterBridge(this.broker, this.cluster, log.child({ component: 'cluster' }), this.metrics);
-      this.broker.cluster = this.bridge;
       await this.cluster.start();
     }
     this.ctx = {
@@ -239,7 +235,7 @@ export class VigilServer {
     if (this.draining) return;
     this.draining = true;
     this.mqttServer?.close();
-    for (const c of [...this.broker.connections] as Channel[]) c.close(RC.SERVER_SHUTTING_DOWN, 'server shutting down');
+    for (const c of [...this.broker.connections]) c.close(RC.SERVER_SHUTTING_DOWN, 'server shutting down');
     const deadline = Date.now() + this.config.shutdownGraceMs;
     while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     for (const s of this.sockets) s.destroy();
@@ -261,7 +257,7 @@ export class VigilServer {
       const dropped = this.broker.dropRetainedOf(entry.value);
       this.log.info({ username: entry.value, dropped }, 'identity revoked, its retained messages deleted (VIGIL_REVOKED_RETAINED=drop)');
     }
-    for (const c of [...this.broker.connections] as Channel[]) {
+    for (const c of [...this.broker.connections]) {
       const id = c.identity;
       if (!id) continue;
       if ((entry.kind === 'subject' && id.username === entry.value) || (entry.kind === 'jti' && id.jti === entry.value)) {

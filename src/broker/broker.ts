@@ -1,15 +1,15 @@
 // The broker on one node: sessions by client id, the subscription trie, retained messages,
 // wills and $SYS. It routes a message to every matching session once, at the highest
 // granted QoS of that session's overlapping subscriptions.
-import type { Authenticator, Authorizer } from '../auth/types.js';
+import type { Authenticator, Authorizer, Identity } from '../auth/types.js';
 import type { Config } from '../config.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { RetainedStore, StoredMessage, Subscription, WillRecord } from '../store/types.js';
 import { OutgoingPublish } from '../protocol/publish-encoder.js';
-import { Session, type DropReason, type SessionEvents, type SessionLimits } from './session.js';
-import { TopicTrie, type SubEntry } from './topic-trie.js';
+import { Session, type DropReason, type SessionEvents, type SessionLimits, type SessionLink } from './session.js';
+import { Router, type RemoteRoutes, type Routes } from './router.js';
 import { WillManager } from './wills.js';
 import type { FleetObserver } from './fleet-events.js';
 import { sessionOwner } from '../auth/session-owner.js';
@@ -39,19 +39,32 @@ export interface BrokerCluster {
    * refused (0x85) when another identity holds it and VIGIL_SESSION_TAKEOVER does not allow that.
    */
   open(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined, owner: string): Promise<OpenResult>;
-  /** Shared-group picks and forwarding to other nodes; a promise while QoS 1/2 forwards are being stored. */
-  routeRemote(message: StoredMessage, deliverLocalShared: (group: string, filter: string) => void): void | Promise<void>;
-  /** The next routing pass belongs to a QoS 1/2 publish (given its cluster-wide id here): its session writes join the ack. */
-  beginPublish(message: StoredMessage): void;
+  /** The cluster's route table, for the router. */
+  readonly routes: RemoteRoutes;
+  /** A cluster-wide id for a QoS 1/2 message published on this node (copies are dropped by id). */
+  newMessageId(): string;
+  /** Forwards to the other nodes the router named; a promise while QoS 1/2 forwards are being stored. */
+  forward(message: StoredMessage, routes: Routes): void | Promise<void>;
+  /**
+   * The copies of a QoS 1/2 publish (journals here, bus entries for other nodes), all written
+   * in this turn: resolves once Redis has them and, with VIGIL_REDIS_WAIT_REPLICAS, its
+   * replicas too. The publisher's PUBACK / PUBREC waits for this.
+   */
+  replicated(writes: Promise<void>): Promise<void>;
   subscribed(session: Session, sub: Subscription): void;
   unsubscribed(session: Session, sub: Subscription): void;
   /** A connection ended; the cluster decides its will and persists the session end. */
   disconnected(session: Session, will: WillRecord | undefined, normal: boolean): void;
 }
 
-/** What the broker's periodic sweep needs from a live connection. */
-export interface LiveConnection {
+/** A live client connection, as the broker and the server see it (the Channel). */
+export interface LiveConnection extends Pick<SessionLink, 'supersede'> {
+  readonly clientId: string;
+  readonly identity?: Identity;
+  /** The periodic sweep: keepalive and timeouts. */
   tick(nowMs: number): void;
+  /** Closes with a DISCONNECT reason code (5.0). */
+  close(reasonCode: number | undefined, why: string): void;
 }
 
 export const NEVER_EXPIRES = 0xffffffff;
@@ -62,27 +75,19 @@ export class Broker {
   readonly connections = new Set<LiveConnection>();
   readonly wills: WillManager;
   private readonly offline = new Set<Session>();
-  private readonly trie = new TopicTrie<Session>();
+  readonly router = new Router();
   private readonly sessionEvents: SessionEvents;
   /** One object for every session: the node-wide byte budget is counted in it. */
   private readonly sessionLimits: SessionLimits;
   private readonly startedAtMs: number;
   private sweepTimer?: { cancel(): void };
-  cluster?: BrokerCluster;
+  private clusterSide?: BrokerCluster;
   /** The console's record of clients and will decisions (server.ts sets it when the admin API is on). */
   observer?: FleetObserver;
   private sysTimer?: { cancel(): void };
   readonly stats = { messagesReceived: 0, messagesSent: 0 };
   /** Per-QoS counters bound once: label lookups stay off the per-message path. */
   private readonly receivedByQos: { inc(): void }[];
-
-  // routing scratch (one publish at a time on the main thread)
-  private gen = 0;
-  private routing?: StoredMessage;
-  private onlyClients?: ReadonlySet<string>;
-  private readonly targets: Session[] = [];
-  private readonly sharedTargets: SubEntry<Session>[] = [];
-  private readonly visit = (entry: SubEntry<Session>): void => this.collect(entry);
 
   constructor(readonly deps: BrokerDeps) {
     this.startedAtMs = deps.clock.now();
@@ -121,6 +126,16 @@ export class Broker {
       publish: (m, epoch) => void this.publish(m, epoch),
       onDecision: (record, verdict) => this.observer?.willDecided(record, verdict),
     });
+  }
+
+  /** Cluster mode: the cluster side takes over claims, forwarding and persistence. */
+  attachCluster(cluster: BrokerCluster): void {
+    this.clusterSide = cluster;
+    this.router.remote = cluster.routes;
+  }
+
+  get cluster(): BrokerCluster | undefined {
+    return this.clusterSide;
   }
 
   /** Starts the periodic duties on the injected clock: the sweep every second, $SYS if configured. */
@@ -162,83 +177,85 @@ export class Broker {
   }
 
   /**
-   * Stores a retained message (if flagged) and delivers to every matching subscription, on
-   * this node and, in a cluster, on the others. A promise means QoS 1/2 forwards are being
-   * stored: acknowledge the publisher when it resolves, not before. `writerEpoch` is the
-   * publisher's session incarnation (retained fencing in the cluster).
+   * Stores a retained message (if flagged), delivers to every matching session here and, in a
+   * cluster, forwards to the other nodes with matching subscriptions. A promise means QoS 1/2
+   * copies are being stored (persistent sessions' journals, other nodes' bus streams):
+   * acknowledge the publisher when it resolves, not before. `writerEpoch` is the publisher's
+   * session incarnation (retained fencing in the cluster).
    */
   publish(message: StoredMessage, writerEpoch?: number): void | Promise<void> {
     if (message.retain && this.deps.config.retainAvailable) {
       void this.deps.retained.set(message, writerEpoch);
       this.deps.metrics.retainedMessages.set(this.deps.retained.count() as number);
     }
-    const cluster = this.cluster;
-    if (!cluster) {
-      this.route(message);
-      return;
-    }
-    if (message.qos > 0) cluster.beginPublish(message);
-    this.route(message);
-    return cluster.routeRemote(message, (group, filter) => this.deliverShared(message, group, filter));
+    const cluster = this.clusterSide;
+    if (cluster && message.qos > 0) message.id ??= cluster.newMessageId();
+    const routes = this.router.route(message);
+    const stored = this.deliver(message, routes);
+    if (!cluster) return stored;
+    const writes = both(stored, cluster.forward(message, routes));
+    return writes && cluster.replicated(writes);
   }
 
   /**
-   * A message forwarded by another node: local delivery only. `onlyClients` limits it to
-   * some sessions (a reaper delivering what a dead node had not handled to the sessions it
-   * adopted from it).
+   * A message forwarded by another node: local delivery only, to the sessions its non-shared
+   * subscriptions match (`normal`) and to one member of each shared group it was picked for
+   * here. `onlyClients` limits it to some sessions (a message handed on to a session that
+   * moved, or a dead node's undelivered messages for the sessions adopted from it). Resolves
+   * once persistent sessions have it.
    */
-  deliverForwarded(message: StoredMessage, normal: boolean, shared: readonly { group: string; filter: string }[], onlyClients?: ReadonlySet<string>): void {
-    this.onlyClients = onlyClients;
-    try {
-      if (normal) this.route(message);
-    } finally {
-      this.onlyClients = undefined;
+  deliverForwarded(message: StoredMessage, normal: boolean, shared: readonly { group: string; filter: string }[], onlyClients?: ReadonlySet<string>): void | Promise<void> {
+    const stored = normal ? this.deliver(message, this.router.route(message, { onlyClients, remote: false })) : undefined;
+    let writes: Promise<void>[] | undefined;
+    for (const { group, filter } of shared) {
+      const w = this.deliverShared(message, group, filter);
+      if (w) (writes ??= []).push(w);
     }
-    for (const { group, filter } of shared) this.deliverShared(message, group, filter);
+    return writes ? both(stored, Promise.all(writes).then(noop)) : stored;
+  }
+
+  /** Delivers to the local sessions of a routing answer; resolves once persistent sessions have it. */
+  private deliver(message: StoredMessage, routes: Routes): Promise<void> | undefined {
+    const { sessions, shared, localShared } = routes;
+    if (sessions.length === 0 && shared.length === 0 && localShared.length === 0) return undefined; // no local subscriber (a cluster node's usual case)
+    const out = new OutgoingPublish(message, this.deps.clock.now());
+    if (out.expired) return undefined;
+    let writes: Promise<void>[] | undefined;
+    for (let i = 0; i < sessions.length; i++) {
+      const s = sessions[i];
+      if (message.id !== undefined && !this.firstCopy(s, message)) continue;
+      const qos = (message.qos < s.matchQos ? message.qos : s.matchQos) as 0 | 1 | 2;
+      const w = s.deliver(out, qos, s.matchRetainAsPublished && message.retain, s.matchIds);
+      if (w) (writes ??= []).push(w);
+    }
+    for (let i = 0; i < shared.length; i++) {
+      const w = this.deliverTo(shared[i], message, out);
+      if (w) (writes ??= []).push(w);
+    }
+    for (let i = 0; i < localShared.length; i++) {
+      const w = this.deliverShared(message, localShared[i].group, localShared[i].filter, out);
+      if (w) (writes ??= []).push(w);
+    }
+    return writes && Promise.all(writes).then(noop);
   }
 
   /** Cluster mode: the route table picked this node for a shared group; one local member gets it. */
-  private deliverShared(message: StoredMessage, group: string, filter: string): void {
-    const entry = this.trie.pickShared(filter, group);
+  private deliverShared(message: StoredMessage, group: string, filter: string, out?: OutgoingPublish): Promise<void> | undefined {
+    const entry = this.router.pickShared(filter, group);
     if (!entry) {
       this.deps.metrics.messagesDroppedTotal.inc({ reason: 'shared_group_gone' });
-      return;
+      return undefined;
     }
-    const { subscriber, sub } = entry;
-    const out = new OutgoingPublish(message, this.deps.clock.now());
-    if (out.expired || !this.firstCopy(subscriber, message)) return;
-    const qos = (message.qos < sub.qos ? message.qos : sub.qos) as 0 | 1 | 2;
-    subscriber.deliver(out, qos, sub.retainAsPublished && message.retain, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
+    out ??= new OutgoingPublish(message, this.deps.clock.now());
+    if (out.expired) return undefined;
+    return this.deliverTo(entry, message, out);
   }
 
-  private route(message: StoredMessage): void {
-    this.gen++;
-    this.routing = message;
-    const targets = this.targets;
-    const shared = this.sharedTargets;
-    this.trie.match(message.topic, this.visit);
-    this.routing = undefined;
-    if (targets.length === 0 && shared.length === 0) return; // no local subscriber (a cluster node's usual case)
-    const out = new OutgoingPublish(message, this.deps.clock.now());
-    if (out.expired) {
-      targets.length = 0;
-      shared.length = 0;
-      return;
-    }
-    for (let i = 0; i < targets.length; i++) {
-      const s = targets[i];
-      if (message.id !== undefined && !this.firstCopy(s, message)) continue;
-      const qos = (message.qos < s.matchQos ? message.qos : s.matchQos) as 0 | 1 | 2;
-      s.deliver(out, qos, s.matchRetainAsPublished && message.retain, s.matchIds);
-    }
-    for (let i = 0; i < shared.length; i++) {
-      const { subscriber, sub } = shared[i];
-      if (message.id !== undefined && !this.firstCopy(subscriber, message)) continue;
-      const qos = (message.qos < sub.qos ? message.qos : sub.qos) as 0 | 1 | 2;
-      subscriber.deliver(out, qos, sub.retainAsPublished && message.retain, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
-    }
-    targets.length = 0;
-    shared.length = 0;
+  private deliverTo(entry: { subscriber: Session; sub: Subscription }, message: StoredMessage, out: OutgoingPublish): Promise<void> | undefined {
+    const { subscriber, sub } = entry;
+    if (message.id !== undefined && !this.firstCopy(subscriber, message)) return undefined;
+    const qos = (message.qos < sub.qos ? message.qos : sub.qos) as 0 | 1 | 2;
+    return subscriber.deliver(out, qos, sub.retainAsPublished && message.retain, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
   }
 
   /** Cluster: false for a second copy of a message this session already got (dropped, counted). */
@@ -248,30 +265,6 @@ export class Broker {
     return false;
   }
 
-  private collect(entry: SubEntry<Session>): void {
-    const { subscriber: s, sub } = entry;
-    const message = this.routing!;
-    if (sub.group !== undefined) {
-      // in a cluster the route table picks the member of a shared group across all nodes
-      if (!this.cluster) this.sharedTargets.push(entry);
-      return;
-    }
-    if (sub.noLocal && message.origin === s.clientId) return; // [MQTT-3.8.3-3]
-    if (this.onlyClients !== undefined && !this.onlyClients.has(s.clientId)) return;
-    if (s.matchGen !== this.gen) {
-      s.matchGen = this.gen;
-      s.matchQos = sub.qos;
-      s.matchRetainAsPublished = sub.retainAsPublished;
-      s.matchIds = sub.subscriptionId === undefined ? undefined : [sub.subscriptionId];
-      this.targets.push(s);
-      return;
-    }
-    // overlapping subscriptions of one client: one copy, highest QoS, every identifier [MQTT-3.3.4-2, MQTT-3.3.4-3]
-    if (sub.qos > s.matchQos) s.matchQos = sub.qos;
-    if (sub.retainAsPublished) s.matchRetainAsPublished = true;
-    if (sub.subscriptionId !== undefined) (s.matchIds ??= []).push(sub.subscriptionId);
-  }
-
   // ---- subscriptions ---------------------------------------------------------------------
 
   /** Adds or replaces a subscription; returns true when it existed before. */
@@ -279,9 +272,9 @@ export class Broker {
     const key = subscriptionKey(sub);
     const existed = session.subscriptions.has(key);
     session.subscriptions.set(key, sub);
-    this.trie.add(session, sub);
-    this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
-    this.cluster?.subscribed(session, sub);
+    this.router.add(session, sub);
+    this.deps.metrics.subscriptionsCurrent.set(this.router.size);
+    this.clusterSide?.subscribed(session, sub);
     return existed;
   }
 
@@ -290,9 +283,9 @@ export class Broker {
     if (!sub) return false;
     session.subscriptions.delete(key);
     session.stopSnapshot(key, 'unsubscribed');
-    this.trie.remove(session.clientId, sub.filter, sub.group);
-    this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
-    this.cluster?.unsubscribed(session, sub);
+    this.router.remove(session, sub);
+    this.deps.metrics.subscriptionsCurrent.set(this.router.size);
+    this.clusterSide?.unsubscribed(session, sub);
     return true;
   }
 
@@ -342,7 +335,7 @@ export class Broker {
 
   /** Opens the session of a new connection: in memory at once, or through the cluster. The caller checked heldByAnother. */
   connectSession(clientId: string, cleanStart: boolean, expiryIntervalS: number, will: WillRecord | undefined, owner: string): OpenResult | Promise<OpenResult> {
-    if (this.cluster) return this.cluster.open(clientId, cleanStart, expiryIntervalS, will, owner);
+    if (this.clusterSide) return this.clusterSide.open(clientId, cleanStart, expiryIntervalS, will, owner);
     return this.openSession(clientId, cleanStart, expiryIntervalS, owner);
   }
 
@@ -380,7 +373,7 @@ export class Broker {
    */
   clientGone(session: Session, will: WillRecord | undefined, normal: boolean): void {
     this.observer?.gone(session.clientId, session.epoch, normal, this.deps.clock.now());
-    if (this.cluster) this.cluster.disconnected(session, will, normal);
+    if (this.clusterSide) this.clusterSide.disconnected(session, will, normal);
     else if (will && !normal) this.wills.disconnected(will, session.expiryIntervalS);
     this.detachSession(session);
   }
@@ -435,14 +428,14 @@ export class Broker {
     // subscriptions of a session that a fenced or superseded node gives up
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
     for (const sub of session.subscriptions.values()) {
-      this.trie.remove(session.clientId, sub.filter, sub.group);
-      this.cluster?.unsubscribed(session, sub);
+      this.router.remove(session, sub);
+      this.clusterSide?.unsubscribed(session, sub);
     }
     session.subscriptions.clear();
     session.endSnapshots('unsubscribed');
     this.offline.delete(session);
     this.wills.sessionEnded(session.clientId);
-    this.deps.metrics.subscriptionsCurrent.set(this.trie.size);
+    this.deps.metrics.subscriptionsCurrent.set(this.router.size);
     this.updateSessionGauges();
   }
 
@@ -494,9 +487,18 @@ export class Broker {
     put('clients/disconnected', this.offline.size);
     put('messages/received', this.stats.messagesReceived);
     put('messages/sent', this.stats.messagesSent);
-    put('subscriptions/count', this.trie.size);
+    put('subscriptions/count', this.router.size);
     put('retained messages/count', this.deps.retained.count() as number);
   }
+}
+
+function noop(): void {}
+
+/** Both completions, or the one there is. */
+function both(a: Promise<void> | undefined, b: void | Promise<void>): void | Promise<void> {
+  if (!a) return b;
+  if (!b) return a;
+  return Promise.all([a, b]).then(noop);
 }
 
 export function subscriptionKey(sub: Pick<Subscription, 'filter' | 'group'>): string {

@@ -23,6 +23,12 @@ export interface SessionLink {
   closeForQuota(limit: QueueLimit): void;
   /** Calls pump() again on a later event-loop turn (a long retained snapshot yields to other clients). */
   pumpLater(): void;
+  /**
+   * Cluster: closes the connection because the client connected on another node (5.0
+   * DISCONNECT 0x8E), or this node lost its lease and may not act as owner (0x89): the will is
+   * not this node's to decide.
+   */
+  supersede(reasonCode: number, why: string, leaseLost?: boolean): void;
 }
 
 export type OverflowPolicy = 'drop-oldest' | 'drop-new' | 'disconnect';
@@ -81,7 +87,10 @@ const SNAPSHOT_BATCH = 256;
  * another node can resume the session after this one crashed.
  */
 export interface SessionJournal {
-  /** A QoS 1/2 message reached the session; resolves once it is stored (failures are the journal's to handle). */
+  /**
+   * A QoS 1/2 message reached the session: resolves once it is stored (the publisher's ack,
+   * or the bus entry, waits for it); failures are also handled by the journal itself.
+   */
   added(session: Session, pending: PendingMessage): Promise<void>;
   /** Sent with a packet id. */
   sent(session: Session, pending: PendingMessage): void;
@@ -190,25 +199,33 @@ export class Session implements Subscriber {
     return this.queue.length - this.queueHead;
   }
 
-  /** Delivers one routed message at the given QoS; queues when it cannot be sent now. */
-  deliver(out: OutgoingPublish, qos: 0 | 1 | 2, retain: boolean, subscriptionIds: number[] | undefined): void {
-    if (!this.mayReceive(out.message.topic)) return;
+  /**
+   * Delivers one routed message at the given QoS; queues when it cannot be sent now. A
+   * persistent session in a cluster answers with its journal write: acknowledge the message
+   * (to its publisher, or the bus) once that resolves.
+   */
+  deliver(out: OutgoingPublish, qos: 0 | 1 | 2, retain: boolean, subscriptionIds: number[] | undefined): Promise<void> | undefined {
+    if (!this.mayReceive(out.message.topic)) return undefined;
     const link = this.link;
     if (qos === 0) {
       if (link === null) this.events.dropped('offline_qos0');
       else if (!link.writable) this.events.dropped('backpressure_qos0');
       else if (link.sendPublish(out, 0, retain, subscriptionIds, 0, false)) this.events.sent(0);
-      return;
+      return undefined;
     }
     const pending: PendingMessage = { message: out.message, qos, retainFlag: retain, subscriptionIds };
     const stored = this.journal?.added(this, pending);
-    if (this.movedAway) return; // the journal hands it to the node that holds the session now
-    if (qos === 2 && stored !== undefined) return this.holdUntilStored(pending, stored);
+    if (this.movedAway) return stored; // the journal hands it to the node that holds the session now
+    if (qos === 2 && stored !== undefined) {
+      this.holdUntilStored(pending, stored);
+      return stored;
+    }
     if (link !== null && this.queued === 0 && link.writable && this.inflight.size < link.sendQuota) {
       this.transmit(link, pending, out, false);
     } else {
       this.enqueue(pending);
     }
+    return stored;
   }
 
   /**

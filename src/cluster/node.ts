@@ -19,10 +19,16 @@ import { recordReap } from './fleet-index.js';
 export interface ClusterNodeHooks {
   /** A will this node must publish now (it alone holds it). Authorize with willAuthorizedAtFire. */
   fireWill(will: WillRecord): void | Promise<void>;
-  /** Something arrived on this node's bus (forwarded publish, or a takeover kick). */
-  onBusMessage: BusHandler;
   /** Ownership changed: on false, close every client connection of this node at once. */
   onOwnerChange?(owner: boolean, reason: OwnerChangeReason): void;
+  /** Something arrived on this node's bus; usually set by attach() (the broker's cluster side). */
+  onBusMessage?: BusHandler;
+}
+
+/** The broker's cluster side (src/cluster/bridge.ts), called by this node directly. */
+export interface ClusterSide {
+  /** Something arrived on this node's bus (forwarded publish, or a takeover kick). */
+  onBusMessage: BusHandler;
   /**
    * This node lost its lease and joined again as `member` (was `previous`), its routes and
    * bus stream already moved to the new member: keep what it still holds (registry.rehome).
@@ -62,6 +68,7 @@ export class ClusterNode {
   private sweeping?: Promise<number>;
   /** When this node last became owner (start, rejoin, or a lease renewed after it was unconfirmed). */
   private ownerSinceMs = 0;
+  private side?: ClusterSide;
 
   constructor(private readonly o: ClusterNodeOptions) {
     const { config, metrics, log } = o;
@@ -84,6 +91,11 @@ export class ClusterNode {
     this.sessions = new RedisSessionStore({ redis: this.redis, keys: this.keys });
   }
 
+  /** The broker's cluster side; before start(). */
+  attach(side: ClusterSide): void {
+    this.side = side;
+  }
+
   /** This node's current member id ("<nodeId>/<incarnation>"). */
   get member(): string {
     return this.membership.member;
@@ -96,7 +108,9 @@ export class ClusterNode {
     this.bus = new MessageBus({ redis: this.redis, keys: this.keys, member: this.member, metrics, log });
     await this.routes.start(await this.membership.liveNodes());
     await this.retained.start();
-    await this.bus.start(hooks.onBusMessage);
+    const onBus = this.side?.onBusMessage ?? hooks.onBusMessage;
+    if (!onBus) throw new Error('cluster node started without a bus handler (attach the broker first)');
+    await this.bus.start(onBus);
     this.membership.on('owner', (owner, reason) => {
       if (owner) this.ownerSinceMs = Date.now();
       hooks.onOwnerChange?.(owner, reason);
@@ -113,7 +127,7 @@ export class ClusterNode {
       // announce the routes and open the stream first: nothing routed to the sessions kept
       // here finds no route while the reaper purges the old member's
       void Promise.all([this.routes.rejoined(member), this.bus.rejoined(member)])
-        .then(() => hooks.onRejoined?.(member, previous))
+        .then(() => this.side?.onRejoined?.(member, previous))
         .catch((err: Error) => log?.error({ err: err.message }, 'rejoin failed'));
     });
     const every = this.o.willSweepMs ?? this.o.config.heartbeatMs;
@@ -139,11 +153,11 @@ export class ClusterNode {
       const report = await this.registry.orphanClients(member, this.o.hooks.fireWill, this.member);
       // routes of the adopted sessions first, then the dead member's go: every node's mirror
       // hears of the new route before the old one leaves, so no publish finds neither
-      await this.o.hooks.adoptSessions?.(report.orphaned);
+      await this.side?.adoptSessions?.(report.orphaned);
       await this.routes.purgeMember(member);
       // what was forwarded to the dead node but not handled goes to the sessions adopted here
       const undelivered = await this.bus.takeDead(member);
-      if (undelivered.length > 0) await this.o.hooks.deliverOrphaned?.(undelivered, report.orphaned, report.moved);
+      if (undelivered.length > 0) await this.side?.deliverOrphaned?.(undelivered, report.orphaned, report.moved);
       await this.bus.purge(member);
       this.o.log?.info({ member, clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.orphaned.length }, 'dead node reaped');
       // who reaped whom, for the console's cluster view

@@ -18,20 +18,7 @@ import type { ClusterKeys } from './keys.js';
 import type { RedisConnection, VigilRedis } from '../redis/connection.js';
 import { closeConnection, num, str } from '../redis/connection.js';
 import { UnexpectedScriptReplyError } from '../store/errors.js';
-
-export interface SharedPick {
-  readonly group: string;
-  readonly filter: string;
-  /** The member that delivers to one of its local members of the group (may be this one). */
-  readonly member: string;
-}
-
-export interface RouteMatch {
-  /** Other members with at least one matching non-shared subscription. */
-  readonly members: Set<string>;
-  /** One pick per matching shared group. */
-  readonly shared: SharedPick[];
-}
+import type { RemoteMatch, RemoteRoutes, SharedPick } from '../broker/router.js';
 
 export interface RouteTableOptions {
   readonly redis: VigilRedis;
@@ -68,7 +55,7 @@ export function routeFilter(sub: Pick<Subscription, 'filter' | 'group'>): string
   return sub.group === undefined ? sub.filter : `$share/${sub.group}/${sub.filter}`;
 }
 
-export class RouteTable {
+export class RouteTable implements RemoteRoutes {
   private readonly trie = new TopicTrie<RemoteMember>();
   private readonly members = new Map<string, RemoteMember>();
   private readonly localCounts = new Map<string, number>();
@@ -167,6 +154,11 @@ export class RouteTable {
     return this.change('remove', raw);
   }
 
+  /** Resolves once every route change made so far reached Redis, or failed (they go one at a time). */
+  announced(): Promise<void> {
+    return this.chain.then(() => undefined);
+  }
+
   /** This node rejoined as a new member: republishes every local filter under it. */
   async rejoined(newMember: string): Promise<void> {
     const old = this.selfMember;
@@ -195,7 +187,7 @@ export class RouteTable {
    * Members to forward a message to, and the member chosen for each matching shared group.
    * The result is valid until the next call (the per-publish path allocates nothing).
    */
-  route(topic: string): RouteMatch {
+  route(topic: string): RemoteMatch {
     const r = this.scratch;
     r.members.clear();
     r.shared.length = 0;
