@@ -3,7 +3,11 @@
 // docs/acl.md; `compilePolicy` validates it strictly so a typo fails the reload (and the
 // previous policy stays) instead of silently granting or denying.
 import type { AuthAction, TokenAcl } from './types.js';
-import { covers, innerFilter, isValidTopicFilter, isValidTopicName, matches, splitLevels, type Levels } from './topic-filter.js';
+import { covers, innerFilter, matches, splitLevels, type Levels } from './topic-filter.js';
+import { NO_TOPIC_LIMITS, validTopicFilter, validTopicName } from '../protocol/topics.js';
+
+const isValidTopicFilter = (f: string) => validTopicFilter(f, NO_TOPIC_LIMITS);
+const isValidTopicName = (t: string) => validTopicName(t, NO_TOPIC_LIMITS);
 
 export class AclPolicyError extends Error {}
 

@@ -18,7 +18,7 @@ export type { Identity, AuthRequest, AuthOutcome, Authenticator, Authorizer, Ver
 export type { RevocationList, RevocationEntry, RevocationKind, RevokeOptions } from './revocation.js';
 export type { JwksKeyView } from './jwks.js';
 export type { AclDecision } from './acl.js';
-export { AUTH_FAILURES, REASON_CODE, type AuthFailureReason } from './reasons.js';
+export { AUTH_FAILURES, type AuthFailureReason } from './reasons.js';
 export { JWT_AUTH_METHOD } from './jwt-authenticator.js';
 export { ANONYMOUS_ROLE } from './anonymous-authenticator.js';
 export { PolicyAuthorizer } from './authorizer.js';

@@ -1,5 +1,6 @@
 // Topic name / topic filter algebra used by authorization. Pure functions over level arrays,
-// so they run the same in a piscina worker and in a unit test.
+// so they run the same in a piscina worker and in a unit test. Validating names and filters,
+// and reading shared-subscription names, is protocol/topics.ts's (one validator).
 //
 // Two questions are answered here:
 //   matches(filter, topic)    does a filter match a topic name (publish and delivery checks)
@@ -7,45 +8,20 @@
 //                             (a SUBSCRIBE filter is allowed when an allowed filter covers it,
 //                             refused when a denied filter covers it)
 
+import { parseShared } from '../protocol/topics.js';
+
 export type Levels = readonly string[];
 
 export function splitLevels(topicOrFilter: string): string[] {
   return topicOrFilter.split('/');
 }
 
-/** A topic name as PUBLISH carries it: non-empty, no wildcards, no NUL. [MQTT-4.7.3-1] [MQTT-3.3.2-2] */
-export function isValidTopicName(topic: string): boolean {
-  return topic.length > 0 && !/[+#\u0000]/.test(topic);
-}
-
-/** A topic filter as SUBSCRIBE carries it. [MQTT-4.7.1-2] [MQTT-4.7.1-3] */
-export function isValidTopicFilter(filter: string): boolean {
-  if (filter.length === 0 || filter.includes('\u0000')) return false;
-  const levels = splitLevels(filter);
-  for (let i = 0; i < levels.length; i++) {
-    const level = levels[i]!;
-    if (level.includes('#') && (level !== '#' || i !== levels.length - 1)) return false;
-    if (level.includes('+') && level !== '+') return false;
-  }
-  return true;
-}
-
-const SHARE_PREFIX = '$share/';
-
 /**
  * The filter that a subscription actually receives: `$share/{group}/{filter}` is authorized
  * on `{filter}` [MQTT-4.8.2]. Returns undefined for a malformed shared subscription.
  */
 export function innerFilter(filter: string): string | undefined {
-  if (!filter.startsWith(SHARE_PREFIX)) return filter;
-  const rest = filter.slice(SHARE_PREFIX.length);
-  const slash = rest.indexOf('/');
-  if (slash <= 0) return undefined;
-  const group = rest.slice(0, slash);
-  // [MQTT-4.8.2-2] the ShareName must not contain "/", "+" or "#".
-  if (/[+#]/.test(group)) return undefined;
-  const inner = rest.slice(slash + 1);
-  return inner.length > 0 ? inner : undefined;
+  return parseShared(filter)?.filter;
 }
 
 function isWildcard(level: string | undefined): boolean {

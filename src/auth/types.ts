@@ -1,6 +1,7 @@
 // Contracts between the protocol code (main thread) and identity: who a client is
 // (authentication) and what it may do (authorization). Everything that crosses the
 // piscina boundary is plain structured-cloneable data.
+import type { ReasonCode } from '../protocol/reason-codes.js';
 
 /** What a client proved at CONNECT (or at MQTT 5 re-authentication). Immutable snapshot. */
 export interface Identity {
@@ -57,7 +58,7 @@ export type AuthOutcome =
   | { readonly ok: true; readonly identity: Identity }
   | {
       readonly ok: false;
-      readonly reasonCode: number;
+      readonly reasonCode: ReasonCode;
       readonly reason: string;
       /** A signature check ran for this request and failed: the CPU an attacker costs (limited per address). */
       readonly signatureChecked?: boolean;

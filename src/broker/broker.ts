@@ -8,6 +8,8 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { RetainedStore, StoredMessage, Subscription, WillRecord } from '../store/types.js';
 import { OutgoingPublish } from '../protocol/publish-encoder.js';
+import { sharedName } from '../protocol/topics.js';
+import type { ReasonCode } from '../protocol/reason-codes.js';
 import { Session, type DropReason, type SessionEvents, type SessionLimits, type SessionLink } from './session.js';
 import { Router, type RemoteRoutes, type Routes } from './router.js';
 import { WillManager } from './wills.js';
@@ -30,7 +32,7 @@ export interface BrokerDeps {
  */
 export type OpenResult =
   | { readonly session: Session; readonly present: boolean }
-  | { readonly refused: number; readonly reason: string };
+  | { readonly refused: ReasonCode; readonly reason: string };
 
 export interface BrokerCluster {
   /** CONNECT: claims the client id cluster-wide and loads or creates its session. */
@@ -64,7 +66,7 @@ export interface LiveConnection extends Pick<SessionLink, 'supersede'> {
   /** The periodic sweep: keepalive and timeouts. */
   tick(nowMs: number): void;
   /** Closes with a DISCONNECT reason code (5.0). */
-  close(reasonCode: number | undefined, why: string): void;
+  close(reasonCode: ReasonCode | undefined, why: string): void;
 }
 
 export const NEVER_EXPIRES = 0xffffffff;
@@ -186,7 +188,7 @@ export class Broker {
   publish(message: StoredMessage, writerEpoch?: number): void | Promise<void> {
     if (message.retain && this.deps.config.retainAvailable) {
       void this.deps.retained.set(message, writerEpoch);
-      this.deps.metrics.retainedMessages.set(this.deps.retained.count() as number);
+      this.deps.metrics.retainedMessages.set(this.deps.retained.count());
     }
     const cluster = this.clusterSide;
     if (cluster && message.qos > 0) message.id ??= cluster.newMessageId();
@@ -269,7 +271,7 @@ export class Broker {
 
   /** Adds or replaces a subscription; returns true when it existed before. */
   subscribe(session: Session, sub: Subscription): boolean {
-    const key = subscriptionKey(sub);
+    const key = sharedName(sub);
     const existed = session.subscriptions.has(key);
     session.subscriptions.set(key, sub);
     this.router.add(session, sub);
@@ -294,7 +296,7 @@ export class Broker {
    * allow, all of them, however many (Session.startSnapshot).
    */
   sendRetained(session: Session, sub: Subscription): void {
-    session.startSnapshot(subscriptionKey(sub), this.deps.retained.cursor(sub.filter), this.deps.clock.now());
+    session.startSnapshot(sharedName(sub), this.deps.retained.cursor(sub.filter), this.deps.clock.now());
   }
 
   /**
@@ -312,7 +314,7 @@ export class Broker {
     for (const m of doomed) void this.deps.retained.set({ topic: m.topic, payload: Buffer.alloc(0), qos: 0, retain: true, origin: m.origin });
     if (doomed.length > 0) {
       this.deps.metrics.messagesDroppedTotal.inc({ reason: 'revoked_retained' }, doomed.length);
-      this.deps.metrics.retainedMessages.set(this.deps.retained.count() as number);
+      this.deps.metrics.retainedMessages.set(this.deps.retained.count());
     }
     return doomed.length;
   }
@@ -488,7 +490,7 @@ export class Broker {
     put('messages/received', this.stats.messagesReceived);
     put('messages/sent', this.stats.messagesSent);
     put('subscriptions/count', this.router.size);
-    put('retained messages/count', this.deps.retained.count() as number);
+    put('retained messages/count', this.deps.retained.count());
   }
 }
 
@@ -501,6 +503,3 @@ function both(a: Promise<void> | undefined, b: void | Promise<void>): void | Pro
   return Promise.all([a, b]).then(noop);
 }
 
-export function subscriptionKey(sub: Pick<Subscription, 'filter' | 'group'>): string {
-  return sub.group === undefined ? sub.filter : `$share/${sub.group}/${sub.filter}`;
-}

@@ -6,6 +6,7 @@ import type { PendingMessage, RetainedCursor, Subscription } from '../store/type
 import type { Subscriber } from './topic-trie.js';
 import { OutgoingPublish } from '../protocol/publish-encoder.js';
 import type { RecentIds } from './recent-ids.js';
+import type { ReasonCode } from '../protocol/reason-codes.js';
 
 /** What a session needs from the connection it is attached to. */
 export interface SessionLink {
@@ -28,7 +29,7 @@ export interface SessionLink {
    * DISCONNECT 0x8E), or this node lost its lease and may not act as owner (0x89): the will is
    * not this node's to decide.
    */
-  supersede(reasonCode: number, why: string, leaseLost?: boolean): void;
+  supersede(reasonCode: ReasonCode, why: string, leaseLost?: boolean): void;
 }
 
 export type OverflowPolicy = 'drop-oldest' | 'drop-new' | 'disconnect';
@@ -74,7 +75,7 @@ export interface SessionEvents {
  * of matches. Snapshot messages are not queued and not bound by the queue limit.
  */
 interface RetainedSnapshot {
-  /** subscriptionKey() of the subscription it is for. */
+  /** sharedName() of the subscription it is for. */
   readonly key: string;
   readonly cursor: RetainedCursor;
 }

@@ -19,6 +19,7 @@ import type { RedisConnection, VigilRedis } from '../redis/connection.js';
 import { closeConnection, num, str } from '../redis/connection.js';
 import { UnexpectedScriptReplyError } from '../store/errors.js';
 import type { RemoteMatch, RemoteRoutes, SharedPick } from '../broker/router.js';
+import { parseShared, sharedName } from '../protocol/topics.js';
 
 export interface RouteTableOptions {
   readonly redis: VigilRedis;
@@ -42,17 +43,6 @@ interface Change {
   version: number;
   member: string;
   filter: string;
-}
-
-/** "$share/g/a/b" → { group: 'g', filter: 'a/b' }; others → { filter }. */
-export function parseRouteFilter(raw: string): { filter: string; group?: string } {
-  if (!raw.startsWith('$share/')) return { filter: raw };
-  const slash = raw.indexOf('/', 7);
-  return { group: raw.slice(7, slash), filter: raw.slice(slash + 1) };
-}
-
-export function routeFilter(sub: Pick<Subscription, 'filter' | 'group'>): string {
-  return sub.group === undefined ? sub.filter : `$share/${sub.group}/${sub.filter}`;
 }
 
 export class RouteTable implements RemoteRoutes {
@@ -133,7 +123,7 @@ export class RouteTable implements RemoteRoutes {
 
   /** A local session subscribed: publishes the filter when this node's count goes 0→1. */
   addLocal(sub: Pick<Subscription, 'filter' | 'group'>): Promise<void> {
-    const raw = routeFilter(sub);
+    const raw = sharedName(sub);
     const n = (this.localCounts.get(raw) ?? 0) + 1;
     this.localCounts.set(raw, n);
     this.localApply('A', raw);
@@ -142,7 +132,7 @@ export class RouteTable implements RemoteRoutes {
 
   /** A local subscription went away: unpublishes the filter when the count goes 1→0. */
   removeLocal(sub: Pick<Subscription, 'filter' | 'group'>): Promise<void> {
-    const raw = routeFilter(sub);
+    const raw = sharedName(sub);
     const n = this.localCounts.get(raw) ?? 0;
     if (n <= 0) return Promise.resolve();
     if (n > 1) {
@@ -205,7 +195,7 @@ export class RouteTable implements RemoteRoutes {
     const m = this.members.get(member);
     if (!m) return;
     for (const raw of m.filters) {
-      const { filter, group } = parseRouteFilter(raw);
+      const { filter, group } = parseShared(raw) ?? { filter: raw };
       this.trie.remove(member, filter, group);
     }
     this.members.delete(member);
@@ -292,13 +282,13 @@ export class RouteTable implements RemoteRoutes {
   private addTo(m: RemoteMember, raw: string): void {
     if (m.filters.has(raw)) return;
     m.filters.add(raw);
-    const { filter, group } = parseRouteFilter(raw);
+    const { filter, group } = parseShared(raw) ?? { filter: raw };
     this.trie.add(m, { filter, group, qos: 2, noLocal: false, retainAsPublished: false, retainHandling: 0 });
   }
 
   private removeFrom(m: RemoteMember, raw: string): void {
     if (!m.filters.delete(raw)) return;
-    const { filter, group } = parseRouteFilter(raw);
+    const { filter, group } = parseShared(raw) ?? { filter: raw };
     this.trie.remove(m.clientId, filter, group);
   }
 }

@@ -14,7 +14,7 @@ import type { WillRecord } from '../store/types.js';
 import type { FailureLimiter } from '../limits/rate-limiter.js';
 import { AliasUse, forClient, type OutgoingPublish } from './publish-encoder.js';
 import type { OutboundAliases } from './outbound-aliases.js';
-import { ProtocolViolation, RC, reasonName } from './reason-codes.js';
+import { ProtocolViolation, RC, reasonName, toReasonCode, type ReasonCode } from './reason-codes.js';
 import { propertyViolation } from './properties.js';
 import { handleConnect, refuse } from './handlers/connect.js';
 import { handlePublish, handlePubrel, handlePuback, handlePubrec, handlePubcomp } from './handlers/publish.js';
@@ -203,7 +203,8 @@ export class Channel implements SessionLink, LiveConnection {
   }
 
   /** Malformed input from the framing layer [MQTT-4.13.1-1]. */
-  handleFramingError(message: string, reasonCode: number = RC.MALFORMED_PACKET): void {
+  handleFramingError(message: string, parserCode?: number): void {
+    const reasonCode = toReasonCode(parserCode, RC.MALFORMED_PACKET);
     this.ctx.metrics.protocolErrorsTotal.inc({ reason: reasonName(reasonCode) });
     this.ctx.log.info({ clientId: this.clientId, remote: this.io.remoteAddress, reason: message }, 'malformed input, closing');
     this.close(reasonCode, message);
@@ -296,7 +297,7 @@ export class Channel implements SessionLink, LiveConnection {
 
   // ---- closing -------------------------------------------------------------------------
 
-  protocolError(reasonCode: number, message: string): void {
+  protocolError(reasonCode: ReasonCode, message: string): void {
     this.ctx.metrics.protocolErrorsTotal.inc({ reason: reasonName(reasonCode) });
     this.ctx.log.info({ clientId: this.clientId, remote: this.io.remoteAddress, reason: message }, 'protocol error, closing');
     this.close(reasonCode, message);
@@ -306,7 +307,7 @@ export class Channel implements SessionLink, LiveConnection {
    * Closes the connection; a 5.0 client that completed CONNECT gets DISCONNECT with the
    * reason first [MQTT-4.13.2-1], one still connecting gets CONNACK with it. The will follows the normal rules when the socket is gone.
    */
-  close(reasonCode: number | undefined, why: string): void {
+  close(reasonCode: ReasonCode | undefined, why: string): void {
     if (this.state === 'closing' || this.state === 'closed') return;
     if (this.protocolVersion === 5 && reasonCode !== undefined) {
       if (this.connected) this.send({ cmd: 'disconnect', reasonCode, properties: this.reasonString(why) });
@@ -349,7 +350,7 @@ export class Channel implements SessionLink, LiveConnection {
    * Cluster: the client connected on another node (5.0 DISCONNECT 0x8E), or this node lost
    * its lease and may not act as owner (0x89).
    */
-  supersede(reasonCode: number, why: string, leaseLost = false): void {
+  supersede(reasonCode: ReasonCode, why: string, leaseLost = false): void {
     this.superseded = true;
     this.leaseLost = leaseLost;
     this.close(reasonCode, why);

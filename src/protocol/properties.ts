@@ -1,10 +1,10 @@
 // MQTT 5 properties a client may send, per packet (MQTT 5 §2.2.2.2 table 2-4). mqtt-packet
 // parses any known property in any packet and turns a repeated one into an array; this
 // pure check answers what the spec says about both. Used by the channel before a handler.
-import { RC } from './reason-codes.js';
+import { RC, type ReasonCode } from './reason-codes.js';
 
 export interface PropertyViolation {
-  readonly code: number;
+  readonly code: ReasonCode;
   readonly reason: string;
 }
 

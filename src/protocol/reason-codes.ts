@@ -44,8 +44,22 @@ export const RC = {
   WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED: 0xa2,
 } as const;
 
+/** An MQTT 5 reason code Vigil sends (CONNACK, PUBACK/PUBREC/PUBREL/PUBCOMP, SUBACK, DISCONNECT, AUTH). */
+export type ReasonCode = (typeof RC)[keyof typeof RC];
+
+const KNOWN = new Set<number>(Object.values(RC));
+
+function isReasonCode(code: number): code is ReasonCode {
+  return KNOWN.has(code);
+}
+
+/** A code from outside (the packet parser's error) as a ReasonCode; an unknown one becomes `fallback`. */
+export function toReasonCode(code: number | undefined, fallback: ReasonCode): ReasonCode {
+  return code !== undefined && isReasonCode(code) ? code : fallback;
+}
+
 /** MQTT 3.1.1 CONNACK return codes for a 5.0 reason code [MQTT-3.2.2-4, table 3.1]. */
-export function connackCode311(reasonCode: number): number {
+export function connackCode311(reasonCode: ReasonCode): number {
   switch (reasonCode) {
     case RC.SUCCESS: return 0x00;
     case RC.UNSUPPORTED_PROTOCOL_VERSION: return 0x01;
@@ -65,6 +79,11 @@ export function connackCode5(reasonCode: number): number {
   return CONNACK_CODES.has(reasonCode) ? reasonCode : RC.UNSPECIFIED_ERROR;
 }
 
+/** A refused subscription's SUBACK code: 5.0 says why; 3.1.1 has one failure code, 0x80 [MQTT-3.9.3-2]. */
+export function subackRefusal(reasonCode: ReasonCode, protocolVersion: number): ReasonCode {
+  return protocolVersion === 5 ? reasonCode : RC.UNSPECIFIED_ERROR;
+}
+
 /** Short label for metrics and logs. */
 export function reasonName(code: number): string {
   for (const [k, v] of Object.entries(RC)) if (v === code) return k.toLowerCase();
@@ -73,7 +92,7 @@ export function reasonName(code: number): string {
 
 /** An error that ends a connection with a reason code (5.0 DISCONNECT before the close). */
 export class ProtocolViolation extends Error {
-  constructor(readonly reasonCode: number, message: string) {
+  constructor(readonly reasonCode: ReasonCode, message: string) {
     super(message);
   }
 }

@@ -1,9 +1,14 @@
-// Topic names and filters [MQTT-4.7]. Pure functions, used on every PUBLISH and SUBSCRIBE.
+// Topic names, filters and shared-subscription names [MQTT-4.7, MQTT-4.8.2]: the one place
+// they are validated, built and parsed. Pure functions (no imports), used on every PUBLISH
+// and SUBSCRIBE, by the ACL (also in a piscina worker), the session store and the route table.
 
 export interface TopicLimits {
   readonly maxTopicLength: number;
   readonly maxTopicLevels: number;
 }
+
+/** The form alone, no size limits (ACL rules, token claims: the listener enforces the limits). */
+export const NO_TOPIC_LIMITS: TopicLimits = { maxTopicLength: Infinity, maxTopicLevels: Infinity };
 
 function countLevels(s: string): number {
   let n = 1;
@@ -40,13 +45,15 @@ export interface ParsedFilter {
   readonly group?: string;
 }
 
+const SHARE_PREFIX = '$share/';
+
 /**
  * Splits `$share/{group}/{filter}` [MQTT-4.8.2-1, MQTT-4.8.2-2]. Returns null when a shared
  * subscription is malformed (empty group, group with wildcards, no filter).
  */
 export function parseShared(raw: string): ParsedFilter | null {
-  if (!raw.startsWith('$share/')) return { filter: raw };
-  const rest = raw.slice(7);
+  if (!raw.startsWith(SHARE_PREFIX)) return { filter: raw };
+  const rest = raw.slice(SHARE_PREFIX.length);
   const slash = rest.indexOf('/');
   if (slash <= 0) return null;
   const group = rest.slice(0, slash);
@@ -54,6 +61,15 @@ export function parseShared(raw: string): ParsedFilter | null {
   const filter = rest.slice(slash + 1);
   if (!filter) return null;
   return { filter, group };
+}
+
+/**
+ * A subscription's name as the client wrote it: `$share/{group}/{filter}` for a shared one,
+ * else the filter. It is the subscription's key in a session, in the session store and in the
+ * route table; parseShared() reads it back.
+ */
+export function sharedName(sub: ParsedFilter): string {
+  return sub.group === undefined ? sub.filter : `${SHARE_PREFIX}${sub.group}/${sub.filter}`;
 }
 
 /** Does a topic name match a filter? `$` topics are not matched by a leading wildcard [MQTT-4.7.2-1]. */

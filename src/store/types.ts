@@ -50,7 +50,8 @@ export interface RetainedStore {
    * snapshot on subscribe): memory O(1) per cursor, whatever the number of matches.
    */
   cursor(filter: string): RetainedCursor;
-  count(): number | Promise<number>;
+  /** How many retained messages there are (both stores know at once: the Redis one mirrors them). */
+  count(): number;
 }
 
 /** A lazy walk over the retained messages matching one filter. */

@@ -3,7 +3,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { RouteTable, parseRouteFilter } from '../../src/cluster/routes.js';
+import { RouteTable } from '../../src/cluster/routes.js';
+import { parseShared, sharedName } from '../../src/protocol/topics.js';
 import { Closer, newKeys, waitFor } from './support.js';
 
 describe('route table', { timeout: 60000 }, () => {
@@ -26,8 +27,8 @@ describe('route table', { timeout: 60000 }, () => {
   const sorted = (s: Set<string>) => [...s].sort();
 
   it('parses shared filters', () => {
-    assert.deepEqual(parseRouteFilter('$share/g/a/+/b'), { group: 'g', filter: 'a/+/b' });
-    assert.deepEqual(parseRouteFilter('a/#'), { filter: 'a/#' });
+    assert.deepEqual(parseShared(sharedName({ group: 'g', filter: 'a/+/b' })), { group: 'g', filter: 'a/+/b' });
+    assert.deepEqual(parseShared('a/#'), { filter: 'a/#' });
   });
 
   it('publishes a filter on 0→1 and withdraws it on 1→0; other nodes see it', async () => {

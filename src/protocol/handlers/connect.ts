@@ -8,16 +8,16 @@ import type { AuthOutcome, Identity } from '../../auth/types.js';
 import { sessionOwner } from '../../auth/session-owner.js';
 import { NEVER_EXPIRES, type OpenResult } from '../../broker/broker.js';
 import type { Session } from '../../broker/session.js';
-import type { WillRecord, MessageProperties } from '../../store/types.js';
+import type { WillRecord } from '../../store/types.js';
 import type { Channel } from '../channel.js';
-import { connackCode311, connackCode5, ProtocolViolation, RC, reasonName } from '../reason-codes.js';
+import { connackCode311, connackCode5, ProtocolViolation, RC, reasonName, type ReasonCode } from '../reason-codes.js';
 import { propertyViolation } from '../properties.js';
 import { OutboundAliases } from '../outbound-aliases.js';
-import { validTopicName } from '../topics.js';
-import { isValidTopicName } from '../../auth/topic-filter.js';
+import { NO_TOPIC_LIMITS, validTopicName } from '../topics.js';
+import { forwardableProperties } from '../message-properties.js';
 
 interface Refusal {
-  readonly code: number;
+  readonly code: ReasonCode;
   readonly reason: string;
 }
 
@@ -75,7 +75,7 @@ function malformed(packet: IConnectPacket, version: number): void {
     if (bad) throw new ProtocolViolation(bad.code, bad.reason);
     const responseTopic = will?.properties?.responseTopic;
     // the will goes out as a PUBLISH, whose Response Topic has no wildcards [MQTT-3.3.2-14]
-    if (responseTopic !== undefined && !isValidTopicName(responseTopic)) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'will response topic is not a topic name');
+    if (responseTopic !== undefined && !validTopicName(responseTopic, NO_TOPIC_LIMITS)) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'will response topic is not a topic name');
   }
 }
 
@@ -236,12 +236,6 @@ const VERSION_LABEL = { 3: '3', 4: '4', 5: '5' } as const;
 function willRecord(ch: Channel, packet: IConnectPacket, identity: Identity, epoch: number): WillRecord {
   const w = packet.will!;
   const wp = w.properties ?? {};
-  const properties: MessageProperties = {};
-  if (wp.payloadFormatIndicator !== undefined) properties.payloadFormatIndicator = wp.payloadFormatIndicator;
-  if (wp.contentType !== undefined) properties.contentType = wp.contentType;
-  if (wp.responseTopic !== undefined) properties.responseTopic = wp.responseTopic;
-  if (wp.correlationData !== undefined) properties.correlationData = wp.correlationData;
-  if (wp.userProperties !== undefined) properties.userProperties = wp.userProperties;
   const v5 = ch.protocolVersion === 5;
   return {
     clientId: ch.clientId,
@@ -250,7 +244,7 @@ function willRecord(ch: Channel, packet: IConnectPacket, identity: Identity, epo
       payload: Buffer.isBuffer(w.payload) ? w.payload : Buffer.from(w.payload ?? ''),
       qos: (w.qos ?? 0) as 0 | 1 | 2,
       retain: !!w.retain,
-      properties: v5 ? properties : undefined,
+      properties: v5 ? (forwardableProperties(wp) ?? {}) : undefined,
       origin: ch.clientId,
       publisher: w.retain ? identity.username : undefined,
     },

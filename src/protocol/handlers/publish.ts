@@ -3,11 +3,11 @@
 import { isUtf8 } from 'node:buffer';
 import type { IPubackPacket, IPubcompPacket, IPublishPacket, IPubrecPacket, IPubrelPacket } from 'mqtt-packet';
 import type { Verdict } from '../../auth/types.js';
-import type { MessageProperties, StoredMessage } from '../../store/types.js';
+import type { StoredMessage } from '../../store/types.js';
 import { ack, type Channel } from '../channel.js';
-import { ProtocolViolation, RC } from '../reason-codes.js';
-import { validTopicName } from '../topics.js';
-import { isValidTopicName } from '../../auth/topic-filter.js';
+import { ProtocolViolation, RC, type ReasonCode } from '../reason-codes.js';
+import { NO_TOPIC_LIMITS, validTopicName } from '../topics.js';
+import { forwardableProperties } from '../message-properties.js';
 
 const PUBACK = 0x40;
 const PUBREC = 0x50;
@@ -37,7 +37,7 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
     // MQTT 5 §3.3.2.3.4: an empty topic stands for an alias; without one it is a Protocol Error
     if (topic === '') throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'empty topic without a topic alias');
     if (props?.subscriptionIdentifier !== undefined) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'subscription identifier from a client'); // [MQTT-3.3.4-6]
-    if (props?.responseTopic !== undefined && !isValidTopicName(props.responseTopic)) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'response topic with wildcards'); // [MQTT-3.3.2-14]
+    if (props?.responseTopic !== undefined && !validTopicName(props.responseTopic, NO_TOPIC_LIMITS)) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'response topic with wildcards'); // [MQTT-3.3.2-14]
   }
   if (!validTopicName(topic, config)) throw new ProtocolViolation(RC.TOPIC_NAME_INVALID, 'invalid topic name');
   if (qos === 0 && packet.dup) throw new ProtocolViolation(RC.MALFORMED_PACKET, 'DUP set on a QoS 0 PUBLISH'); // [MQTT-3.3.1-2]
@@ -49,7 +49,7 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
   const unroutedId = known ? session.incomingQos2.get(packet.messageId!) : undefined;
   if (known && unroutedId === undefined) {
     // a retransmission of a QoS 2 message we already routed: acknowledge again, deliver nothing [MQTT-4.3.3-9]
-    ch.io.write(ack(PUBREC, packet.messageId!));
+    answer(ch, packet, RC.SUCCESS);
     return;
   }
   if (qos === 2 && !known && session.incomingQos2.size >= config.maxInflight) {
@@ -64,7 +64,7 @@ export function handlePublish(ch: Channel, packet: IPublishPacket): void {
     payload: packet.payload as Buffer,
     qos,
     retain: packet.retain,
-    properties: ch.protocolVersion === 5 && props ? forwardable(props) : undefined,
+    properties: ch.protocolVersion === 5 && props ? forwardableProperties(props) : undefined,
     expiresAtMs: props?.messageExpiryInterval !== undefined ? ch.ctx.clock.now() + props.messageExpiryInterval * 1000 : undefined,
     origin: ch.clientId,
   };
@@ -95,22 +95,12 @@ function decided(ch: Channel, packet: IPublishPacket, message: StoredMessage, ve
 }
 
 /** A PUBLISH not routed: 5.0 says why in PUBACK / PUBREC (QoS 0: dropped); 3.1.1 per VIGIL_DENIED_PUBLISH_311. */
-function refusePublish(ch: Channel, packet: IPublishPacket, code: number, reason: string, dropReason: string): void {
+function refusePublish(ch: Channel, packet: IPublishPacket, code: ReasonCode, reason: string, dropReason: string): void {
   const { metrics, config } = ch.ctx;
   metrics.messagesDroppedTotal.inc({ reason: dropReason });
-  const id = packet.messageId!;
-  if (ch.protocolVersion === 5) {
-    if (packet.qos === 1) ch.send({ cmd: 'puback', messageId: id, reasonCode: code, properties: ch.reasonString(reason) });
-    if (packet.qos === 2) ch.send({ cmd: 'pubrec', messageId: id, reasonCode: code, properties: ch.reasonString(reason) });
-    return;
-  }
-  // 3.1.1 cannot say no in a PUBACK
-  if (config.deniedPublish311 === 'disconnect') return ch.close(undefined, 'publish_not_authorized');
-  if (packet.qos === 1) ch.io.write(ack(PUBACK, id));
-  if (packet.qos === 2) {
-    ch.session!.incomingQos2.set(id, undefined);
-    ch.io.write(ack(PUBREC, id));
-  }
+  // 3.1.1 cannot say no in a PUBACK: acknowledged (and dropped), or the connection closed
+  if (ch.protocolVersion !== 5 && config.deniedPublish311 === 'disconnect') return ch.close(undefined, 'publish_not_authorized');
+  answer(ch, packet, code, reason);
 }
 
 function routeAndAck(ch: Channel, packet: IPublishPacket, message: StoredMessage): void {
@@ -170,7 +160,7 @@ function refuseUnstored(ch: Channel, packet: IPublishPacket, message: StoredMess
     if (packet.qos === 2 && ch.session!.incomingQos2.delete(packet.messageId!)) {
       void ch.session!.journal?.incomingQos2(ch.session!, packet.messageId!, 'released').catch(() => undefined);
     }
-    ch.send({ cmd: packet.qos === 1 ? 'puback' : 'pubrec', messageId: packet.messageId!, reasonCode: RC.UNSPECIFIED_ERROR, properties: ch.reasonString('could not be stored') });
+    answer(ch, packet, RC.UNSPECIFIED_ERROR, 'could not be stored');
   } else {
     // the flow stays open: the client retransmits on reconnect (DUP), routed again under the same id
     ch.close(undefined, 'publish_not_stored');
@@ -178,22 +168,25 @@ function refuseUnstored(ch: Channel, packet: IPublishPacket, message: StoredMess
 }
 
 function acknowledge(ch: Channel, packet: IPublishPacket): void {
-  if (packet.qos === 1) ch.io.write(ack(PUBACK, packet.messageId!));
-  else if (packet.qos === 2) {
-    ch.session!.incomingQos2.set(packet.messageId!, undefined);
-    ch.io.write(ack(PUBREC, packet.messageId!));
-  }
+  answer(ch, packet, RC.SUCCESS);
 }
 
-/** Properties forwarded unaltered to subscribers [MQTT-3.3.2-4, MQTT-3.3.2-15..17, MQTT-3.3.2-20]; the alias and expiry are per hop. */
-function forwardable(p: NonNullable<IPublishPacket['properties']>): MessageProperties | undefined {
-  let out: MessageProperties | undefined;
-  if (p.payloadFormatIndicator !== undefined) (out ??= {}).payloadFormatIndicator = p.payloadFormatIndicator;
-  if (p.contentType !== undefined) (out ??= {}).contentType = p.contentType;
-  if (p.responseTopic !== undefined) (out ??= {}).responseTopic = p.responseTopic;
-  if (p.correlationData !== undefined) (out ??= {}).correlationData = p.correlationData;
-  if (p.userProperties !== undefined) (out ??= {}).userProperties = p.userProperties;
-  return out;
+/**
+ * The one place a PUBLISH is answered: PUBACK (QoS 1) or PUBREC (QoS 2) carrying the
+ * outcome. 5.0 sends a refusal's reason code (and reason string); 3.1.1 acks carry none, so
+ * there a refusal is acknowledged like a success. A QoS 2 answered as received is remembered
+ * until PUBREL; a refused one is not (the flow ends, MQTT 5 §4.3.3).
+ */
+function answer(ch: Channel, packet: IPublishPacket, outcome: ReasonCode, reason?: string): void {
+  const id = packet.messageId!;
+  if (packet.qos === 0) return;
+  const accepted = outcome === RC.SUCCESS || ch.protocolVersion !== 5;
+  if (accepted) {
+    if (packet.qos === 2) ch.session!.incomingQos2.set(id, undefined);
+    ch.io.write(ack(packet.qos === 1 ? PUBACK : PUBREC, id));
+    return;
+  }
+  ch.send({ cmd: packet.qos === 1 ? 'puback' : 'pubrec', messageId: id, reasonCode: outcome, properties: ch.reasonString(reason ?? '') });
 }
 
 export function handlePubrel(ch: Channel, packet: IPubrelPacket): void {

@@ -2,16 +2,15 @@
 // authorization give a per-filter reason code in SUBACK; retained messages follow the SUBACK.
 import type { ISubscribePacket, ISubscription, IUnsubscribePacket } from 'mqtt-packet';
 import type { Verdict } from '../../auth/types.js';
-import { subscriptionKey } from '../../broker/broker.js';
 import type { Subscription } from '../../store/types.js';
 import type { Channel } from '../channel.js';
-import { ProtocolViolation, RC } from '../reason-codes.js';
-import { parseShared, validTopicFilter } from '../topics.js';
+import { ProtocolViolation, RC, subackRefusal, type ReasonCode } from '../reason-codes.js';
+import { parseShared, sharedName, validTopicFilter } from '../topics.js';
 
 interface Requested {
   readonly sub: Subscription | null;
   /** Reason code when refused before authorization. */
-  readonly refusedWith?: number;
+  readonly refusedWith?: ReasonCode;
 }
 
 export function handleSubscribe(ch: Channel, packet: ISubscribePacket): void {
@@ -57,24 +56,23 @@ function parse(ch: Channel, s: ISubscription, subscriptionId: number | undefined
 function granted(ch: Channel, packet: ISubscribePacket, requested: Requested[], verdicts: Verdict[]): void {
   const { broker, config, metrics, log } = ch.ctx;
   const session = ch.session!;
-  const v5 = ch.protocolVersion === 5;
-  const codes: number[] = [];
+  const codes: ReasonCode[] = [];
   const retainedFor: Subscription[] = [];
   for (let i = 0; i < requested.length; i++) {
     const { sub, refusedWith } = requested[i];
     if (sub === null) {
-      codes.push(v5 ? refusedWith! : 0x80);
+      codes.push(subackRefusal(refusedWith ?? RC.UNSPECIFIED_ERROR, ch.protocolVersion));
       continue;
     }
     if (!verdicts[i].allowed) {
       log.info({ clientId: ch.clientId, username: ch.identity?.username, filter: sub.filter, reason: (verdicts[i] as { reason?: string }).reason }, 'subscribe denied');
-      codes.push(v5 ? RC.NOT_AUTHORIZED : 0x80);
+      codes.push(subackRefusal(RC.NOT_AUTHORIZED, ch.protocolVersion));
       continue;
     }
-    const key = subscriptionKey(sub);
+    const key = sharedName(sub);
     if (!session.subscriptions.has(key) && session.subscriptions.size >= config.maxSubscriptionsPerClient) {
       metrics.limitHitsTotal.inc({ limit: 'subscriptions_per_client' });
-      codes.push(v5 ? RC.QUOTA_EXCEEDED : 0x80);
+      codes.push(subackRefusal(RC.QUOTA_EXCEEDED, ch.protocolVersion));
       continue;
     }
     const existed = broker.subscribe(session, sub);
@@ -92,7 +90,7 @@ export function handleUnsubscribe(ch: Channel, packet: IUnsubscribePacket): void
   if (!packet.unsubscriptions || packet.unsubscriptions.length === 0) throw new ProtocolViolation(RC.PROTOCOL_ERROR, 'UNSUBSCRIBE without filters'); // [MQTT-3.10.3-2]
   const codes = packet.unsubscriptions.map((raw) => {
     const shared = parseShared(raw);
-    const removed = shared !== null && ch.ctx.broker.unsubscribe(session, subscriptionKey(shared));
+    const removed = shared !== null && ch.ctx.broker.unsubscribe(session, sharedName(shared));
     return removed ? RC.SUCCESS : RC.NO_SUBSCRIPTION_EXISTED;
   });
   if (ch.protocolVersion === 5) ch.send({ cmd: 'unsuback', messageId: packet.messageId!, granted: codes });

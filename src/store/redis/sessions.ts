@@ -9,6 +9,7 @@ import { buf, num, str } from '../../redis/connection.js';
 import { decodePending, encodePending } from './codec.js';
 import { statusError, UnexpectedScriptReplyError } from '../errors.js';
 import { SEEN_MAX, SEEN_WINDOW_MS } from '../../broker/recent-ids.js';
+import { sharedName } from '../../protocol/topics.js';
 
 export interface RedisSessionStoreOptions {
   readonly redis: VigilRedis;
@@ -31,7 +32,6 @@ function incomingFrom(flat: unknown[]): Pick<SessionSnapshot, 'incomingQos2' | '
   return unroutedQos2.length > 0 ? { incomingQos2, unroutedQos2 } : { incomingQos2 };
 }
 
-const subKey = (filter: string, group?: string) => (group === undefined ? filter : `$share/${group}/${filter}`);
 
 export class RedisSessionStore implements SessionStore {
   constructor(private readonly o: RedisSessionStoreOptions) {}
@@ -80,7 +80,7 @@ export class RedisSessionStore implements SessionStore {
 
   async save(s: SessionSnapshot): Promise<number[]> {
     const args: RedisArg[] = [s.epoch, s.expiryIntervalS, s.subscriptions.length];
-    for (const sub of s.subscriptions) args.push(subKey(sub.filter, sub.group), JSON.stringify(sub));
+    for (const sub of s.subscriptions) args.push(sharedName(sub), JSON.stringify(sub));
     args.push(s.pending.length);
     for (const p of s.pending) args.push(encodePending(p), p.packetId === undefined ? '' : `${p.packetId}:${p.released ? 1 : 0}`, p.message.id ?? '');
     const unrouted = new Map(s.unroutedQos2 ?? []);
@@ -129,11 +129,11 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async putSubscription(clientId: string, epoch: number, sub: Subscription): Promise<void> {
-    await this.change(clientId, epoch, ['sub', subKey(sub.filter, sub.group), JSON.stringify(sub)]);
+    await this.change(clientId, epoch, ['sub', sharedName(sub), JSON.stringify(sub)]);
   }
 
   removeSubscription(clientId: string, epoch: number, filter: string, group?: string): Promise<boolean> {
-    return this.change(clientId, epoch, ['unsub', subKey(filter, group)]);
+    return this.change(clientId, epoch, ['unsub', sharedName({ filter, group })]);
   }
 
   addIncomingQos2(clientId: string, epoch: number, packetId: number, unroutedId?: string): Promise<boolean> {

@@ -1,6 +1,10 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { covers, innerFilter, isValidTopicFilter, isValidTopicName, matches, splitLevels } from '../../../src/auth/topic-filter.js';
+import { covers, innerFilter, matches, splitLevels } from '../../../src/auth/topic-filter.js';
+import { NO_TOPIC_LIMITS, validTopicFilter, validTopicName } from '../../../src/protocol/topics.js';
+
+const isValidTopicName = (t: string) => validTopicName(t, NO_TOPIC_LIMITS);
+const isValidTopicFilter = (f: string) => validTopicFilter(f, NO_TOPIC_LIMITS);
 
 const m = (f: string, t: string) => matches(splitLevels(f), splitLevels(t));
 const c = (outer: string, inner: string) => covers(splitLevels(outer), splitLevels(inner));
@@ -36,7 +40,7 @@ describe('topic filter algebra', () => {
     assert.ok(!c('a/b/c', 'a/b'));
   });
 
-  it('validates names and filters', () => {
+  it('validates names and filters as the ACL does (the protocol validator, no size limits)', () => {
     assert.ok(isValidTopicName('a/b'));
     for (const bad of ['', 'a/+', 'a/#', 'a\u0000b']) assert.ok(!isValidTopicName(bad), bad);
     for (const good of ['#', '+', 'a/+/b', 'a/#', '/']) assert.ok(isValidTopicFilter(good), good);
