@@ -8,7 +8,7 @@ import type { RemoteMatch, RemoteRoutes, Routes } from '../broker/router.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { StoredMessage } from '../store/types.js';
-import type { BusEnvelope, PublishEnvelope } from './bus.js';
+import type { BusEnvelope, PublishEnvelope } from './bus-codec.js';
 import type { ClusterNode } from './node.js';
 import type { SessionClaims } from './session-claims.js';
 import type { ClusterSessionJournal } from './session-journal.js';

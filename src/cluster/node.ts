@@ -13,7 +13,8 @@ import { VigilRedis, redisTargetFromConfig, type RedisTargetConfig } from '../re
 import { Membership, type OwnerChangeReason } from './membership.js';
 import { ClientRegistry } from './registry.js';
 import { RouteTable } from './routes.js';
-import { MessageBus, type BusHandler, type PublishEnvelope } from './bus.js';
+import { MessageBus, type BusHandler } from './bus.js';
+import type { PublishEnvelope } from './bus-codec.js';
 import { recordReap } from './fleet-index.js';
 
 export interface ClusterNodeHooks {

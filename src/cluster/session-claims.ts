@@ -11,7 +11,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { SessionSnapshot, WillRecord } from '../store/types.js';
 import { ClientIdHeldError, StaleEpochError } from '../store/errors.js';
-import type { KickEnvelope } from './bus.js';
+import type { KickEnvelope } from './bus-codec.js';
 import type { ClusterNode } from './node.js';
 import type { ClusterSessionJournal } from './session-journal.js';
 

@@ -3,7 +3,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { MessageBus, decodeEnvelope, encodeEnvelope, type BusEnvelope } from '../../src/cluster/bus.js';
+import { MessageBus } from '../../src/cluster/bus.js';
+import { decodeEnvelope, encodeEnvelope, type BusEnvelope } from '../../src/cluster/bus-codec.js';
 import { Closer, message, newKeys, sleep, waitFor } from './support.js';
 
 describe('cross-node bus', { timeout: 60000 }, () => {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
 import { ClusterNode } from '../../src/cluster/node.js';
 import type { WillRecord } from '../../src/store/types.js';
-import type { BusEnvelope } from '../../src/cluster/bus.js';
+import type { BusEnvelope } from '../../src/cluster/bus-codec.js';
 import { waitFor, will, message } from './support.js';
 
 describe('cluster node', { timeout: 60000 }, () => {
