@@ -13,7 +13,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
-import { startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { startNode, waitForRoutes, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { ClientPool, sleep, withTimeout, type TestClient } from '../helpers/mqtt.js';
 
 const OUTAGE_MS = 5000;
@@ -62,17 +62,23 @@ describe('Redis outage', () => {
     const received: string[] = [];
     const collect = () => {
       received.length = 0;
-      for (const c of subscriberConnections) for (const m of c.messages) received.push(m.payload);
+      for (const c of subscriberConnections) for (const m of c.messages) if (m.topic === 'ro/t') received.push(m.payload);
     };
     const subOptions = { protocolVersion: 5 as const, clientId: 'ro-sub', clean: false, properties: { sessionExpiryInterval: 300 } };
     let sub = await clients.connect(b.url, subOptions);
     subscriberConnections.push(sub);
     await sub.mqtt.subscribeAsync('ro/#', { qos: 1 });
-    await sleep(300);
+    // publishing starts once A routes to the subscriber (a probe from A arrives)
+    const routesFromA = async () => {
+      const probe = await clients.connect(a.url, { protocolVersion: 5, clientId: `ro-probe-${subConnects}` }, 5000);
+      await waitForRoutes(probe, sub);
+      probe.mqtt.end(true);
+    };
+    let subConnects = 1;
+    await routesFromA();
     let running = true;
     // the subscriber stays away until publishing has resumed after the outage
     let subMayReconnect = false;
-    let subConnects = 1;
     // [closed, resumed] intervals of the subscriber's connection
     const detached: [number, number][] = [];
     const subscriberLoop = (async () => {
@@ -87,13 +93,23 @@ describe('Redis outage', () => {
             sub = await clients.connect(b.url, subOptions, 1000);
             subscriberConnections.push(sub);
             subConnects++;
-            detached[detached.length - 1][1] = Date.now() + 300; // + the time its route takes to reach A
             mark(`subscriber reconnected to B (session present: ${sub.connack.sessionPresent})`);
             break;
           } catch {
             await sleep(200);
           }
         }
+        // away until its route reaches A again: what A acknowledges from then on must arrive
+        while (running) {
+          try {
+            await routesFromA();
+            break;
+          } catch {
+            await sleep(200);
+          }
+        }
+        detached[detached.length - 1][1] = Date.now();
+        mark('A routes to the subscriber again');
       }
     })();
 
@@ -129,7 +145,7 @@ describe('Redis outage', () => {
       pub?.mqtt.end(true);
     })();
 
-    await sleep(1500);
+    await waitUntil(() => acked.length >= 50, 10_000, 'traffic before the outage');
     const ackedBefore = acked.length;
     mark(`${ackedBefore} messages acknowledged before the outage`);
 
@@ -167,8 +183,9 @@ describe('Redis outage', () => {
     await waitUntil(() => acked.length >= ackedDuring + 50, 10000, 'publishing to resume after the outage');
     mark(`publishing resumed (${acked.length} acknowledged)`);
     subMayReconnect = true;
-    await waitUntil(() => subConnects > 1, 5000, 'the subscriber to come back');
-    await sleep(1000);
+    await waitUntil(() => subConnects > 1 && detached.every(([, to]) => to !== Infinity), 30_000, 'the subscriber to come back and A to route to it');
+    const ackedBack = acked.length;
+    await waitUntil(() => acked.length >= ackedBack + 50, 10_000, 'publishing with the subscriber back');
     running = false;
     await publisherLoop;
     mark(`publisher stopped: ${acked.length} acknowledged, ${unconfirmed} without PUBACK`);
