@@ -182,12 +182,15 @@ export class MessageBus {
     } catch (err) {
       if (!/BUSYGROUP/.test((err as Error).message)) throw err;
     }
-    this.reader = this.o.redis.duplicate({ blocking: true });
+    const reader = this.o.redis.duplicate({ blocking: true });
+    const drops = { count: 0 };
+    reader.on('close', () => drops.count++);
+    this.reader = reader;
     this.running = true;
-    this.loop = this.readLoop(this.reader, key);
+    this.loop = this.readLoop(reader, key, drops);
   }
 
-  private async readLoop(reader: RedisConnection, key: string): Promise<void> {
+  private async readLoop(reader: RedisConnection, key: string, drops: { count: number }): Promise<void> {
     // first our own pending entries (read before, never acknowledged), then new ones
     let from = '0';
     let acking: Promise<unknown> = Promise.resolve();
@@ -195,6 +198,7 @@ export class MessageBus {
       // pending entries are read again only once the acknowledgements sent so far landed
       if (from === '0') await acking;
       let reply: StreamReply;
+      const dropsBefore = drops.count;
       try {
         reply = (await reader.callBuffer('XREADGROUP', 'GROUP', GROUP, 'c', 'COUNT', this.o.batch ?? 1000, 'BLOCK', this.o.blockMs ?? 1000, 'STREAMS', key, from)) as StreamReply;
       } catch (err) {
@@ -209,6 +213,16 @@ export class MessageBus {
         // are pending under this consumer and only a read from '0' returns them
         from = '0';
         await new Promise((r) => setTimeout(r, 200));
+        continue;
+      }
+      if (drops.count !== dropsBefore) {
+        // The connection dropped while this read was out and ioredis sent it again on the new
+        // one (autoResendUnfulfilledCommands), so no error came. Redis may have served the
+        // first send (a restart that fsyncs on SHUTDOWN keeps that in the AOF) and its reply,
+        // with entries now pending under this consumer, died with the connection: a '>' read
+        // never returns them again. Read every pending entry from '0', in stream order (this
+        // reply's entries are pending too), instead of trusting this reply.
+        from = '0';
         continue;
       }
       const entries = reply?.[0]?.[1] ?? [];

@@ -238,6 +238,10 @@ export class VigilRedis {
       commandTimeout: o.commandTimeoutMs,
       enableAutoPipelining: o.autoPipelining,
       retryStrategy: (times) => Math.min(50 * times, 1000),
+      // a restarted Redis answers LOADING while it reads its AOF, reporting an ETA in whole
+      // seconds (0 while short): ioredis would wait 1 s before asking again, long enough for
+      // every node's lease to go unconfirmed after a restart that took a few hundred ms
+      maxLoadingRetryTime: 50,
       // a master demoted by a failover (it came back, or a sentinel reconfigured it) answers
       // writes with READONLY: reconnect, which asks the sentinels for the master again; the
       // failed command fails (its caller retries, nothing is acknowledged on it)
