@@ -37,7 +37,9 @@ export interface PolicyAuthorizerOptions {
 
 interface IdentityVerdicts {
   version: number;
-  readonly verdicts: Map<string, Verdict>;
+  /** Keyed by topic (publish) or filter (subscribe): one map per action keeps the hit path free of string building. */
+  readonly publish: Map<string, Verdict>;
+  readonly subscribe: Map<string, Verdict>;
   readonly pending: Map<string, Promise<Verdict>>;
 }
 
@@ -55,8 +57,12 @@ export class PolicyAuthorizer implements Authorizer {
   private version = 0;
   private cachedVerdicts = 0;
   private readonly receive: ReceiveTables;
+  private readonly cacheHits: { inc(): void };
+  private readonly cacheMisses: { inc(): void };
 
   constructor(private readonly options: PolicyAuthorizerOptions) {
+    this.cacheHits = options.metrics.aclVerdictCacheTotal.bind({ result: 'hit' });
+    this.cacheMisses = options.metrics.aclVerdictCacheTotal.bind({ result: 'miss' });
     this.maxPerIdentity = options.maxVerdictsPerIdentity ?? 1000;
     this.maxTotal = options.maxVerdicts ?? 200_000;
     this.policyGeneration = options.policyFile?.current.generation ?? 0;
@@ -92,13 +98,13 @@ export class PolicyAuthorizer implements Authorizer {
     if (this.options.revocations.isRevoked(identity)) return this.deny(action, REVOKED);
     if (this.allowAll) return ALLOWED;
     const entry = this.entryFor(identity);
-    const key = action === 'publish' ? `p${topic}` : `s${topic}`;
-    const hit = entry.verdicts.get(key);
+    const hit = (action === 'publish' ? entry.publish : entry.subscribe).get(topic);
     if (hit) {
-      this.options.metrics.aclVerdictCacheTotal.inc({ result: 'hit' });
+      this.cacheHits.inc();
       return hit.allowed ? hit : this.deny(action, hit);
     }
-    this.options.metrics.aclVerdictCacheTotal.inc({ result: 'miss' });
+    this.cacheMisses.inc();
+    const key = action === 'publish' ? `p${topic}` : `s${topic}`;
     const pending = entry.pending.get(key);
     if (pending) return pending;
 
@@ -181,11 +187,12 @@ export class PolicyAuthorizer implements Authorizer {
   private entryFor(identity: Identity): IdentityVerdicts {
     let entry = this.cache.get(identity);
     if (!entry) {
-      entry = { version: this.version, verdicts: new Map(), pending: new Map() };
+      entry = { version: this.version, publish: new Map(), subscribe: new Map(), pending: new Map() };
       this.cache.set(identity, entry);
     } else if (entry.version !== this.version) {
       entry.version = this.version;
-      entry.verdicts.clear();
+      entry.publish.clear();
+      entry.subscribe.clear();
       // Evaluations in flight answer their own callers; later checks must ask the new policy.
       entry.pending.clear();
     }
@@ -196,13 +203,14 @@ export class PolicyAuthorizer implements Authorizer {
     const verdict: Verdict = decision.allowed ? ALLOWED : Object.freeze({ allowed: false, reason: decision.reason });
     // A verdict computed against an older policy answers the check that asked, but is not kept.
     if (version === this.version && entry.version === version) {
-      if (entry.verdicts.size >= this.maxPerIdentity) {
-        this.cachedVerdicts -= entry.verdicts.size;
-        entry.verdicts.clear();
+      if (entry.publish.size + entry.subscribe.size >= this.maxPerIdentity) {
+        this.cachedVerdicts -= entry.publish.size + entry.subscribe.size;
+        entry.publish.clear();
+        entry.subscribe.clear();
       }
       if (this.cachedVerdicts >= this.maxTotal) this.flush();
       else {
-        entry.verdicts.set(key, verdict);
+        (action === 'publish' ? entry.publish : entry.subscribe).set(key.slice(1), verdict);
         this.cachedVerdicts++;
       }
     }

@@ -100,10 +100,10 @@ export class Broker {
       budget: { limit: config.queuedBytesBudget, used: 0 },
       overflow: config.queueOverflow,
     };
-    const sent = [metrics.messagesOutTotal.labels('0'), metrics.messagesOutTotal.labels('1'), metrics.messagesOutTotal.labels('2')];
-    this.receivedByQos = [metrics.messagesInTotal.labels('0'), metrics.messagesInTotal.labels('1'), metrics.messagesInTotal.labels('2')];
-    const deliveryDenied = metrics.messagesDroppedTotal.labels('not_authorized');
-    const receiveDenied = metrics.aclDeniesTotal.labels('receive');
+    const sent = [metrics.messagesOutTotal.bind({ qos: '0' }), metrics.messagesOutTotal.bind({ qos: '1' }), metrics.messagesOutTotal.bind({ qos: '2' })];
+    this.receivedByQos = [metrics.messagesInTotal.bind({ qos: '0' }), metrics.messagesInTotal.bind({ qos: '1' }), metrics.messagesInTotal.bind({ qos: '2' })];
+    const deliveryDenied = metrics.messagesDroppedTotal.bind({ reason: 'not_authorized' });
+    const receiveDenied = metrics.aclDeniesTotal.bind({ action: 'receive' });
     this.sessionEvents = {
       dropped: (reason: DropReason) => {
         if (reason === 'not_authorized') {
@@ -220,7 +220,7 @@ export class Broker {
   private deliver(message: StoredMessage, routes: Routes): Promise<void> | undefined {
     const { sessions, shared, localShared } = routes;
     if (sessions.length === 0 && shared.length === 0 && localShared.length === 0) return undefined; // no local subscriber (a cluster node's usual case)
-    const out = new OutgoingPublish(message, this.deps.clock.now());
+    const out = this.outgoing(message);
     if (out.expired) return undefined;
     let writes: Promise<void>[] | undefined;
     for (let i = 0; i < sessions.length; i++) {
@@ -248,7 +248,7 @@ export class Broker {
       this.deps.metrics.messagesDroppedTotal.inc({ reason: 'shared_group_gone' });
       return undefined;
     }
-    out ??= new OutgoingPublish(message, this.deps.clock.now());
+    out ??= this.outgoing(message);
     if (out.expired) return undefined;
     return this.deliverTo(entry, message, out);
   }
@@ -258,6 +258,11 @@ export class Broker {
     if (message.id !== undefined && !this.firstCopy(subscriber, message)) return undefined;
     const qos = (message.qos < sub.qos ? message.qos : sub.qos) as 0 | 1 | 2;
     return subscriber.deliver(out, qos, sub.retainAsPublished && message.retain, sub.subscriptionId === undefined ? undefined : [sub.subscriptionId]);
+  }
+
+  /** The clock matters only for Message Expiry: a message without one skips the read. */
+  private outgoing(message: StoredMessage): OutgoingPublish {
+    return new OutgoingPublish(message, message.expiresAtMs === undefined ? 0 : this.deps.clock.now());
   }
 
   /** Cluster: false for a second copy of a message this session already got (dropped, counted). */

@@ -1,6 +1,7 @@
 // The MQTT protocol state machine of one connection. It takes decoded packets and answers
 // through ChannelIO; it never touches a socket, so the same code runs over TCP, TLS and
 // WebSocket, and a test can drive it without one. Packet handling lives in handlers/.
+import '../transport/quiet-debug.js'; // before mqtt-packet: its per-packet debug calls become no-ops
 import mqttPacket from 'mqtt-packet';
 import type { Packet } from 'mqtt-packet';
 import type { Authenticator, Authorizer, Identity } from '../auth/types.js';
@@ -119,8 +120,9 @@ export class Channel implements SessionLink, LiveConnection {
 
   // ---- input ---------------------------------------------------------------------------
 
-  handlePacket(packet: Packet): void {
-    this.lastRxMs = this.ctx.clock.now();
+  /** `nowMs`: when the packet's bytes arrived (one clock read per socket chunk, not per packet). */
+  handlePacket(packet: Packet, nowMs = this.ctx.clock.now()): void {
+    this.lastRxMs = nowMs;
     if (this.state === 'closing' || this.state === 'closed') return;
     if (this.busy || this.state === 'authenticating') {
       if (packet.cmd === 'connect') return this.protocolError(RC.PROTOCOL_ERROR, 'second CONNECT'); // [MQTT-3.1.0-2]

@@ -42,7 +42,7 @@ class StreamIO implements ChannelIO {
     this.corked = false;
     this.stream.uncork();
     if (this.pendingBytesOut > 0) {
-      this.ctx.metrics.bytesOutTotal.inc(this.pendingBytesOut);
+      this.ctx.metrics.bytesOutTotal.inc({}, this.pendingBytesOut);
       this.pendingBytesOut = 0;
     }
   }
@@ -114,7 +114,7 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
 
   parser.on('packet', (packet: Packet) => {
     if (packetSize(packet.length ?? 0) > max) return tooLarge(channel);
-    channel.handlePacket(packet);
+    channel.handlePacket(packet, chunkAtMs);
   });
   parser.on('error', (err: FramingError) => {
     if (channel.state === 'closing' || channel.state === 'closed') return;
@@ -123,9 +123,11 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
     if (channel.state === 'awaiting-connect' && parser.connectVersion === 5) channel.protocolVersion = 5;
     channel.handleFramingError(err.message, err.reasonCode);
   });
+  let chunkAtMs = 0;
   stream.on('data', (chunk: Buffer) => {
     if (channel.state === 'closing' || channel.state === 'closed') return;
-    ctx.metrics.bytesInTotal.inc(chunk.length);
+    chunkAtMs = ctx.clock.now();
+    ctx.metrics.bytesInTotal.inc({}, chunk.length);
     try {
       parser.parse(chunk);
     } catch (err) {
