@@ -2,6 +2,7 @@
 // lets through and the specs call malformed or a protocol error, with the reason code.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
 import type { Packet } from 'mqtt-packet';
 import { strictParser, type FramingError } from '../../src/transport/strict-parser.js';
@@ -80,4 +81,56 @@ test('connectVersion reports the level of a CONNECT being parsed', () => {
   bytes[9] |= 0x01; // reserved flag: the parse fails after the level byte
   parser.parse(bytes);
   assert.equal(parser.connectVersion, 5);
+});
+
+test('property: PUBLISH read straight from the chunk equals the state machine, for any stream cut anywhere', () => {
+  const topicArb = fc.constantFrom('a', 'a/b', 'fleet/s-1/state', 'ünï/温度', '😀/x', '');
+  const publishArb = fc.record({
+    cmd: fc.constant('publish' as const),
+    topic: topicArb,
+    qos: fc.constantFrom(0, 1, 2) as fc.Arbitrary<0 | 1 | 2>,
+    retain: fc.boolean(),
+    dup: fc.boolean(),
+    messageId: fc.integer({ min: 1, max: 65_535 }),
+    payloadLength: fc.constantFrom(0, 1, 5, 120, 200, 20_000),
+    withProps: fc.boolean(),
+  });
+  const otherArb = fc.constantFrom<Record<string, unknown>>({ cmd: 'pingreq' }, { cmd: 'puback', messageId: 7 }, { cmd: 'subscribe', messageId: 9, subscriptions: [{ topic: 'a/#', qos: 1 }] });
+  const stream = fc.array(fc.oneof({ weight: 4, arbitrary: publishArb }, { weight: 1, arbitrary: otherArb }), { minLength: 1, maxLength: 12 });
+  const cuts = fc.array(fc.integer({ min: 1, max: 400 }), { minLength: 1, maxLength: 20 });
+  const summary = (p: Record<string, unknown>) => JSON.stringify({ ...p, payload: p.payload ? Buffer.from(p.payload as Buffer).toString('hex') : p.payload, length: undefined });
+  fc.assert(
+    fc.property(fc.constantFrom(4, 5) as fc.Arbitrary<4 | 5>, stream, cuts, (version, packets, cutSizes) => {
+      const bytes = Buffer.concat(
+        packets.map((p) => {
+          if (p.cmd !== 'publish') return mqttPacket.generate({ ...p, ...(version === 5 && p.cmd === 'puback' ? { reasonCode: 0 } : {}) } as never, { protocolVersion: version });
+          const { payloadLength, withProps, messageId, ...rest } = p as { payloadLength: number; withProps: boolean; messageId: number; qos: number } & Record<string, unknown>;
+          const packet: Record<string, unknown> = { ...rest, payload: Buffer.alloc(payloadLength, 0x61) };
+          if (rest.qos > 0) packet.messageId = messageId;
+          if (version === 5 && withProps) packet.properties = { contentType: 'text/plain' };
+          return mqttPacket.generate(packet as never, { protocolVersion: version });
+        }),
+      );
+      const connect = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: version as 4 | 5, clean: true, clientId: 'c', keepalive: 0 });
+      const chunks: Buffer[] = [];
+      for (let at = 0, k = 0; at < bytes.length; k++) {
+        const size = cutSizes[k % cutSizes.length];
+        chunks.push(bytes.subarray(at, at + size));
+        at += size;
+      }
+      const run = (parser: { on(e: string, f: (x: never) => void): void; parse(b: Buffer): number }) => {
+        const out: string[] = [];
+        parser.on('packet', (p: Record<string, unknown>) => out.push(summary(p)));
+        parser.on('error', (e: Error) => out.push(`error ${e.message}`));
+        parser.parse(connect);
+        for (const c of chunks) parser.parse(c);
+        return out;
+      };
+      const ours = run(strictParser() as never);
+      const stock = run(mqttPacket.parser({ protocolVersion: 4 }) as never);
+      assert.deepEqual(ours, stock);
+      assert.equal(ours.length, packets.length + 1);
+    }),
+    { numRuns: 400 },
+  );
 });
