@@ -1,6 +1,8 @@
 // Subscription trie: one node per topic level, '+' and '#' as ordinary children. A publish
 // walks only the branches its levels can match, so routing cost follows the topic depth and
-// the number of matches, not the number of subscriptions.
+// the number of matches, not the number of subscriptions. What a topic matched is kept
+// until the next subscribe or unsubscribe anywhere in the trie (bounded: see MatchCacheLimits),
+// so steady traffic on a fixed set of topics does not split and walk each topic again.
 import type { Subscription } from '../store/types.js';
 
 /** Whoever holds subscriptions: a local session (or, in the cluster, a remote node). */
@@ -30,9 +32,35 @@ class TrieNode<S extends Subscriber> {
   }
 }
 
+/** What one topic matched while the trie was at `version`: plain entries, then the shared groups to pick from. */
+interface Matched<S extends Subscriber> {
+  readonly version: number;
+  readonly entries: SubEntry<S>[];
+  readonly groups: SharedGroup<S>[];
+}
+
+export interface MatchCacheLimits {
+  /** Topics remembered; past it the cache starts over. */
+  readonly topics: number;
+  /** Entries (plain and shared groups) held by all remembered topics together. */
+  readonly entries: number;
+  /** UTF-16 code units of all remembered topic strings together. */
+  readonly topicChars: number;
+}
+
+const DEFAULT_MATCH_CACHE: MatchCacheLimits = { topics: 10_000, entries: 200_000, topicChars: 2_000_000 };
+
 export class TopicTrie<S extends Subscriber> {
   private readonly root = new TrieNode<S>();
   private count = 0;
+  /** Bumped by every add and remove: every remembered match of an older version is stale. */
+  private version = 0;
+  private readonly matched = new Map<string, Matched<S>>();
+  private matchedEntries = 0;
+  private matchedChars = 0;
+  private collecting?: Matched<S>;
+
+  constructor(private readonly cacheLimits: MatchCacheLimits = DEFAULT_MATCH_CACHE) {}
 
   get size(): number {
     return this.count;
@@ -40,6 +68,7 @@ export class TopicTrie<S extends Subscriber> {
 
   /** Adds or replaces; returns true when the subscription already existed. */
   add(subscriber: S, sub: Subscription): boolean {
+    this.version++;
     let node = this.root;
     for (const level of sub.filter.split('/')) {
       let child = node.children.get(level);
@@ -74,6 +103,7 @@ export class TopicTrie<S extends Subscriber> {
 
   /** Removes; returns true when it existed. */
   remove(clientId: string, filter: string, group?: string): boolean {
+    this.version++;
     const path: TrieNode<S>[] = [this.root];
     const levels = filter.split('/');
     let node = this.root;
@@ -119,33 +149,67 @@ export class TopicTrie<S extends Subscriber> {
    * are; each matching shared group yields one member, round robin, connected ones first.
    */
   match(topic: string, visit: (entry: SubEntry<S>) => void): void {
-    const levels = topic.split('/');
-    // [MQTT-4.7.2-1] a leading wildcard does not match a topic starting with '$'
-    const dollar = topic.charCodeAt(0) === 36;
-    this.walk(this.root, levels, 0, dollar, visit);
+    let m = this.matched.get(topic);
+    if (m === undefined || m.version !== this.version) m = this.lookup(topic);
+    const { entries, groups } = m;
+    for (let i = 0; i < entries.length; i++) visit(entries[i]);
+    for (let i = 0; i < groups.length; i++) {
+      if (groups[i].members.length > 0) visit(pickMember(groups[i])); // a visit may have emptied it
+    }
   }
 
-  private walk(node: TrieNode<S>, levels: string[], depth: number, dollar: boolean, visit: (e: SubEntry<S>) => void): void {
+  private lookup(topic: string): Matched<S> {
+    const m: Matched<S> = { version: this.version, entries: [], groups: [] };
+    this.collecting = m;
+    // [MQTT-4.7.2-1] a leading wildcard does not match a topic starting with '$'
+    this.walk(this.root, topic.split('/'), 0, topic.charCodeAt(0) === 36);
+    this.collecting = undefined;
+    this.remember(topic, m);
+    return m;
+  }
+
+  private remember(topic: string, m: Matched<S>): void {
+    const limits = this.cacheLimits;
+    const held = m.entries.length + m.groups.length;
+    const old = this.matched.get(topic);
+    if (old) {
+      this.matchedEntries -= old.entries.length + old.groups.length;
+      this.matchedChars -= topic.length;
+      this.matched.delete(topic);
+    }
+    if (this.matched.size >= limits.topics || this.matchedEntries + held > limits.entries || this.matchedChars + topic.length > limits.topicChars) {
+      this.matched.clear();
+      this.matchedEntries = 0;
+      this.matchedChars = 0;
+      if (held > limits.entries || topic.length > limits.topicChars) return;
+    }
+    this.matched.set(topic, m);
+    this.matchedEntries += held;
+    this.matchedChars += topic.length;
+  }
+
+  private walk(node: TrieNode<S>, levels: string[], depth: number, dollar: boolean): void {
     const wildOk = !(dollar && depth === 0);
     if (wildOk) {
       const hash = node.children.get('#');
-      if (hash) this.emit(hash, visit); // '#' also matches the parent level [MQTT-4.7.1-2]
+      if (hash) this.emit(hash); // '#' also matches the parent level [MQTT-4.7.1-2]
     }
     if (depth === levels.length) {
-      this.emit(node, visit);
+      this.emit(node);
       return;
     }
     const exact = node.children.get(levels[depth]);
-    if (exact) this.walk(exact, levels, depth + 1, dollar, visit);
+    if (exact) this.walk(exact, levels, depth + 1, dollar);
     if (wildOk) {
       const plus = node.children.get('+');
-      if (plus) this.walk(plus, levels, depth + 1, dollar, visit);
+      if (plus) this.walk(plus, levels, depth + 1, dollar);
     }
   }
 
-  private emit(node: TrieNode<S>, visit: (e: SubEntry<S>) => void): void {
-    for (const entry of node.subs.values()) visit(entry);
-    if (node.shared) for (const group of node.shared.values()) visit(pickMember(group));
+  private emit(node: TrieNode<S>): void {
+    const m = this.collecting!;
+    for (const entry of node.subs.values()) m.entries.push(entry);
+    if (node.shared) for (const group of node.shared.values()) m.groups.push(group);
   }
 }
 

@@ -70,3 +70,52 @@ test('property: the trie agrees with topicMatches for random filters and topics'
     { numRuns: 500 },
   );
 });
+
+test('remembered matches follow every add and remove, also with tiny cache limits', () => {
+  const level = fc.constantFrom('a', 'b', '$x');
+  const topic = fc.array(level, { minLength: 1, maxLength: 3 }).map((l) => l.join('/'));
+  const filter = fc
+    .tuple(fc.array(fc.oneof(level, fc.constant('+')), { minLength: 1, maxLength: 3 }), fc.boolean())
+    .map(([l, hash]) => (hash ? [...l, '#'] : l).join('/'));
+  const step = fc.oneof(
+    fc.record({ op: fc.constant('add' as const), client: fc.integer({ min: 0, max: 3 }), filter }),
+    fc.record({ op: fc.constant('remove' as const), client: fc.integer({ min: 0, max: 3 }), filter }),
+    fc.record({ op: fc.constant('match' as const), topic }),
+  );
+  const limits = fc.constantFrom({ topics: 10_000, entries: 200_000, topicChars: 2_000_000 }, { topics: 2, entries: 3, topicChars: 8 }, { topics: 1, entries: 0, topicChars: 0 });
+  fc.assert(
+    fc.property(limits, fc.array(step, { maxLength: 40 }), (cacheLimits, steps) => {
+      const trie = new TopicTrie<Subscriber>(cacheLimits);
+      const model = new Map<string, string>(); // `${client}|${filter}`
+      for (const s of steps) {
+        if (s.op === 'add') {
+          trie.add(client(`c${s.client}`), sub(s.filter));
+          model.set(`c${s.client}|${s.filter}`, `c${s.client}:${s.filter}`);
+        } else if (s.op === 'remove') {
+          trie.remove(`c${s.client}`, s.filter);
+          model.delete(`c${s.client}|${s.filter}`);
+        } else {
+          const want = [...model].filter(([k]) => topicMatches(k.split('|')[1], s.topic)).map(([, v]) => v).sort();
+          assert.deepEqual(matches(trie, s.topic), want);
+          assert.deepEqual(matches(trie, s.topic), want, 'the remembered answer is the same');
+        }
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test('a visit that removes the last member of a shared group does not break the match', () => {
+  const t = new TopicTrie<Subscriber>();
+  t.add(client('a'), sub('s/#', 'g1'));
+  t.add(client('b'), sub('s/#', 'g2'));
+  t.match('s/1', () => {}); // remembered
+  const seen: string[] = [];
+  t.match('s/1', (e) => {
+    seen.push(e.subscriber.clientId);
+    t.remove('b', 's/#', 'g2');
+    t.remove('a', 's/#', 'g1');
+  });
+  assert.deepEqual(seen, ['a']);
+  assert.deepEqual(matches(t, 's/1'), []);
+});
