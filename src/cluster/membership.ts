@@ -17,8 +17,8 @@ import type { Metrics } from '../metrics.js';
 import type { Logger } from '../log.js';
 import type { VigilRedis } from '../redis/connection.js';
 import type { ClusterKeys } from './keys.js';
-import { num, str } from '../redis/connection.js';
-import { statusError } from '../store/errors.js';
+import { num } from '../redis/connection.js';
+import { LeaseLapsedError, LeaseReapedError, scriptStatus } from '../store/errors.js';
 
 export interface MembershipOptions {
   readonly redis: VigilRedis;
@@ -99,7 +99,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.setOwner(false, 'stopped');
     if (options.leave !== false) {
       try {
-        await this.o.redis.run('leaveCluster', [this.o.keys.nodeLeases], [this.currentMember]);
+        // 'gone': nothing to leave (reaped already)
+        scriptStatus('leave-cluster', await this.o.redis.run('leaveCluster', [this.o.keys.nodeLeases], [this.currentMember]), { member: this.currentMember });
       } catch (err) {
         this.o.log?.warn({ err: (err as Error).message }, 'leaving the cluster failed');
       }
@@ -123,8 +124,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Claims the reaping of a dead member: true for exactly one caller, once its lease expired. */
   async reap(member: string): Promise<boolean> {
     const reply = (await this.o.redis.run('reapNode', [this.o.keys.nodeLeases], [member])) as unknown[];
-    const status = str(reply[0]);
-    if (status === 'won') {
+    // 'alive' (not expired) or 'gone' (someone else reaped it): not this caller's
+    if (scriptStatus('reap-node', reply, { member }) === 'won') {
       this.o.log?.info({ member }, 'reaping dead node');
       return true;
     }
@@ -138,22 +139,22 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const member = this.currentMember;
     const sentAt = this.now();
     try {
-      const reply = (await this.o.redis.run('renewLease', [this.o.keys.nodeLeases], [member, this.o.nodeTimeoutMs, 'renew'])) as unknown[];
-      const status = str(reply[0]);
-      if (member !== this.currentMember || !this.running) return;
-      if (status === 'ok') {
-        this.o.metrics?.leaseRenewalsTotal.inc({ outcome: 'ok' });
-        this.confirmed(sentAt, 'renewed');
-        const lapsed = await this.o.redis.client.zrangebyscore(this.o.keys.nodeLeases, '-inf', num(reply[1]));
-        if (lapsed.length > 0) this.emit('lapsed', lapsed);
-        this.o.metrics?.clusterNodes.set(await this.o.redis.client.zcount(this.o.keys.nodeLeases, `(${num(reply[1])}`, '+inf'));
+      let nowMs: number;
+      try {
+        const reply = (await this.o.redis.run('renewLease', [this.o.keys.nodeLeases], [member, this.o.nodeTimeoutMs, 'renew'])) as unknown[];
+        scriptStatus('renew-lease', reply, { member });
+        nowMs = num(reply[1]);
+      } catch (err) {
+        if (!(err instanceof LeaseReapedError || err instanceof LeaseLapsedError)) throw err;
+        if (member === this.currentMember && this.running) await this.lost(err);
         return;
       }
-      this.o.metrics?.leaseRenewalsTotal.inc({ outcome: status });
-      const err = statusError('renew-lease', status, { member });
-      this.o.log?.error({ member, status, err: err?.message }, 'node lease lost; rejoining as a new member');
-      this.setOwner(false, status === 'reaped' ? 'lease_reaped' : 'lease_lapsed');
-      await this.rejoin();
+      if (member !== this.currentMember || !this.running) return;
+      this.o.metrics?.leaseRenewalsTotal.inc({ outcome: 'ok' });
+      this.confirmed(sentAt, 'renewed');
+      const lapsed = await this.o.redis.client.zrangebyscore(this.o.keys.nodeLeases, '-inf', nowMs);
+      if (lapsed.length > 0) this.emit('lapsed', lapsed);
+      this.o.metrics?.clusterNodes.set(await this.o.redis.client.zcount(this.o.keys.nodeLeases, `(${nowMs}`, '+inf'));
     } catch (err) {
       this.o.metrics?.leaseRenewalsTotal.inc({ outcome: 'error' });
       this.o.log?.warn({ err: (err as Error).message }, 'lease renewal failed');
@@ -162,10 +163,22 @@ export class Membership extends EventEmitter<MembershipEvents> {
     }
   }
 
+  /**
+   * The renewal found the lease reaped (a survivor took everything) or lapsed (survivors may be
+   * reaping it now): this member is finished, the node joins again as a new one.
+   */
+  private async lost(err: LeaseReapedError | LeaseLapsedError): Promise<void> {
+    const reaped = err instanceof LeaseReapedError;
+    this.o.metrics?.leaseRenewalsTotal.inc({ outcome: reaped ? 'reaped' : 'lapsed' });
+    this.o.log?.error({ member: err.member, status: reaped ? 'reaped' : 'lapsed', err: err.message }, 'node lease lost; rejoining as a new member');
+    this.setOwner(false, reaped ? 'lease_reaped' : 'lease_lapsed');
+    await this.rejoin();
+  }
+
   private async join(): Promise<void> {
     const sentAt = this.now();
     const reply = (await this.o.redis.run('renewLease', [this.o.keys.nodeLeases], [this.currentMember, this.o.nodeTimeoutMs, 'join'])) as unknown[];
-    if (str(reply[0]) !== 'ok') throw new Error(`join failed: ${str(reply[0])}`);
+    scriptStatus('renew-lease', reply, { member: this.currentMember });
     this.o.metrics?.leaseRenewalsTotal.inc({ outcome: 'joined' });
     this.confirmed(sentAt, 'joined');
   }

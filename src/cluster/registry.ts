@@ -6,7 +6,7 @@
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { WillRecord } from '../store/types.js';
-import { statusError, UnexpectedScriptReplyError } from '../store/errors.js';
+import { scriptStatus, UnexpectedScriptReplyError, type ScriptOutcome } from '../store/errors.js';
 import type { ClusterKeys } from './keys.js';
 import type { VigilRedis } from '../redis/connection.js';
 import { buf, num, str } from '../redis/connection.js';
@@ -98,7 +98,7 @@ export class ClientRegistry {
       options.takeoverAcrossIdentities ? '1' : '0',
     ]);
     const [, reply] = (await Promise.all([indexed, claimed])) as [unknown, unknown[]];
-    this.expect('claim-client', reply, ['ok'], { clientId });
+    scriptStatus('claim-client', reply, { clientId });
     const epoch = num(reply[1]);
     const fireBuf = buf(reply[4]);
     const previousWill = str(reply[5]) as ClaimResult['previousWill'];
@@ -116,7 +116,7 @@ export class ClientRegistry {
   /** Abnormal disconnect on the owning node. Throws StaleEpochError if another CONNECT won. */
   async abnormalDisconnect(clientId: string, epoch: number, sessionExpiryS: number): Promise<DisconnectOutcome> {
     const reply = (await this.o.redis.run('willDisconnect', this.clientKeys(clientId), [epoch, Math.max(0, Math.floor(sessionExpiryS))])) as unknown[];
-    const status = this.expect('will-disconnect', reply, ['none', 'fire', 'scheduled'], { clientId, epoch });
+    const status = scriptStatus('will-disconnect', reply, { clientId, epoch });
     return this.outcome(clientId, status, reply);
   }
 
@@ -128,14 +128,14 @@ export class ClientRegistry {
   async rehome(clientId: string, previous: string, member: string): Promise<{ online: boolean; epoch: number } | undefined> {
     await this.o.redis.client.sadd(this.o.keys.nodeClients(member), clientId);
     const reply = (await this.o.redis.run('rehomeClient', [this.o.keys.clientOwner(clientId)], [previous, member])) as unknown[];
-    const status = this.expect('rehome-client', reply, ['ok', 'moved'], { clientId });
+    const status = scriptStatus('rehome-client', reply, { clientId });
     return status === 'ok' ? { online: str(reply[1]) === '1', epoch: num(reply[2]) } : undefined;
   }
 
   /** Normal DISCONNECT: the will is dropped unpublished. Throws StaleEpochError if another CONNECT won. */
   async normalDisconnect(clientId: string, epoch: number): Promise<boolean> {
     const reply = (await this.o.redis.run('willNormalDisconnect', this.clientKeys(clientId), [epoch])) as unknown[];
-    const status = this.expect('will-normal-disconnect', reply, ['cancelled', 'none'], { clientId, epoch });
+    const status = scriptStatus('will-normal-disconnect', reply, { clientId, epoch });
     if (status === 'cancelled') this.o.metrics?.willsCancelledTotal.inc({ cause: 'normal' });
     return status === 'cancelled';
   }
@@ -143,7 +143,7 @@ export class ClientRegistry {
   /** Takes a due will; exactly one concurrent caller gets it. */
   async claimDueWill(clientId: string, epoch: number): Promise<{ kind: 'fire'; will: WillRecord } | { kind: 'not_due'; dueAtMs: number } | { kind: 'none' }> {
     const reply = (await this.o.redis.run('claimDueWill', [this.o.keys.clientWill(clientId)], [epoch])) as unknown[];
-    const status = this.expect('claim-due-will', reply, ['fire', 'not_due', 'none'], { clientId, epoch });
+    const status = scriptStatus('claim-due-will', reply, { clientId, epoch });
     if (status === 'fire') return { kind: 'fire', will: this.willFrom(reply[1], epoch) };
     if (status === 'not_due') return { kind: 'not_due', dueAtMs: num(reply[1]) };
     return { kind: 'none' };
@@ -234,7 +234,7 @@ export class ClientRegistry {
         try {
           if (r.status === 'rejected') throw r.reason;
           const reply = r.value as unknown[];
-          const status = this.expect('orphan-client', reply, ['not_owner', 'none', 'fire', 'scheduled'], { clientId });
+          const status = scriptStatus('orphan-client', reply, { clientId });
           if (status === 'not_owner') {
             moved.push(clientId);
             return;
@@ -265,7 +265,7 @@ export class ClientRegistry {
     return { node: h.node ?? '', epoch: Number(h.epoch ?? 0), online: h.online === '1' };
   }
 
-  private async outcome(clientId: string, status: string, reply: unknown[]): Promise<DisconnectOutcome> {
+  private async outcome(clientId: string, status: ScriptOutcome<'will-disconnect'>, reply: unknown[]): Promise<DisconnectOutcome> {
     if (status === 'fire') return { kind: 'fire', will: this.willFrom(reply[1], num(reply[2])) };
     if (status === 'scheduled') {
       const dueAtMs = num(reply[1]);
@@ -288,12 +288,5 @@ export class ClientRegistry {
       // the record is gone: log loudly, this will is lost
       this.o.log?.error({ clientId: will.clientId, err: (err as Error).message }, 'publishing a claimed will failed');
     }
-  }
-
-  /** Maps a script's status: failing statuses throw (store/errors.ts), unknown ones too. */
-  private expect(script: string, reply: unknown[], allowed: readonly string[], ctx: { clientId?: string; epoch?: number }): string {
-    const status = str(reply[0]);
-    if (allowed.includes(status)) return status;
-    throw statusError(script, status, ctx) ?? new UnexpectedScriptReplyError(script, status);
   }
 }

@@ -17,7 +17,7 @@ import { TopicTrie, type Subscriber, type SubEntry } from '../broker/topic-trie.
 import type { ClusterKeys } from './keys.js';
 import type { RedisConnection, VigilRedis } from '../redis/connection.js';
 import { closeConnection, num, str } from '../redis/connection.js';
-import { UnexpectedScriptReplyError } from '../store/errors.js';
+import { scriptStatus } from '../store/errors.js';
 import type { RemoteMatch, RemoteRoutes, SharedPick } from '../broker/router.js';
 import { parseShared, sharedName } from '../protocol/topics.js';
 
@@ -204,13 +204,13 @@ export class RouteTable implements RemoteRoutes {
   /** The reaper's part: deletes a dead member's set in Redis and tells every node. */
   async purgeMember(member: string): Promise<void> {
     this.dropMember(member);
-    await this.o.redis.run('routeChange', [this.o.keys.nodeRoutes(member), this.o.keys.nodeRoutesVersion(member)], ['clear', '', member, this.o.keys.routesChannel]);
+    scriptStatus('route-change', await this.o.redis.run('routeChange', [this.o.keys.nodeRoutes(member), this.o.keys.nodeRoutesVersion(member)], ['clear', '', member, this.o.keys.routesChannel]), { member });
   }
 
   /** Loads a member not seen yet (e.g. one that joined while announcements were lost). */
   async loadMember(member: string): Promise<void> {
     const reply = (await this.o.redis.run('routeSnapshot', [this.o.keys.nodeRoutes(member), this.o.keys.nodeRoutesVersion(member)], [])) as unknown[];
-    if (str(reply[0]) !== 'ok') throw new UnexpectedScriptReplyError('route-snapshot', reply[0]);
+    scriptStatus('route-snapshot', reply, { member });
     const version = num(reply[1]);
     const existing = this.members.get(member);
     if (existing && existing.version > version) return;
@@ -225,7 +225,9 @@ export class RouteTable implements RemoteRoutes {
     const member = this.selfMember;
     // one at a time, so Redis sees this node's changes in the order they were made
     const p = this.chain.then(() =>
-      this.o.redis.run('routeChange', [this.o.keys.nodeRoutes(member), this.o.keys.nodeRoutesVersion(member)], [op, raw, member, this.o.keys.routesChannel]),
+      this.o.redis
+        .run('routeChange', [this.o.keys.nodeRoutes(member), this.o.keys.nodeRoutesVersion(member)], [op, raw, member, this.o.keys.routesChannel])
+        .then((reply) => scriptStatus('route-change', reply, { member })),
     );
     this.chain = p.catch(() => undefined);
     return p.then(

@@ -11,6 +11,8 @@ import { ClientPool, sleep } from '../helpers/mqtt.js';
 import { ClusterKeys } from '../../src/cluster/keys.js';
 import { VigilRedis } from '../../src/redis/connection.js';
 import { RedisRetainedStore } from '../../src/store/redis/retained.js';
+import { RetainedFencedError } from '../../src/store/errors.js';
+import { createMetrics } from '../../src/metrics.js';
 
 const NODE_TIMEOUT_MS = 1500;
 
@@ -77,12 +79,17 @@ describe('retained fencing across a crash', () => {
     // The rule itself: the crashed incarnation's will, written late with its own (older)
     // epoch, is refused; the newer incarnation's message stays.
     const vr = new VigilRedis({ target: { url: redis.url } });
-    const store = new RedisRetainedStore({ redis: vr, keys });
+    const metrics = createMetrics('fencing', { processMetrics: false });
+    const store = new RedisRetainedStore({ redis: vr, keys, metrics });
     try {
       const lateWill = { topic: 'state/C', payload: Buffer.from('down'), qos: 1 as const, retain: true, origin: 'C' };
-      assert.equal(await store.trySet(lateWill, oldEpoch), 'fenced', 'a will of epoch ' + oldEpoch + ' after epoch ' + newEpoch + ' wrote');
+      await assert.rejects(store.trySet(lateWill, oldEpoch), RetainedFencedError, 'a will of epoch ' + oldEpoch + ' after epoch ' + newEpoch + ' wrote');
       mark(`late will "down" of epoch ${oldEpoch} replayed against Redis: fenced`);
-      assert.equal(await store.trySet({ ...lateWill, origin: 'someone-else' }, 1), 'applied', 'the fence belongs to C only');
+      // the broker's write (set, not awaited by it) takes the fence as an outcome: counted, no throw
+      await store.set(lateWill, oldEpoch);
+      const dropped = (await metrics.messagesDroppedTotal.get()).values.find((v) => v.labels.reason === 'retained_fenced');
+      assert.equal(dropped?.value, 1, 'a fenced write is counted as dropped (retained_fenced)');
+      await store.trySet({ ...lateWill, origin: 'someone-else' }, 1); // the fence belongs to C only: applied
       await store.trySet({ ...lateWill, payload: Buffer.from('up'), origin: 'C' }, newEpoch);
     } finally {
       await vr.close();

@@ -12,7 +12,7 @@ import type { StoreKeys } from './keys.js';
 import type { RedisConnection, VigilRedis } from '../../redis/connection.js';
 import { closeConnection, num, str } from '../../redis/connection.js';
 import { decodeMessage, encodeMessage } from './codec.js';
-import { statusError, UnexpectedScriptReplyError } from '../errors.js';
+import { RetainedFencedError, scriptStatus } from '../errors.js';
 
 export interface RedisRetainedOptions {
   readonly redis: VigilRedis;
@@ -22,8 +22,6 @@ export interface RedisRetainedOptions {
   /** How long a delete keeps fencing older incarnations of its writer (default 24 h). */
   readonly tombstoneTtlMs?: number;
 }
-
-export type RetainOutcome = 'applied' | 'fenced';
 
 type Change = { seq: number; topic: string; message?: StoredMessage };
 
@@ -75,12 +73,14 @@ export class RedisRetainedStore implements RetainedStore {
   /** RetainedStore.set: never rejects (the broker does not await it); failures are logged. */
   async set(message: StoredMessage, writerEpoch?: number): Promise<void> {
     try {
-      const outcome = await this.trySet(message, writerEpoch);
-      if (outcome === 'fenced') {
+      await this.trySet(message, writerEpoch);
+    } catch (err) {
+      if (err instanceof RetainedFencedError) {
+        // a late write of an older incarnation (a will after its client reconnected elsewhere)
         this.o.metrics?.messagesDroppedTotal.inc({ reason: 'retained_fenced' });
         this.o.log?.info({ topic: message.topic, clientId: message.origin, epoch: writerEpoch }, 'retained write from an older incarnation ignored');
+        return;
       }
-    } catch (err) {
       this.o.log?.error({ topic: message.topic, err: (err as Error).message }, 'storing retained message failed');
     }
   }
@@ -90,7 +90,7 @@ export class RedisRetainedStore implements RetainedStore {
    * the publishing client's incarnation (a will: the will record's epoch). Without it the
    * write is not fenced.
    */
-  async trySet(message: StoredMessage, writerEpoch?: number): Promise<RetainOutcome> {
+  async trySet(message: StoredMessage, writerEpoch?: number): Promise<void> {
     const k = this.o.keys;
     const encoded = message.payload.length === 0 ? '' : encodeMessage(message);
     const reply = (await this.o.redis.run('retainSet', [k.retainedMessages, k.retainedMeta, k.retainedTombstones, k.retainedSeq], [
@@ -101,13 +101,11 @@ export class RedisRetainedStore implements RetainedStore {
       k.retainedChannel,
       this.o.tombstoneTtlMs ?? 86_400_000,
     ])) as unknown[];
-    const status = str(reply[0]);
-    if (status === 'fenced') return 'fenced';
-    if (status !== 'ok') throw statusError('retain-set', status, { topic: message.topic, clientId: message.origin, epoch: writerEpoch }) ?? new UnexpectedScriptReplyError('retain-set', status);
+    // 'fenced' throws RetainedFencedError (caught by set())
+    scriptStatus('retain-set', reply, { topic: message.topic, clientId: message.origin, epoch: writerEpoch });
     const seq = num(reply[1]);
     // read-your-writes on this node without waiting for the announcement
     if (seq > 0) this.apply({ seq, topic: message.topic, message: encoded === '' ? undefined : message });
-    return 'applied';
   }
 
   match(filter: string, nowMs: number): StoredMessage[] {

@@ -7,7 +7,7 @@ import type { StoreKeys } from './keys.js';
 import type { RedisArg, VigilRedis } from '../../redis/connection.js';
 import { buf, num, str } from '../../redis/connection.js';
 import { decodePending, encodePending } from './codec.js';
-import { statusError, UnexpectedScriptReplyError } from '../errors.js';
+import { scriptStatus, type ScriptName, type ScriptOutcome } from '../errors.js';
 import { SEEN_MAX, SEEN_WINDOW_MS } from '../../broker/recent-ids.js';
 import { sharedName } from '../../protocol/topics.js';
 
@@ -36,16 +36,22 @@ function incomingFrom(flat: unknown[]): Pick<SessionSnapshot, 'incomingQos2' | '
 export class RedisSessionStore implements SessionStore {
   constructor(private readonly o: RedisSessionStoreOptions) {}
 
-  private async run(script: string, command: string, keys: readonly string[], args: readonly RedisArg[], ctx: { clientId: string; epoch?: number }, allowed: readonly string[] = ['ok']): Promise<unknown[]> {
+  /** Runs a session script: its typed outcome with the reply, or the failure thrown (store/errors.ts). */
+  private async run<S extends ScriptName, O extends ScriptOutcome<S> = ScriptOutcome<S>>(
+    script: S,
+    command: string,
+    keys: readonly string[],
+    args: readonly RedisArg[],
+    ctx: { clientId: string; epoch?: number },
+    only?: readonly O[],
+  ): Promise<{ status: O; reply: unknown[] }> {
     const reply = (await this.o.redis.run(command, keys, args)) as unknown[];
-    const status = str(reply[0]);
-    if (allowed.includes(status)) return reply;
-    throw statusError(script, status, ctx) ?? new UnexpectedScriptReplyError(script, status);
+    return { status: scriptStatus(script, reply, ctx, only), reply };
   }
 
   async load(clientId: string): Promise<SessionSnapshot | undefined> {
-    const reply = await this.run('session-load', 'sessionLoad', this.o.keys.sessionKeys(clientId), [], { clientId }, ['ok', 'none']);
-    if (str(reply[0]) === 'none') return undefined;
+    const { status, reply } = await this.run('session-load', 'sessionLoad', this.o.keys.sessionKeys(clientId), [], { clientId });
+    if (status === 'none') return undefined;
     const subsFlat = reply[3] as unknown[];
     const pendingFlat = reply[4] as unknown[];
     const stateFlat = reply[5] as unknown[];
@@ -87,17 +93,17 @@ export class RedisSessionStore implements SessionStore {
     args.push(s.incomingQos2.length);
     for (const packetId of s.incomingQos2) args.push(packetId, unrouted.get(packetId) ?? '');
     args.push(Date.now());
-    const reply = await this.run('session-save', 'sessionSave', this.o.keys.sessionKeys(s.clientId), args, { clientId: s.clientId, epoch: s.epoch });
+    const { reply } = await this.run('session-save', 'sessionSave', this.o.keys.sessionKeys(s.clientId), args, { clientId: s.clientId, epoch: s.epoch });
     const first = num(reply[1]);
     return s.pending.map((_, i) => first + i);
   }
 
   async fence(clientId: string, epoch: number): Promise<void> {
-    await this.run('session-fence', 'sessionFence', [this.o.keys.session(clientId)], [epoch], { clientId, epoch }, ['ok', 'none']);
+    await this.run('session-fence', 'sessionFence', [this.o.keys.session(clientId)], [epoch], { clientId, epoch });
   }
 
   async delete(clientId: string, epoch: number): Promise<boolean> {
-    const reply = await this.run('session-delete', 'sessionDelete', this.o.keys.sessionKeys(clientId), [epoch], { clientId, epoch });
+    const { reply } = await this.run('session-delete', 'sessionDelete', this.o.keys.sessionKeys(clientId), [epoch], { clientId, epoch });
     return num(reply[1]) === 1;
   }
 
@@ -109,22 +115,22 @@ export class RedisSessionStore implements SessionStore {
   /** The message's store seq, or undefined when the session already had a message with its id. */
   async appendPending(clientId: string, epoch: number, pending: PendingMessage): Promise<number | undefined> {
     const args: RedisArg[] = [epoch, 'append', encodePending(pending), pending.message.id ?? '', Date.now(), this.o.seenWindowMs ?? SEEN_WINDOW_MS, this.o.seenMax ?? SEEN_MAX];
-    const reply = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), args, { clientId, epoch }, ['ok', 'dup']);
-    return str(reply[0]) === 'dup' ? undefined : num(reply[1]);
+    const { status, reply } = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), args, { clientId, epoch }, ['ok', 'dup']);
+    return status === 'dup' ? undefined : num(reply[1]);
   }
 
   async markPending(clientId: string, epoch: number, storeSeq: number, packetId: number, released: boolean): Promise<boolean> {
-    const reply = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), [epoch, 'state', storeSeq, `${packetId}:${released ? 1 : 0}`], { clientId, epoch }, ['ok', 'none']);
-    return str(reply[0]) === 'ok';
+    const { status } = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), [epoch, 'state', storeSeq, `${packetId}:${released ? 1 : 0}`], { clientId, epoch }, ['ok', 'none']);
+    return status === 'ok';
   }
 
   async removePending(clientId: string, epoch: number, storeSeq: number): Promise<boolean> {
-    const reply = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), [epoch, 'remove', storeSeq], { clientId, epoch }, ['ok', 'none']);
-    return str(reply[0]) === 'ok';
+    const { status } = await this.run('session-pending', 'sessionPending', this.pendingKeys(clientId), [epoch, 'remove', storeSeq], { clientId, epoch }, ['ok', 'none']);
+    return status === 'ok';
   }
 
   private async change(clientId: string, epoch: number, args: RedisArg[]): Promise<boolean> {
-    const reply = await this.run('session-change', 'sessionChange', this.o.keys.sessionKeys(clientId), [epoch, ...args], { clientId, epoch });
+    const { reply } = await this.run('session-change', 'sessionChange', this.o.keys.sessionKeys(clientId), [epoch, ...args], { clientId, epoch });
     return num(reply[1]) === 1;
   }
 
