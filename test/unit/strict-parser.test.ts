@@ -83,7 +83,7 @@ test('connectVersion reports the level of a CONNECT being parsed', () => {
   assert.equal(parser.connectVersion, 5);
 });
 
-test('property: PUBLISH read straight from the chunk equals the state machine, for any stream cut anywhere', () => {
+test('property: PUBLISH and acknowledgements read straight from the chunk equals the state machine, for any stream cut anywhere', () => {
   const topicArb = fc.constantFrom('a', 'a/b', 'fleet/s-1/state', 'ünï/温度', '😀/x', '');
   const publishArb = fc.record({
     cmd: fc.constant('publish' as const),
@@ -95,7 +95,7 @@ test('property: PUBLISH read straight from the chunk equals the state machine, f
     payloadLength: fc.constantFrom(0, 1, 5, 120, 200, 20_000),
     withProps: fc.boolean(),
   });
-  const otherArb = fc.constantFrom<Record<string, unknown>>({ cmd: 'pingreq' }, { cmd: 'puback', messageId: 7 }, { cmd: 'subscribe', messageId: 9, subscriptions: [{ topic: 'a/#', qos: 1 }] });
+  const otherArb = fc.constantFrom<Record<string, unknown>>({ cmd: 'pingreq' }, { cmd: 'puback', messageId: 7 }, { cmd: 'pubrec', messageId: 8 }, { cmd: 'pubrel', messageId: 65_535 }, { cmd: 'pubcomp', messageId: 1 }, { cmd: 'puback', messageId: 3, reasonCode: 0x10 }, { cmd: 'subscribe', messageId: 9, subscriptions: [{ topic: 'a/#', qos: 1 }] });
   const stream = fc.array(fc.oneof({ weight: 4, arbitrary: publishArb }, { weight: 1, arbitrary: otherArb }), { minLength: 1, maxLength: 12 });
   const cuts = fc.array(fc.integer({ min: 1, max: 400 }), { minLength: 1, maxLength: 20 });
   const summary = (p: Record<string, unknown>) => JSON.stringify({ ...p, payload: p.payload ? Buffer.from(p.payload as Buffer).toString('hex') : p.payload, length: undefined });
@@ -103,7 +103,7 @@ test('property: PUBLISH read straight from the chunk equals the state machine, f
     fc.property(fc.constantFrom(4, 5) as fc.Arbitrary<4 | 5>, stream, cuts, (version, packets, cutSizes) => {
       const bytes = Buffer.concat(
         packets.map((p) => {
-          if (p.cmd !== 'publish') return mqttPacket.generate({ ...p, ...(version === 5 && p.cmd === 'puback' ? { reasonCode: 0 } : {}) } as never, { protocolVersion: version });
+          if (p.cmd !== 'publish') return mqttPacket.generate({ ...p, ...(version === 5 && String(p.cmd).startsWith('pub') && (p as Record<string, unknown>).reasonCode === undefined ? { reasonCode: 0 } : {}) } as never, { protocolVersion: version });
           const { payloadLength, withProps, messageId, ...rest } = p as { payloadLength: number; withProps: boolean; messageId: number; qos: number } & Record<string, unknown>;
           const packet: Record<string, unknown> = { ...rest, payload: Buffer.alloc(payloadLength, 0x61) };
           if (rest.qos > 0) packet.messageId = messageId;
