@@ -153,6 +153,7 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     authVerificationsTotal: new DeferredCounter({ name: 'vigil_auth_verifications_total', help: 'Authentication attempts by outcome and reason', labelNames: ['outcome', 'reason'], registers: r }),
     authVerifySeconds: new Histogram({ name: 'vigil_auth_verify_seconds', help: 'Time to verify a token in the pool', buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: r }),
     authPoolQueueDepth: new Gauge({ name: 'vigil_auth_pool_queue_depth', help: 'Tasks waiting for a pool worker', registers: r }),
+    authAdmissionWaiting: new Gauge({ name: 'vigil_auth_admission_waiting', help: 'CONNECT tokens in the admission queue, waiting for room in the auth pool (VIGIL_AUTH_QUEUE_MAX)', registers: r }),
     authPoolWaitSeconds: new Histogram({ name: 'vigil_auth_pool_wait_seconds', help: 'Time a task waited for a pool worker', buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1], registers: r }),
     authPoolTasksTotal: new Counter({ name: 'vigil_auth_pool_tasks_total', help: 'Tasks run in the auth pool, by task', labelNames: ['task'], registers: r }),
     authTokenCacheHitsTotal: new Counter({ name: 'vigil_auth_token_cache_hits_total', help: 'CONNECTs answered from the verified-token cache', registers: r }),

@@ -12,13 +12,14 @@ import { createMetrics, type Metrics } from './metrics.js';
 import type { ChannelContext } from './protocol/channel.js';
 import { RC } from './protocol/reason-codes.js';
 import { FailureLimiter, RateLimiter } from './limits/rate-limiter.js';
+import { ConcurrencyGate } from './limits/concurrency-gate.js';
 import { MemoryRetainedStore } from './store/memory/retained.js';
 import { ClusterNode } from './cluster/node.js';
 import { ClusterBridge } from './cluster/bridge.js';
 import { RedisRevocationList } from './cluster/revocations.js';
 import { hasRedisTarget } from './redis/connection.js';
 import { attachConnection, type ByteStream } from './transport/connection.js';
-import { listenersFromConfig, type MqttListener } from './transport/listeners.js';
+import { listenOn, listenersFromConfig, type MqttListener } from './transport/listeners.js';
 import { createAdminHandler, type AdminHandler } from './http/admin.js';
 import { localAdminDeps } from './http/admin-local.js';
 import { willAuthorizedAtFire } from './broker/wills.js';
@@ -141,6 +142,7 @@ export class VigilServer {
       authorizer,
       limits: {
         authFailuresByAddress: new FailureLimiter(config.authFailuresPerAddress),
+        clusterConnects: this.cluster ? new ConcurrencyGate(config.clusterConnectsInFlight) : undefined,
       },
     };
     this.connectRate = new RateLimiter(config.connectRatePerAddress, config.connectRatePerAddress * 2);
@@ -168,9 +170,9 @@ export class VigilServer {
     this.mqttServer = net.createServer((socket) => this.acceptSocket(socket, 'tcp'));
     this.mqttServer.maxConnections = config.maxConnections;
     this.httpServer = http.createServer((req, res) => void this.handleHttp(req, res));
-    await listen(this.mqttServer, config.mqttPort, config.bind);
+    await listenOn(this.mqttServer, config.mqttPort, config.bind, config.listenBacklog);
     for (const { listener, port } of this.listeners) await listener.listen(port, config.bind);
-    await listen(this.httpServer, config.metricsPort, config.metricsBind);
+    await listenOn(this.httpServer, config.metricsPort, config.metricsBind);
     log.info({ mqttPort: this.mqttPort, metricsPort: this.metricsPort, auth: config.auth, cluster: hasRedisTarget(config) }, 'vigil listening');
   }
 
@@ -268,12 +270,3 @@ export class VigilServer {
   }
 }
 
-function listen(server: net.Server | http.Server, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-}

@@ -26,7 +26,7 @@ export { MemoryRevocationList } from './revocation.js';
 
 export type IdentityConfig = Pick<
   Config,
-  | 'auth' | 'acl' | 'authWorkers' | 'authQueueMax' | 'jwks' | 'jwtSecret' | 'jwtIssuer' | 'jwtAudience' | 'jwtClockToleranceS'
+  | 'auth' | 'acl' | 'authWorkers' | 'authQueueMax' | 'authAdmissionMax' | 'authAdmissionBytes' | 'jwks' | 'jwtSecret' | 'jwtIssuer' | 'jwtAudience' | 'jwtClockToleranceS'
   | 'jwtAlgorithms' | 'jwtUsernameClaim' | 'jwtRolesClaim' | 'jwksMinRefreshS' | 'jwksRetiredGraceS' | 'jwksMaxBytes'
 >;
 
@@ -75,7 +75,7 @@ export async function createIdentity(config: IdentityConfig, metrics: Metrics, l
     onRevokedMetric: (kind) => metrics.revocationsTotal.inc({ kind }),
     onListenerError: (err) => log.error({ err: String(err) }, 'revocation listener failed'),
   });
-  const pool = new AuthPool({ threads: config.authWorkers, queueMax: config.authQueueMax, metrics });
+  const pool = new AuthPool({ threads: config.authWorkers, queueMax: config.authQueueMax, admissionMax: config.authAdmissionMax, admissionBytes: config.authAdmissionBytes, metrics });
   let jwks: JwksStore | undefined;
   let aclFile: AclPolicyFile | undefined;
   try {

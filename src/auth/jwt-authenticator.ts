@@ -96,7 +96,7 @@ export class JwtAuthenticator implements Authenticator {
     let checking = false;
     if (!verification) {
       // Server busy is answered before any work, and is not shared with later requests.
-      if (this.options.pool.saturated) return this.refuse(req, 'server_busy');
+      if (this.options.pool.admissionFull) return this.refuse(req, 'server_busy');
       // what an address may cost is limited, not who a token names (README, "Hostile traffic")
       if (req.verificationsLimited) return this.refuse(req, 'verifications_limited');
       const started = this.verify(token);
@@ -143,7 +143,7 @@ export class JwtAuthenticator implements Authenticator {
     return jwks.refreshForUnknownKid().then(() => {
       const again = jwks.select(kid, alg);
       if (!again.ok) return { ok: false, reason: again.reason === 'unknown_kid' && !jwks.loaded ? 'jwks_unavailable' : again.reason };
-      if (this.options.pool.saturated) return { ok: false, reason: 'server_busy' };
+      if (this.options.pool.admissionFull) return { ok: false, reason: 'server_busy' };
       return this.runVerify(token, alg, kid, { kind: 'jwk', jwk: again.key.jwk, cacheKey: again.key.thumbprint }, again.key.thumbprint);
     });
   }

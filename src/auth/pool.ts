@@ -1,6 +1,7 @@
 // The piscina pool that verifies tokens and evaluates ACL misses, shared by the
-// authenticator and the authorizer. Bounded: callers check `saturated` before submitting and
-// answer Server Busy (or evaluate inline, for ACLs) instead of growing the queue.
+// authenticator and the authorizer. Bounded: at most queueMax tokens and ACL questions are in
+// the pool; more tokens wait in a bounded FIFO (the admission queue, Server Busy past it),
+// more ACL questions are evaluated inline (callers check `saturated`).
 import { Piscina } from 'piscina';
 import type { Metrics } from '../metrics.js';
 import type { EvaluateAclInput, EvaluateAclOutput, VerifyTokenInput, VerifyTokenOutput, VerifyTokensInput } from './worker.js';
@@ -28,8 +29,11 @@ interface PendingVerify {
 
 export interface AuthPoolOptions {
   readonly threads: number;
-  /** Tasks waiting for a worker at which `saturated` turns true. */
+  /** Tokens and ACL questions in the pool (running or queued for a thread) at which `saturated` turns true. */
   readonly queueMax: number;
+  /** Tokens waiting for a place in the pool at most (the admission queue), and their bytes. */
+  readonly admissionMax?: number;
+  readonly admissionBytes?: number;
   readonly metrics: Metrics;
 }
 
@@ -37,12 +41,23 @@ export class AuthPool {
   private readonly pool: Piscina;
   private readonly submitted: Record<AuthWork, number> = { verifyToken: 0, evaluateAcl: 0 };
   private closed = false;
-  /** Submitted and not yet settled (tokens count one each): running in a worker, waiting for one, or for the turn to end. */
+  /** In the pool and not yet settled (tokens count one each): running in a worker or waiting for one. */
   private pending = 0;
-  /** Tokens submitted during this event-loop turn. */
-  private batch: PendingVerify[] = [];
+  /**
+   * The admission queue: tokens waiting, first in first out, for the pool to have room. A
+   * fleet reconnecting at once submits far more tokens in one turn than the pool should hold;
+   * they wait here (a few hundred bytes each besides the token) instead of being refused.
+   */
+  private waiting: PendingVerify[] = [];
+  private waitingHead = 0;
+  private waitingBytes = 0;
+  private pumpScheduled = false;
+  private readonly admissionMax: number;
+  private readonly admissionBytes: number;
 
   constructor(private readonly options: AuthPoolOptions) {
+    this.admissionMax = options.admissionMax ?? 50_000;
+    this.admissionBytes = options.admissionBytes ?? 64 * 1024 * 1024;
     this.pool = new Piscina({
       // a CommonJS entry (worker-entry.cts says why)
       filename: new URL('./worker-entry.cjs', import.meta.url).href,
@@ -65,9 +80,22 @@ export class AuthPool {
     return this.pool.queueSize;
   }
 
-  /** Pending tasks (running or queued) have reached authQueueMax. */
+  /** Tokens in the admission queue. */
+  get admissionWaiting(): number {
+    return this.waiting.length - this.waitingHead;
+  }
+
+  /** The pool holds queueMax tokens and ACL questions: an ACL question is evaluated inline instead. */
   get saturated(): boolean {
     return this.closed || this.pending >= this.options.queueMax;
+  }
+
+  /**
+   * The pool and the admission queue hold queueMax + admissionMax (or the queue admissionBytes
+   * of tokens): a new token gets Server Busy. admissionMax 0 is the old rule: busy once the pool is full.
+   */
+  get admissionFull(): boolean {
+    return this.closed || this.pending + this.admissionWaiting >= this.options.queueMax + this.admissionMax || this.waitingBytes >= this.admissionBytes;
   }
 
   /** Tokens and ACL questions submitted since start: tests use it to prove that caches keep work off the pool. */
@@ -76,25 +104,50 @@ export class AuthPool {
   }
 
   /**
-   * Verifies one token. The tokens submitted during one event-loop turn go to the workers
-   * together, in verifyTokens tasks of up to MAX_BATCH: one message round trip per batch
-   * instead of per token. Rejects only when a worker dies or the pool is closed.
+   * Verifies one token. Tokens join the admission queue; whenever the pool has room, the
+   * queue's head goes to the workers in verifyTokens tasks of up to MAX_BATCH, spread over the
+   * threads: one message round trip per batch instead of per token. Callers check
+   * `admissionFull` first. Rejects only when a worker dies or the pool is closed.
    */
   verifyToken(input: VerifyTokenInput): Promise<VerifyTokenOutput> {
     if (this.closed) return Promise.reject(new Error('auth pool closed'));
     this.submitted.verifyToken++;
-    this.pending++;
     return new Promise((resolve, reject) => {
-      this.batch.push({ input, resolve, reject });
-      if (this.batch.length === 1) setImmediate(() => this.flushBatch());
+      this.waiting.push({ input, resolve, reject });
+      this.waitingBytes += input.token.length;
+      this.schedulePump();
     });
   }
 
-  private flushBatch(): void {
-    const all = this.batch;
-    this.batch = [];
-    const per = Math.min(MAX_BATCH, Math.ceil(all.length / this.options.threads));
-    for (let i = 0; i < all.length; i += per) void this.runBatch(all.slice(i, i + per));
+  /** Once per turn: the tokens of one turn leave together. */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    const room = this.options.queueMax - this.pending;
+    const take = Math.min(room, this.admissionWaiting);
+    if (take <= 0 || this.closed) return;
+    const items = this.waiting.slice(this.waitingHead, this.waitingHead + take);
+    this.waitingHead += take;
+    if (this.waitingHead === this.waiting.length) {
+      this.waiting = [];
+      this.waitingHead = 0;
+    } else if (this.waitingHead > 4096 && this.waitingHead * 2 > this.waiting.length) {
+      // drop the consumed head now and then, not on every take (shift() is O(n))
+      this.waiting = this.waiting.slice(this.waitingHead);
+      this.waitingHead = 0;
+    }
+    for (const it of items) this.waitingBytes -= it.input.token.length;
+    this.options.metrics.authAdmissionWaiting.set(this.admissionWaiting);
+    this.pending += take;
+    const per = Math.min(MAX_BATCH, Math.ceil(take / this.options.threads));
+    for (let i = 0; i < take; i += per) void this.runBatch(items.slice(i, i + per));
   }
 
   private async runBatch(items: PendingVerify[]): Promise<void> {
@@ -109,6 +162,7 @@ export class AuthPool {
       for (const it of items) it.reject(err);
     } finally {
       this.pending -= items.length;
+      if (this.admissionWaiting > 0) this.schedulePump();
     }
   }
 
@@ -140,6 +194,11 @@ export class AuthPool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const waiting = this.waiting.slice(this.waitingHead);
+    this.waiting = [];
+    this.waitingHead = 0;
+    this.waitingBytes = 0;
+    for (const it of waiting) it.reject(new Error('auth pool closed'));
     await this.pool.close();
   }
 }

@@ -13,6 +13,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { WillRecord } from '../store/types.js';
 import type { FailureLimiter } from '../limits/rate-limiter.js';
+import type { ConcurrencyGate } from '../limits/concurrency-gate.js';
 import { AliasUse, forClient, type OutgoingPublish } from './publish-encoder.js';
 import type { OutboundAliases } from './outbound-aliases.js';
 import { ProtocolViolation, RC, reasonName, toReasonCode, type ReasonCode } from './reason-codes.js';
@@ -39,6 +40,8 @@ export interface ChannelIO {
 export interface ChannelLimits {
   /** Failed signature checks per source address (VIGIL_AUTH_FAILURES_PER_ADDRESS). */
   readonly authFailuresByAddress: FailureLimiter;
+  /** Cluster: CONNECTs whose claim and session load are in Redis at once (VIGIL_CLUSTER_CONNECTS_IN_FLIGHT). */
+  readonly clusterConnects?: ConcurrencyGate;
 }
 
 export interface ChannelContext {
@@ -69,6 +72,8 @@ export class Channel implements SessionLink, LiveConnection {
   keepaliveMs = 0;
   lastRxMs: number;
   readonly openedAtMs: number;
+  /** When the CONNECT arrived: from then on the wait is the broker's, not the client's. */
+  connectReceivedAtMs = 0;
   sendQuota: number;
   clientMaxPacketSize = 0;
   clientTopicAliasMax = 0;
@@ -362,10 +367,20 @@ export class Channel implements SessionLink, LiveConnection {
   // ---- timers --------------------------------------------------------------------------
 
   tick(nowMs: number): void {
-    if (this.state === 'awaiting-connect' || this.state === 'authenticating') {
+    if (this.state === 'awaiting-connect') {
       if (nowMs - this.openedAtMs > this.ctx.config.connectTimeoutS * 1000) {
         this.ctx.metrics.limitHitsTotal.inc({ limit: 'connect_timeout' });
         this.close(undefined, 'connect_timeout');
+      }
+      return;
+    }
+    if (this.state === 'authenticating') {
+      // The client has done its part. Time queued behind the auth pool or Redis is the
+      // broker's (a fleet reconnecting at once must converge, not time out), but bounded: a
+      // CONNECT never holds its socket longer than this, whatever the broker is waiting for.
+      if (nowMs - this.connectReceivedAtMs > this.ctx.config.connectAdmissionTimeoutS * 1000) {
+        this.ctx.metrics.limitHitsTotal.inc({ limit: 'connect_admission_timeout' });
+        refuse(this, { code: RC.SERVER_BUSY, reason: 'connect admission timeout' });
       }
       return;
     }

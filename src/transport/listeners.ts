@@ -115,7 +115,7 @@ class TlsListener implements MqttListener {
   }
 
   listen(port: number, host: string): Promise<void> {
-    return listenOn(this.server, port, host);
+    return listenOn(this.server, port, host, this.deps.ctx.config.listenBacklog);
   }
 
   address(): AddressInfo | null {
@@ -202,7 +202,7 @@ class WebSocketListener implements MqttListener {
   }
 
   listen(port: number, host: string): Promise<void> {
-    return listenOn(this.server, port, host);
+    return listenOn(this.server, port, host, this.deps.ctx.config.listenBacklog);
   }
 
   address(): AddressInfo | null {
@@ -241,10 +241,15 @@ function refuseUpgrade(socket: net.Socket, status: number, text: string): void {
   socket.destroySoon?.();
 }
 
-function listenOn(server: net.Server, port: number, host: string): Promise<void> {
+/**
+ * `backlog`: connections the kernel completes before Node accepts them (Linux caps it at
+ * net.core.somaxconn). Past it, SYNs are dropped and the client retries after 1 s, 3 s, 7 s:
+ * a fleet reconnecting at once turns into minutes of stragglers with Node's default of 511.
+ */
+export function listenOn(server: net.Server, port: number, host: string, backlog?: number): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog }, () => {
       server.off('error', reject);
       resolve();
     });

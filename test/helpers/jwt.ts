@@ -132,6 +132,10 @@ export interface JwksServer {
   setKeys(keys: readonly (TestKey | JWK)[]): void;
   /** Make every response slow, to widen the window in which concurrent callers pile up. */
   setDelayMs(ms: number): void;
+  /** Hold every response from now on until the returned function is called (then all are answered). */
+  hold(): () => void;
+  /** Requests waiting in a hold. */
+  readonly held: number;
   /** Serve exactly this body (e.g. `{"keys":[]}`), until setKeys. */
   setBody(body: string): void;
   /**
@@ -147,6 +151,7 @@ export async function startJwksServer(keys: readonly (TestKey | JWK)[] = []): Pr
   let body = JSON.stringify(jwksDocument(keys));
   let requests = 0;
   let delayMs = 0;
+  let holding: (() => void)[] | undefined;
   let stream: { maxBytes: number; chunk: Buffer; done: (written: number) => void } | undefined;
   const server: Server = createServer((req, res) => {
     requests++;
@@ -173,10 +178,13 @@ export async function startJwksServer(keys: readonly (TestKey | JWK)[] = []): Pr
       pump();
       return;
     }
-    setTimeout(() => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(body);
-    }, delayMs);
+    const answer = () =>
+      setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(body);
+      }, delayMs);
+    if (holding) holding.push(answer);
+    else answer();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
@@ -191,6 +199,16 @@ export async function startJwksServer(keys: readonly (TestKey | JWK)[] = []): Pr
     },
     setDelayMs(ms) {
       delayMs = ms;
+    },
+    hold() {
+      const waiting: (() => void)[] = (holding = []);
+      return () => {
+        if (holding === waiting) holding = undefined;
+        for (const answer of waiting.splice(0)) answer();
+      };
+    },
+    get held() {
+      return holding?.length ?? 0;
     },
     setBody(next) {
       body = next;

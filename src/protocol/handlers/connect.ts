@@ -15,6 +15,7 @@ import { propertyViolation } from '../properties.js';
 import { OutboundAliases } from '../outbound-aliases.js';
 import { NO_TOPIC_LIMITS, validTopicName } from '../topics.js';
 import { forwardableProperties } from '../message-properties.js';
+import type { ConcurrencyGate } from '../../limits/concurrency-gate.js';
 
 interface Refusal {
   readonly code: ReasonCode;
@@ -39,6 +40,7 @@ export function handleConnect(ch: Channel, packet: IConnectPacket): void {
   const verificationsLimited = byAddress.active && byAddress.blockedFor(ch.io.remoteAddress, clock.now()) > 0;
 
   ch.state = 'authenticating';
+  ch.connectReceivedAtMs = clock.now();
   const outcome = ch.ctx.authenticator.authenticate({
     clientId: ch.clientId,
     username: packet.username,
@@ -160,6 +162,27 @@ function authenticated(ch: Channel, packet: IConnectPacket, outcome: AuthOutcome
 }
 
 function accept(ch: Channel, packet: IConnectPacket): void {
+  const gate = ch.ctx.limits.clusterConnects;
+  if (!gate) {
+    openSession(ch, packet, undefined);
+    return;
+  }
+  // Cluster: the claim waits its turn (VIGIL_CLUSTER_CONNECTS_IN_FLIGHT). Meanwhile the CONNECT
+  // stays 'authenticating': later packets wait in the backlog, the admission timeout runs.
+  gate.enter(() => {
+    if (ch.state !== 'authenticating') return false;
+    try {
+      return openSession(ch, packet, gate);
+    } catch (err) {
+      ch.ctx.log.error({ clientId: ch.clientId, err: (err as Error).stack }, 'internal error opening the session');
+      ch.close(RC.IMPLEMENTATION_SPECIFIC_ERROR, 'internal error');
+      return false;
+    }
+  });
+}
+
+/** Takes the client id over and opens its session. True when the cluster's work is under way (it leaves `gate` when settled). */
+function openSession(ch: Channel, packet: IConnectPacket, gate: ConcurrencyGate | undefined): boolean {
   const { broker, config, metrics } = ch.ctx;
   const v5 = ch.protocolVersion === 5;
 
@@ -168,7 +191,8 @@ function accept(ch: Channel, packet: IConnectPacket): void {
   const owner = sessionOwner(ch.identity!, ch.ctx.authenticator.mode);
   if (broker.heldByAnother(ch.clientId, owner)) {
     metrics.takeoversRefusedTotal.inc({ scope: 'local' });
-    return refuse(ch, OTHER_OWNER);
+    refuse(ch, OTHER_OWNER);
+    return false;
   }
   const existing = broker.sessions.get(ch.clientId);
   if (existing?.link) (existing.link as Channel).takeover();
@@ -187,7 +211,10 @@ function accept(ch: Channel, packet: IConnectPacket): void {
     ch.will = will;
     connected(ch, result.session, result.present, expiryS, requested);
   };
-  if (!(opened instanceof Promise)) return then(opened);
+  if (!(opened instanceof Promise)) {
+    then(opened);
+    return false;
+  }
   // the socket may close while the cluster claims the client: the claimed session must then
   // be settled like any other lost connection, or it would stay "online" with nobody on it
   const settled = opened.then((result) => {
@@ -197,7 +224,12 @@ function accept(ch: Channel, packet: IConnectPacket): void {
     }
     return result;
   });
+  if (gate) {
+    const leave = () => gate.leave();
+    settled.then(leave, leave);
+  }
   ch.waitFor(settled, then);
+  return true;
 }
 
 function connected(ch: Channel, session: Session, present: boolean, expiryS: number, requested: number): void {

@@ -35,6 +35,8 @@ export function identityConfig(overrides: Partial<IdentityConfig> = {}): Identit
     acl: '',
     authWorkers: 1,
     authQueueMax: 1000,
+    authAdmissionMax: 50000,
+    authAdmissionBytes: 67108864,
     jwks: '',
     jwtSecret: '',
     jwtIssuer: '',

@@ -47,11 +47,53 @@ describe('verified-token cache', () => {
 });
 
 describe('bounded pool', () => {
-  it('answers Server Busy at once when the queue is at authQueueMax', async () => {
+  it('admission queue: tokens wait beyond authQueueMax, Server Busy at once past authAdmissionMax', async () => {
     const dir = await tempDir();
     const key = await makeKey('k1');
     const metrics = testMetrics();
-    const identity = await createIdentity(identityConfig({ jwks: await dir.write('jwks.json', { keys: [key.jwk] }), authWorkers: 1, authQueueMax: 1 }), metrics, captureLogger().logger);
+    const identity = await createIdentity(identityConfig({ jwks: await dir.write('jwks.json', { keys: [key.jwk] }), authWorkers: 1, authQueueMax: 1, authAdmissionMax: 5 }), metrics, captureLogger().logger);
+    try {
+      const tokens = await Promise.all(Array.from({ length: 20 }, (_, i) => signToken(key, { sub: `d${i}` })));
+      const results = tokens.map((t) => identity.authenticator.authenticate(req(t)));
+      // one turn: the pool's 1 and the queue's 5 wait, the other 14 are refused synchronously
+      const busy = results.filter((r) => !(r instanceof Promise)) as AuthOutcome[];
+      assert.equal(busy.length, 14);
+      for (const b of busy) assert.deepEqual(b.ok ? 'ok' : [b.reasonCode, b.reason], [0x89, 'server_busy']);
+      assert.equal(identity.pool.admissionWaiting, 6);
+      const verified = await Promise.all(results.filter((r) => r instanceof Promise));
+      assert.equal(verified.length, 6);
+      assert.ok(verified.every((o) => o.ok));
+      assert.equal(identity.pool.admissionWaiting, 0);
+      assert.equal(await metricValue(metrics, 'authVerificationsTotal', { outcome: 'refused', reason: 'server_busy' }), 14);
+    } finally {
+      await identity.close();
+      await dir.remove();
+    }
+  });
+
+  it('admission queue bounded in bytes: Server Busy once the waiting tokens hold authAdmissionBytes', async () => {
+    const dir = await tempDir();
+    const key = await makeKey('k1');
+    const metrics = testMetrics();
+    const identity = await createIdentity(identityConfig({ jwks: await dir.write('jwks.json', { keys: [key.jwk] }), authWorkers: 1, authQueueMax: 1, authAdmissionBytes: 1 }), metrics, captureLogger().logger);
+    try {
+      const tokens = await Promise.all(Array.from({ length: 5 }, (_, i) => signToken(key, { sub: `b${i}` })));
+      const results = tokens.map((t) => identity.authenticator.authenticate(req(t)));
+      // the first token is waiting (it fills the 1 byte): the rest are refused
+      assert.equal(results.filter((r) => r instanceof Promise).length, 1);
+      assert.equal(results.filter((r) => !(r instanceof Promise)).length, 4);
+      await Promise.all(results.filter((r) => r instanceof Promise));
+    } finally {
+      await identity.close();
+      await dir.remove();
+    }
+  });
+
+  it('authAdmissionMax 0: Server Busy at once when the pool holds authQueueMax', async () => {
+    const dir = await tempDir();
+    const key = await makeKey('k1');
+    const metrics = testMetrics();
+    const identity = await createIdentity(identityConfig({ jwks: await dir.write('jwks.json', { keys: [key.jwk] }), authWorkers: 1, authQueueMax: 1, authAdmissionMax: 0 }), metrics, captureLogger().logger);
     try {
       const tokens = await Promise.all(Array.from({ length: 20 }, (_, i) => signToken(key, { sub: `d${i}` })));
       const results = tokens.map((t) => identity.authenticator.authenticate(req(t)));
