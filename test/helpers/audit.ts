@@ -111,6 +111,9 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
     o.log?.(line);
   };
   const clients: MqttClient[] = [];
+  // also ended by the finally below: a fault that throws must not leave the publisher loops
+  // running (their timers kept a failed test file alive until the runner's timeout)
+  let publishing = true;
   try {
     // subscribers first: persistent sessions on every node
     const subs: Sub[] = [];
@@ -143,7 +146,6 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
     const sent = { 1: [] as string[], 2: [] as string[] };
     const acked = { 1: new Set<string>(), 2: new Set<string>() };
     let outstanding = 0;
-    let publishing = true;
     const publisherLoops: Promise<void>[] = [];
     for (const qos of [1, 2] as const) {
       for (let j = 0; j < o.publishersPerQos; j++) {
@@ -213,6 +215,7 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
     });
     return { byQos, timeline };
   } finally {
+    publishing = false;
     await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)));
   }
 }
