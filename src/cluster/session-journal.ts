@@ -96,24 +96,40 @@ export class ClusterSessionJournal implements SessionJournal {
     if (this.dirty.size === 0) return Promise.resolve(true);
     this.checkpointing ??= (async () => {
       for (const [session, mark] of [...this.dirty]) {
-        if (this.broker.sessions.get(session.clientId) !== session || session.movedAway || !session.journal) {
+        if (!session.journal || (this.broker.sessions.get(session.clientId) !== session && !session.movedAway)) {
           this.dirty.delete(session);
           continue;
         }
         try {
-          await this.checkpoint(session);
+          if (!session.movedAway) {
+            try {
+              await this.checkpoint(session);
+              if (this.dirty.get(session) === mark) this.dirty.delete(session);
+              continue;
+            } catch (err) {
+              if (!(err instanceof StaleEpochError)) throw err;
+              if (this.broker.sessions.get(session.clientId) === session) this.moves.movedAway(session);
+            }
+          }
+          // The client resumed on another node from what Redis has: the messages whose append
+          // failed exist only in this copy, and their bus entries, read again here, are dropped
+          // as already seen. They follow the session (its store refuses ids it already has).
+          await this.handOnUnstored(session);
           if (this.dirty.get(session) === mark) this.dirty.delete(session);
         } catch (err) {
-          if (!(err instanceof StaleEpochError)) {
-            this.redisFailed('checkpoint', err);
-            return;
-          }
-          this.dirty.delete(session);
-          if (this.broker.sessions.get(session.clientId) === session) this.moves.movedAway(session);
+          this.redisFailed('checkpoint', err);
+          return;
         }
       }
     })().finally(() => (this.checkpointing = undefined));
     return this.checkpointing.then(() => this.dirty.size === 0);
+  }
+
+  /** Hands on to the session's current node every pending message of this copy that no append stored. */
+  private async handOnUnstored(session: Session): Promise<void> {
+    const pending = session.pendingMessages();
+    const seqs = await Promise.all(pending.map((p) => this.seqs.get(p) ?? Promise.resolve(p.storeSeq)));
+    await Promise.all(pending.filter((_, i) => seqs[i] === undefined).map((p) => this.moves.handOn(session.clientId, p.message, 1)));
   }
 
   private async checkpoint(session: Session): Promise<void> {
