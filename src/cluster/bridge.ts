@@ -5,7 +5,8 @@
 //   forwarder.ts        publishes to other nodes and in from this node's bus
 // The broker sees only BrokerCluster; the cluster node (membership, registry, routes, bus)
 // calls back into this side directly, not through the server.
-import type { Broker, BrokerCluster, OpenResult } from '../broker/broker.js';
+import type { Broker } from '../broker/broker.js';
+import type { BrokerCluster, OpenResult } from '../broker/ports.js';
 import type { RemoteRoutes, Routes } from '../broker/router.js';
 import type { Session } from '../broker/session.js';
 import type { Logger } from '../log.js';

@@ -3,7 +3,8 @@
 // in Redis, fired exactly once by whoever deletes the record); a takeover elsewhere moves the
 // session away from here; after a lease loss each held session is kept (rehome) or given up;
 // a reaper adopts the persistent sessions of a dead node (docs/cluster.md).
-import type { Broker, OpenResult } from '../broker/broker.js';
+import type { Broker } from '../broker/broker.js';
+import type { OpenResult } from '../broker/ports.js';
 import type { Session } from '../broker/session.js';
 import { RecentIds } from '../broker/recent-ids.js';
 import { RC } from '../protocol/reason-codes.js';

@@ -5,7 +5,8 @@
 // The store positions (storeSeq) of pending messages are tracked here, since an
 // acknowledgement can arrive before the append that stored the message has answered.
 import type { Broker } from '../broker/broker.js';
-import type { Session, SessionJournal } from '../broker/session.js';
+import type { Session } from '../broker/session.js';
+import type { SessionJournal } from '../broker/session-ports.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { PendingMessage, SessionSnapshot, StoredMessage, Subscription } from '../store/types.js';

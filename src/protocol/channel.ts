@@ -4,13 +4,11 @@
 import '../transport/quiet-debug.js'; // before mqtt-packet: its per-packet debug calls become no-ops
 import mqttPacket from 'mqtt-packet';
 import type { Packet } from 'mqtt-packet';
-import type { Authenticator, Authorizer, Identity } from '../auth/types.js';
-import type { Broker, LiveConnection } from '../broker/broker.js';
-import type { QueueLimit, Session, SessionLink } from '../broker/session.js';
-import type { Clock } from '../clock.js';
-import type { Config } from '../config.js';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
+import type { Identity } from '../auth/types.js';
+import type { Broker } from '../broker/broker.js';
+import type { BrokerDeps, LiveConnection } from '../broker/ports.js';
+import type { Session } from '../broker/session.js';
+import type { QueueLimit, SessionLink } from '../broker/session-ports.js';
 import type { WillRecord } from '../store/types.js';
 import type { FailureLimiter } from '../limits/rate-limiter.js';
 import type { ConcurrencyGate } from '../limits/concurrency-gate.js';
@@ -44,15 +42,10 @@ export interface ChannelLimits {
   readonly clusterConnects?: ConcurrencyGate;
 }
 
-export interface ChannelContext {
+/** The broker's own dependencies (less its retained store), the broker and the limits. */
+export interface ChannelContext extends Omit<BrokerDeps, 'retained'> {
   readonly broker: Broker;
   readonly limits: ChannelLimits;
-  readonly config: Config;
-  readonly metrics: Metrics;
-  readonly log: Logger;
-  readonly clock: Clock;
-  readonly authenticator: Authenticator;
-  readonly authorizer: Authorizer;
 }
 
 export type ChannelState = 'awaiting-connect' | 'authenticating' | 'connected' | 'reauthenticating' | 'closing' | 'closed';

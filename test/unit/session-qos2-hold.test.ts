@@ -4,7 +4,8 @@
 // Redis, no clock.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Session, type SessionJournal, type SessionLink } from '../../src/broker/session.js';
+import { Session } from '../../src/broker/session.js';
+import type { SessionJournal, SessionLink } from '../../src/broker/session-ports.js';
 import { OutgoingPublish } from '../../src/protocol/publish-encoder.js';
 import type { PendingMessage, StoredMessage } from '../../src/store/types.js';
 
