@@ -59,6 +59,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private running = false;
   private timer?: NodeJS.Timeout;
   private fenceTimer?: NodeJS.Timeout;
+  /** Fires when the earliest other lease seen expires: a dead member is noticed then, not a heartbeat later. */
+  private expiryTimer?: NodeJS.Timeout;
   private renewing = false;
   private lastOkSentAt = -Infinity;
   private readonly now: () => number;
@@ -96,6 +98,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.running = false;
     clearInterval(this.timer);
     clearTimeout(this.fenceTimer);
+    clearTimeout(this.expiryTimer);
     this.setOwner(false, 'stopped');
     if (options.leave !== false) {
       try {
@@ -152,9 +155,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       if (member !== this.currentMember || !this.running) return;
       this.o.metrics?.leaseRenewalsTotal.inc({ outcome: 'ok' });
       this.confirmed(sentAt, 'renewed');
-      const lapsed = await this.o.redis.client.zrangebyscore(this.o.keys.nodeLeases, '-inf', nowMs);
-      if (lapsed.length > 0) this.emit('lapsed', lapsed);
-      this.o.metrics?.clusterNodes.set(await this.o.redis.client.zcount(this.o.keys.nodeLeases, `(${nowMs}`, '+inf'));
+      await this.survey(nowMs);
     } catch (err) {
       this.o.metrics?.leaseRenewalsTotal.inc({ outcome: 'error' });
       this.o.log?.warn({ err: (err as Error).message }, 'lease renewal failed');
@@ -218,6 +219,50 @@ export class Membership extends EventEmitter<MembershipEvents> {
     if (owner === this.isOwner) return;
     this.isOwner = owner;
     this.emit('owner', owner, reason);
+  }
+
+  /**
+   * Reads every lease (a handful of members): emits the lapsed ones, counts the live ones, and
+   * arms the expiry timer for the earliest other lease still running. A member that dies
+   * stops renewing, so its last expiry is the one seen here: the survivors look again the
+   * moment it passes, and a crash is noticed at node timeout, not node timeout + heartbeat.
+   * Leases are compared on the Redis clock; the timer only errs late (the reply left Redis
+   * before it got here), and reap() checks the expiry again on the Redis clock.
+   */
+  private async survey(nowMs: number): Promise<void> {
+    const flat = await this.o.redis.client.zrange(this.o.keys.nodeLeases, 0, -1, 'WITHSCORES');
+    const lapsed: string[] = [];
+    let live = 0;
+    let earliest = Number.POSITIVE_INFINITY;
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const member = flat[i]!;
+      const expiresAt = Number(flat[i + 1]);
+      if (expiresAt <= nowMs) {
+        lapsed.push(member);
+        continue;
+      }
+      live++;
+      if (member !== this.currentMember && expiresAt < earliest) earliest = expiresAt;
+    }
+    this.o.metrics?.clusterNodes.set(live);
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    if (Number.isFinite(earliest) && this.running) {
+      // +1 ms: on the Redis clock the lease is lapsed from its expiry on (reap-node.lua: alive while score > now)
+      this.expiryTimer = setTimeout(() => void this.expiryDue(), earliest - nowMs + 1);
+      this.expiryTimer.unref();
+    }
+    if (lapsed.length > 0) this.emit('lapsed', lapsed);
+  }
+
+  private async expiryDue(): Promise<void> {
+    if (!this.running) return;
+    try {
+      await this.survey(await this.redisNow());
+    } catch (err) {
+      // the next heartbeat surveys again
+      this.o.log?.warn({ err: (err as Error).message }, 'lease expiry check failed');
+    }
   }
 
   private async redisNow(): Promise<number> {

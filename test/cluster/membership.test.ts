@@ -48,6 +48,28 @@ describe('membership leases', { timeout: 60000 }, () => {
     assert.equal(a.owner, false);
   });
 
+  it('a survivor looks again when the earliest lease it saw expires, not at its next heartbeat', async () => {
+    const keys = newKeys();
+    const dead = node(keys, 'dead', { autoRenew: false });
+    // no heartbeat timer: the survivor heartbeats once, by hand, while the other lease runs;
+    // only the expiry timer armed by that heartbeat can notice the lapse
+    const survivor = node(keys, 'survivor', { autoRenew: false });
+    await dead.start();
+    await survivor.start();
+    const rc = redis.client();
+    const lapses: { members: string[]; redisNowMs: number }[] = [];
+    survivor.on('lapsed', (members) => {
+      void rc.time().then(([s, us]) => lapses.push({ members, redisNowMs: Number(s) * 1000 + Math.floor(Number(us) / 1000) }));
+    });
+    const expiry = Number(await rc.zscore(keys.nodeLeases, dead.member));
+    await survivor.heartbeat();
+    assert.equal(lapses.length, 0, 'nothing lapsed at the heartbeat');
+    await waitFor(() => lapses.length > 0, 10000, 'the lapse noticed without another heartbeat');
+    assert.ok(lapses[0]!.members.includes(dead.member));
+    assert.ok(lapses[0]!.redisNowMs >= expiry, 'never before the lease expired (Redis clock)');
+    assert.equal(await survivor.reap(dead.member), true);
+  });
+
   it('lets exactly one of three concurrent reapers win', async () => {
     const keys = newKeys();
     const dead = node(keys, 'dead', { autoRenew: false });
