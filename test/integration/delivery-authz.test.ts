@@ -2,11 +2,11 @@
 // a wildcard subscription beside a deny rule is granted and the denied topics are held back
 // message by message — live, retained on subscribe and queued for an offline session — and a
 // policy reload that removes a permission stops an existing subscription at once.
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, type TestBroker } from '../helpers/broker.js';
-import { ClientPool, waitFor, subackCodes, uniqueId, VERSIONS, versionName, type TestClient, type Version } from '../helpers/mqtt.js';
-import { jwksDocument, makeKey, signToken, tempDir, type TempDir, type TestKey } from '../helpers/jwt.js';
+import type { TestBroker } from '../helpers/broker.js';
+import { jwtBrokerFixture } from '../helpers/jwt-broker.js';
+import { waitFor, subackCodes, uniqueId, VERSIONS, versionName, type TestClient, type Version } from '../helpers/mqtt.js';
 
 const POLICY = {
   roles: {
@@ -17,20 +17,13 @@ const POLICY = {
   },
 };
 
-let dir: TempDir;
-let key: TestKey;
-let broker: TestBroker | undefined;
-const clients = new ClientPool();
+const fixture = jwtBrokerFixture();
+const clients = fixture.clients;
 
-async function jwtBroker(): Promise<TestBroker> {
-  const jwks = await dir.write('jwks.json', jwksDocument([key]));
-  const acl = await dir.write('acl.json', POLICY);
-  broker = await startBroker({ auth: 'jwt', jwks, acl, jwtAlgorithms: ['RS256'] });
-  return broker;
-}
+const jwtBroker = (): Promise<TestBroker> => fixture.start(POLICY);
 
 async function as(b: TestBroker, version: Version, sub: string, roles: string[], extra: Record<string, unknown> = {}): Promise<TestClient> {
-  const password = Buffer.from(await signToken(key, { sub, claims: { roles } }));
+  const password = await fixture.password(sub, roles);
   return clients.connect(b.url, { protocolVersion: version, clientId: uniqueId(sub), username: '', password, ...extra });
 }
 
@@ -38,21 +31,9 @@ const denied = (b: TestBroker) => b.metric('vigil_messages_dropped_total', { rea
 
 async function reloadPolicy(b: TestBroker, policy: object): Promise<void> {
   const before = await b.metric('vigil_acl_reloads_total', { outcome: 'ok' });
-  await dir.write('acl.json', policy);
+  await fixture.dir.write('acl.json', policy);
   await waitFor(async () => (await b.metric('vigil_acl_reloads_total', { outcome: 'ok' })) > before, 20_000, 'ACL reload');
 }
-
-beforeEach(async () => {
-  dir = await tempDir();
-  key = await makeKey('KEY-A', 'RS256');
-});
-
-afterEach(async () => {
-  await clients.closeAll();
-  await broker?.close();
-  broker = undefined;
-  await dir.remove();
-});
 
 for (const version of VERSIONS) {
   describe(`${versionName(version)}: wildcard subscriptions beside a deny rule`, () => {
@@ -88,7 +69,7 @@ for (const version of VERSIONS) {
 
     test('messages queued for an offline session on denied topics are not delivered at resume', async () => {
       const b = await jwtBroker();
-      const password = Buffer.from(await signToken(key, { sub: 'reader', claims: { roles: ['reader'] } }));
+      const password = await fixture.password('reader', ['reader']);
       const clientId = uniqueId('offline-reader');
       const persistent = version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false };
       const first = await clients.connect(b.url, { protocolVersion: version, clientId, username: '', password, ...persistent });
@@ -114,7 +95,7 @@ for (const version of VERSIONS) {
       const b = await jwtBroker();
       const monitor = await as(b, version, 'mon', ['monitor']);
       await monitor.mqtt.subscribeAsync('fleet/+/state', { qos: 1 });
-      const password = Buffer.from(await signToken(key, { sub: 'mon2', claims: { roles: ['monitor'] } }));
+      const password = await fixture.password('mon2', ['monitor']);
       const clientId = uniqueId('offline-monitor');
       const persistent = version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false };
       const away = await clients.connect(b.url, { protocolVersion: version, clientId, username: '', password, ...persistent });

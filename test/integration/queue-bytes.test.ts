@@ -3,11 +3,11 @@
 // Without byte limits that held 4 × 100 MiB forever. Now each session keeps at most
 // VIGIL_MAX_QUEUED_BYTES and all together at most VIGIL_QUEUED_BYTES_BUDGET, the overflow
 // policy (drop-oldest here) decides what goes, and the subscriber gets the newest on resume.
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, type TestBroker } from '../helpers/broker.js';
-import { ClientPool, waitFor, uniqueId, type Version } from '../helpers/mqtt.js';
-import { jwksDocument, makeKey, signToken, tempDir, type TempDir, type TestKey } from '../helpers/jwt.js';
+import type { TestBroker } from '../helpers/broker.js';
+import { jwtBrokerFixture } from '../helpers/jwt-broker.js';
+import { waitFor, uniqueId, type Version } from '../helpers/mqtt.js';
 import type { Config } from '../../src/config.js';
 
 const MIB = 1024 * 1024;
@@ -15,29 +15,13 @@ const MESSAGES = 100;
 const TOPIC = 'bulk/data';
 const SESSIONS: readonly Version[] = [4, 5, 4, 5];
 
-let dir: TempDir;
-let key: TestKey;
-let broker: TestBroker | undefined;
-const clients = new ClientPool();
-
-beforeEach(async () => {
-  dir = await tempDir();
-  key = await makeKey('KEY-A', 'RS256');
-});
-
-afterEach(async () => {
-  await clients.closeAll();
-  await broker?.close();
-  broker = undefined;
-  await dir.remove();
-});
+const fixture = jwtBrokerFixture();
+const clients = fixture.clients;
 
 /** Four offline sessions of one identity, 100 × 1 MiB published to them; returns what each holds. */
 async function flood(overrides: Partial<Config>): Promise<{ b: TestBroker; ids: string[]; password: Buffer }> {
-  const jwks = await dir.write('jwks.json', jwksDocument([key]));
-  const acl = await dir.write('acl.json', { roles: { fleet: { publish: ['bulk/#'], subscribe: ['bulk/#'] } } });
-  const b = (broker = await startBroker({ auth: 'jwt', jwks, acl, jwtAlgorithms: ['RS256'], maxPacketSize: 2 * MIB, ...overrides }));
-  const password = Buffer.from(await signToken(key, { sub: 'fleet', claims: { roles: ['fleet'] } }));
+  const b = await fixture.start({ roles: { fleet: { publish: ['bulk/#'], subscribe: ['bulk/#'] } } }, { maxPacketSize: 2 * MIB, ...overrides });
+  const password = await fixture.password('fleet', ['fleet']);
   const ids: string[] = [];
   for (const version of SESSIONS) {
     const clientId = uniqueId(`away-v${version}`);

@@ -1,36 +1,20 @@
 // The retained "up" of a revoked server (issue 12): its will is blocked, so the "down" that
 // would correct the retained "up" never comes. VIGIL_REVOKED_RETAINED decides: `keep` (the
 // default) leaves it, `drop` deletes at revocation every retained message the subject published.
-import { afterEach, beforeEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startBroker, type TestBroker } from '../helpers/broker.js';
-import { ClientPool, uniqueId, VERSIONS, versionName, waitFor, type Version } from '../helpers/mqtt.js';
-import { jwksDocument, makeKey, signToken, tempDir, type TempDir, type TestKey } from '../helpers/jwt.js';
+import type { TestBroker } from '../helpers/broker.js';
+import { jwtBrokerFixture } from '../helpers/jwt-broker.js';
+import { uniqueId, VERSIONS, versionName, waitFor, type Version } from '../helpers/mqtt.js';
 
 const POLICY = { roles: { server: { publish: ['trusted/%u/#'] }, monitor: { subscribe: ['trusted/#'] } } };
 
-let dir: TempDir;
-let key: TestKey;
-let broker: TestBroker | undefined;
-const clients = new ClientPool();
-
-beforeEach(async () => {
-  dir = await tempDir();
-  key = await makeKey('KEY-A', 'RS256');
-});
-
-afterEach(async () => {
-  await clients.closeAll();
-  await broker?.close();
-  broker = undefined;
-  await dir.remove();
-});
+const fixture = jwtBrokerFixture();
+const clients = fixture.clients;
 
 async function scenario(version: Version, revokedRetained: 'keep' | 'drop'): Promise<{ b: TestBroker; seen: string[] }> {
-  const jwks = await dir.write('jwks.json', jwksDocument([key]));
-  const acl = await dir.write('acl.json', POLICY);
-  const b = (broker = await startBroker({ auth: 'jwt', jwks, acl, jwtAlgorithms: ['RS256'], revokedRetained }));
-  const token = async (sub: string, roles: string[]) => Buffer.from(await signToken(key, { sub, claims: { roles } }));
+  const b = await fixture.start(POLICY, { revokedRetained });
+  const token = fixture.password;
   // srv-1 will be revoked; srv-2 is its neighbour whose retained state must stay
   const srv1 = await clients.connect(b.url, {
     protocolVersion: version, clientId: 'srv-1', username: '', password: await token('srv-1', ['server']),

@@ -2,12 +2,12 @@
 // belong to an identity"). Mallory, with a valid RS256 token of her own, connects with Alice's
 // client id: refused (5.0 0x85, 3.1.1 0x02), and Alice keeps her connection, her session and
 // her will. Client-id rules in the policy bind ids to identities. Both protocol versions.
-import { afterEach, beforeEach, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IClientOptions } from 'mqtt';
 import { startBroker, type TestBroker } from '../helpers/broker.js';
-import { ClientPool, sleep, uniqueId, VERSIONS, versionName, type Version } from '../helpers/mqtt.js';
-import { jwksDocument, makeKey, signToken, tempDir, type TempDir, type TestKey } from '../helpers/jwt.js';
+import { jwtBrokerFixture } from '../helpers/jwt-broker.js';
+import { sleep, uniqueId, VERSIONS, versionName, type Version } from '../helpers/mqtt.js';
 import { waitUntil } from '../helpers/cluster.js';
 
 const POLICY = {
@@ -18,31 +18,13 @@ const POLICY = {
 };
 const BOUND_POLICY = { roles: { ...POLICY.roles, bound: { publish: ['trusted/%u/#'], clientIds: ['%u', '%u-*'] } } };
 
-let dir: TempDir;
-let key: TestKey;
-let broker: TestBroker | undefined;
-const pool = new ClientPool();
+const fixture = jwtBrokerFixture('K1');
+const pool = fixture.clients;
 const CONNECT_MS = 15000; // a loaded CI machine verifies tokens slowly
 
-beforeEach(async () => {
-  dir = await tempDir();
-  key = await makeKey('K1', 'RS256');
-});
-afterEach(async () => {
-  await pool.closeAll();
-  await broker?.close();
-  broker = undefined;
-  await dir.remove();
-});
+const jwtBroker = (extra: Record<string, unknown> = {}, policy: object = POLICY): Promise<TestBroker> => fixture.start(policy, extra, { captureLogs: true });
 
-async function jwtBroker(extra: Record<string, unknown> = {}, policy: object = POLICY): Promise<TestBroker> {
-  const jwks = await dir.write('jwks.json', jwksDocument([key]));
-  const acl = await dir.write('acl.json', policy);
-  broker = await startBroker({ auth: 'jwt', jwks, acl, jwtAlgorithms: ['RS256'], ...extra }, { captureLogs: true });
-  return broker;
-}
-
-const password = async (sub: string, roles = ['server']) => Buffer.from(await signToken(key, { sub, claims: { roles } }));
+const password = (sub: string, roles = ['server']) => fixture.password(sub, roles);
 
 /** A persistent session with a will (5.0: delay 3 s), as the issue's Alice has. */
 async function persistent(v: Version, clientId: string, sub: string, willTopic: string): Promise<IClientOptions> {
@@ -161,12 +143,17 @@ describe('sessions belong to an identity', { timeout: 60000 }, () => {
   });
 
   it('auth=none: every client is "anonymous", so takeover works as it always did', async () => {
-    broker = await startBroker();
-    const id = uniqueId('anon');
-    const first = await pool.connect(broker.url, { protocolVersion: 5, clientId: id, username: 'alice', clean: false, properties: { sessionExpiryInterval: 60 } }, CONNECT_MS);
-    const disconnected = first.waitForDisconnect(5000);
-    const second = await pool.connect(broker.url, { protocolVersion: 5, clientId: id, username: 'mallory', clean: false, properties: { sessionExpiryInterval: 60 } }, CONNECT_MS);
-    assert.equal(second.connack.sessionPresent, true);
-    assert.equal((await disconnected).reasonCode, 0x8e);
+    const broker = await startBroker();
+    try {
+      const id = uniqueId('anon');
+      const first = await pool.connect(broker.url, { protocolVersion: 5, clientId: id, username: 'alice', clean: false, properties: { sessionExpiryInterval: 60 } }, CONNECT_MS);
+      const disconnected = first.waitForDisconnect(5000);
+      const second = await pool.connect(broker.url, { protocolVersion: 5, clientId: id, username: 'mallory', clean: false, properties: { sessionExpiryInterval: 60 } }, CONNECT_MS);
+      assert.equal(second.connack.sessionPresent, true);
+      assert.equal((await disconnected).reasonCode, 0x8e);
+    } finally {
+      await pool.closeAll();
+      await broker.close();
+    }
   });
 });
