@@ -209,7 +209,8 @@ export class ClientRegistry {
    * fired (delay 0) or scheduled. Safe to repeat: a client owned elsewhere is left alone.
    * Clients go in batches of WILL_BATCH: one SADD, the batch's orphan-client scripts in one
    * pipeline, one ZADD for the wills it scheduled; the wills it fires are published as the
-   * replies arrive, not one round trip after another (10,000 wills on a crashed node).
+   * replies arrive, not one round trip after another (10,000 wills on a crashed node). One
+   * round trip per batch: the next SSCAN, the SADD and the ZADD travel with the scripts.
    */
   async orphanClients(deadMember: string, fire: FireWill, reaper: string): Promise<OrphanReport> {
     const setKey = this.o.keys.nodeClients(deadMember);
@@ -220,14 +221,28 @@ export class ClientRegistry {
     let clients = 0;
     let scheduled = 0;
     let failure: unknown;
+    const indexing: Promise<unknown>[] = [];
+    // the next batch's ids are read while this batch's scripts run: one round trip per batch
+    // (each promise also gets a no-op handler: one left behind when a batch fails must not be an unhandled rejection)
+    const read = (from: string) => {
+      const p = this.o.redis.client.sscan(setKey, from, 'COUNT', WILL_BATCH);
+      p.catch(() => undefined);
+      return p;
+    };
+    let scan = read(cursor);
     do {
-      const [next, ids] = await this.o.redis.client.sscan(setKey, cursor, 'COUNT', WILL_BATCH);
+      const [next, ids] = await scan;
       cursor = next;
+      if (cursor !== '0') scan = read(cursor);
       if (ids.length === 0) continue;
       clients += ids.length;
-      // the reaper's own index first (superset rule), then the ownership moves to it
-      await this.o.redis.client.sadd(this.o.keys.nodeClients(reaper), ...ids);
+      // the reaper's own index first (superset rule), then the ownership moves to it. On one
+      // connection the SADD leaves before the scripts and runs first; a Redis Cluster may route
+      // them to different nodes, so there it is acknowledged first.
+      const indexed = this.o.redis.client.sadd(this.o.keys.nodeClients(reaper), ...ids);
+      if (this.o.redis.isCluster) await indexed;
       const replies = await Promise.allSettled(ids.map((clientId) => this.o.redis.run('orphanClient', this.clientKeys(clientId), [deadMember, reaper])));
+      await indexed;
       const due: (string | number)[] = [];
       replies.forEach((r, i) => {
         const clientId = ids[i];
@@ -250,9 +265,15 @@ export class ClientRegistry {
           failure ??= err;
         }
       });
-      if (due.length > 0) await this.o.redis.client.zadd(this.o.keys.dueWills, ...due);
+      // awaited at the end: the next batch need not wait for it
+      if (due.length > 0) {
+        const added = this.o.redis.client.zadd(this.o.keys.dueWills, ...due);
+        added.catch(() => undefined);
+        indexing.push(added);
+      }
       await nextTurn();
     } while (cursor !== '0');
+    await Promise.all(indexing);
     await Promise.all(firing);
     if (failure !== undefined) throw failure;
     await this.o.redis.client.del(setKey);
