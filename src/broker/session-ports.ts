@@ -29,6 +29,8 @@ export interface SessionLink {
    * not this node's to decide.
    */
   supersede(reasonCode: ReasonCode, why: string, leaseLost?: boolean): void;
+  /** A new connection of the same client id on this node took the session [MQTT-3.1.4-3]: close now. */
+  takeover(): void;
 }
 
 export type OverflowPolicy = 'drop-oldest' | 'drop-new' | 'disconnect';

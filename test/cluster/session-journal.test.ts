@@ -64,6 +64,7 @@ describe('cluster session journal', { timeout: 60_000 }, () => {
         setImmediate(() => session?.pump(Date.now()));
       },
       supersede() {},
+      takeover() {},
     };
   }
   let session: Session | undefined;

@@ -196,7 +196,7 @@ function openSession(ch: Channel, packet: IConnectPacket, gate: ConcurrencyGate 
     return false;
   }
   const existing = broker.sessions.get(ch.clientId);
-  if (existing?.link) (existing.link as Channel).takeover();
+  existing?.link?.takeover();
 
   const requested = v5 ? (packet.properties?.sessionExpiryInterval ?? 0) : packet.clean ? 0 : NEVER_EXPIRES;
   const expiryS = Math.min(requested, config.maxSessionExpiryS);
