@@ -9,6 +9,7 @@ import type { Authorizer, Identity, ReceiveVerdicts } from '../auth/types.js';
 import type { PendingMessage, RetainedCursor, Subscription } from '../store/types.js';
 import type { Subscriber } from './topic-trie.js';
 import { OutgoingPublish } from '../protocol/publish-encoder.js';
+import { ownPayload } from '../store/own-payload.js';
 import type { RecentIds } from './recent-ids.js';
 import type { DropReason, QueueLimit, SessionEvents, SessionJournal, SessionLimits, SessionLink, SnapshotEnd } from './session-ports.js';
 
@@ -192,6 +193,7 @@ export class Session implements Subscriber {
       if (limit === undefined) break;
       if (!this.overflow(pending, limit, true)) return;
     }
+    ownPayload(pending.message);
     this.queue.push(pending);
     this.queuedBytes += size;
     budget.used += size;

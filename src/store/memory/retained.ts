@@ -1,6 +1,7 @@
 // Retained messages in memory, in a tree by topic level so a subscribe walks only the
 // branches its filter can match (a `#` subscribe over 10,000 retained topics visits each once).
 import type { RetainedCursor, RetainedStore, StoredMessage } from '../types.js';
+import { ownPayload } from '../own-payload.js';
 
 class Node {
   readonly children = new Map<string, Node>();
@@ -21,6 +22,7 @@ export class MemoryRetainedStore implements RetainedStore {
       this.delete(levels);
       return;
     }
+    ownPayload(message);
     let node = this.root;
     for (const level of levels) {
       let child = node.children.get(level);

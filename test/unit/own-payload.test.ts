@@ -1,0 +1,34 @@
+// Messages kept for long (queued, retained) hold their own bytes, not a view that pins the
+// socket chunk they were read from (src/store/own-payload.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Session } from '../../src/broker/session.js';
+import { OutgoingPublish } from '../../src/protocol/publish-encoder.js';
+import { MemoryRetainedStore } from '../../src/store/memory/retained.js';
+import type { StoredMessage } from '../../src/store/types.js';
+
+/** A 10-byte payload inside a 64 KiB "socket chunk". */
+function fromChunk(topic: string, retain = false): StoredMessage {
+  const chunk = Buffer.allocUnsafeSlow(64 * 1024).fill(0x61);
+  return { topic, payload: chunk.subarray(100, 110), qos: 1, retain, origin: 'pub' };
+}
+
+test('a message queued for an offline session keeps only its own bytes', () => {
+  const session = new Session('away', 300, { maxQueued: 100, maxQueuedBytes: 1 << 20, budget: { limit: 1 << 24, used: 0 }, overflow: 'drop-oldest' }, { dropped() {}, sent() {}, snapshotEnded() {} } as never, { receiveVerdicts: () => null } as never);
+  const message = fromChunk('fleet/a/state');
+  session.deliver(new OutgoingPublish(message, 0), 1, false, undefined);
+  const [queued] = [...session.pendingMessages()];
+  assert.equal(queued.message.payload.toString(), 'aaaaaaaaaa');
+  assert.equal(queued.message.payload.buffer.byteLength, 10, 'the 64 KiB chunk is not kept alive');
+});
+
+test('a retained message keeps only its own bytes; a payload that is its whole buffer is not copied', () => {
+  const store = new MemoryRetainedStore();
+  store.set(fromChunk('fleet/b/state', true));
+  const [kept] = store.match('fleet/+/state', 0);
+  assert.equal(kept.payload.buffer.byteLength, 10);
+
+  const whole = Buffer.allocUnsafeSlow(2000).fill(0x62);
+  store.set({ topic: 'fleet/c/state', payload: whole, qos: 1, retain: true, origin: 'pub' });
+  assert.equal(store.match('fleet/c/state', 0)[0].payload, whole, 'no copy when nothing is pinned');
+});
