@@ -133,6 +133,11 @@ export class AuthPool {
     const room = this.options.queueMax - this.pending;
     const take = Math.min(room, this.admissionWaiting);
     if (take <= 0 || this.closed) return;
+    // A backlog leaves in full batches: topping the pool up with the few tokens each finished
+    // batch frees would turn a storm into thousands of one-token tasks (a message round trip
+    // each). The pool still holds work meanwhile, and its next completion pumps again.
+    const full = Math.min(MAX_BATCH, this.admissionWaiting);
+    if (take < full && this.pending > 0) return;
     const items = this.waiting.slice(this.waitingHead, this.waitingHead + take);
     this.waitingHead += take;
     if (this.waitingHead === this.waiting.length) {
@@ -146,7 +151,8 @@ export class AuthPool {
     for (const it of items) this.waitingBytes -= it.input.token.length;
     this.options.metrics.authAdmissionWaiting.set(this.admissionWaiting);
     this.pending += take;
-    const per = Math.min(MAX_BATCH, Math.ceil(take / this.options.threads));
+    // spread over the threads, but not below a full batch when there is enough for one each
+    const per = take >= MAX_BATCH * this.options.threads ? MAX_BATCH : Math.max(1, Math.ceil(take / this.options.threads));
     for (let i = 0; i < take; i += per) void this.runBatch(items.slice(i, i + per));
   }
 

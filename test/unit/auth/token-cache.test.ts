@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createIdentity, type AuthOutcome, type AuthRequest } from '../../../src/auth/index.js';
-import { makeKey, signToken, tempDir } from '../../helpers/jwt.js';
+import { makeKey, signHmac, signToken, tempDir } from '../../helpers/jwt.js';
 import { captureLogger, identityConfig, metricValue, testMetrics } from './support.js';
 
 const req = (token: string, username?: string): AuthRequest => ({ clientId: 'c', username, password: Buffer.from(token), protocolVersion: 4, remoteAddress: '127.0.0.1' });
@@ -86,6 +86,23 @@ describe('bounded pool', () => {
     } finally {
       await identity.close();
       await dir.remove();
+    }
+  });
+
+  it('a backlog leaves the admission queue in full batches, not topped up token by token', async () => {
+    const secret = 'batch-test-secret-0123456789abcdef';
+    const metrics = testMetrics();
+    const identity = await createIdentity(identityConfig({ jwtSecret: secret, jwtAlgorithms: ['HS256'], authWorkers: 2, authQueueMax: 64 }), metrics, captureLogger().logger);
+    try {
+      const n = 3000;
+      const tokens = await Promise.all(Array.from({ length: n }, (_, i) => signHmac(secret, { sub: `q${i}` })));
+      const outcomes = await Promise.all(tokens.map((t, i) => identity.authenticator.authenticate({ ...req(t), clientId: `q${i}`, username: `q${i}` })));
+      assert.ok(outcomes.every((o) => o.ok));
+      const tasks = await metricValue(metrics, 'authPoolTasksTotal', { task: 'verifyTokens' });
+      // 32 per task when full; topping up with what each finished task freed averaged ~9
+      assert.ok(tasks <= n / 16, `${tasks} tasks for ${n} tokens`);
+    } finally {
+      await identity.close();
     }
   });
 
