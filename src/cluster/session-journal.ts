@@ -177,14 +177,18 @@ export class ClusterSessionJournal implements SessionJournal {
 
   private append(session: Session, pending: PendingMessage): Promise<void> {
     const { clientId, epoch } = session;
+    const since = this.node.redis.generation;
     const append = this.node.sessions.appendPending(clientId, epoch, pending);
     this.seqs.set(pending, append.catch(() => undefined));
     // The ack (publisher's PUBACK/PUBREC, or the bus entry) waits for this: a write that
     // failed fails it, rather than acknowledge a message no node could resume after this one
     // dies. Stale means a newer incarnation took the session to another node: the message
-    // follows it there.
+    // follows it there. With VIGIL_REDIS_WAIT_REPLICAS the append is stored once replicas
+    // have it: an append the master answered and then lost in a failover leaves the session
+    // dirty (saved whole on the new master), where before this node took it for stored and
+    // dropped the bus entry, read again from the new master, as a copy already seen.
     return append.then(
-      () => undefined,
+      () => this.node.redis.replicated(since),
       (err) => {
         if (!(err instanceof StaleEpochError)) throw err;
         if (this.broker.sessions.get(clientId) === session) this.moves.movedAway(session);
