@@ -1,6 +1,6 @@
 // Run by hand (not in npm test): npx tsc -p . && node --test dist/test/cluster-e2e/sentinel-failover.manual.js
-// Not in the suite because it is not reliable yet (issue 15): of 3 quiet runs on 2026-12-01 after the
-// fixes of that day, 1 passed both halves, 1 failed the no-WAIT half (the survivors not ready 60 s
+// Not in the suite because it is not reliable yet (issue 15): of 5 quiet runs on 2026-12-01 after the
+// fixes of that day, 3 passed both halves, 1 failed the no-WAIT half (the survivors not ready 60 s
 // after a failover to the last replica) and 1 failed the WAIT 1 half on 9 QoS 2 duplicates (one
 // 3.1.1 publisher's seq 357-359 at every subscriber, after the promotion). Both halves assert; the
 // file no longer hangs when the first half fails (every node it started is killed in after()).
