@@ -113,15 +113,19 @@ export class ClusterNode {
     if (!onBus) throw new Error('cluster node started without a bus handler (attach the broker first)');
     await this.bus.start(onBus);
     this.membership.on('owner', (owner, reason) => {
-      if (owner) this.ownerSinceMs = Date.now();
+      // counted from the latest regain: while the lease is lost nothing is reaped (below)
+      this.ownerSinceMs = owner ? Date.now() : Number.POSITIVE_INFINITY;
       hooks.onOwnerChange?.(owner, reason);
     });
     this.membership.on('lapsed', (members) => {
       // Just back from a Redis outage, the lapsed members are most likely its other victims,
       // about to rejoin and keep their own sessions (rehome): reaping them waits one node
       // timeout, so they do, rather than their sessions move here without what only their
-      // memory holds. Every heartbeat lists the lapsed members again.
-      if (Date.now() - this.ownerSinceMs < this.o.config.nodeTimeoutMs) return;
+      // memory holds. Every heartbeat lists the lapsed members again. Without the lease it
+      // reaps nobody: a survey answered while it was rejoining listed every member (its own
+      // previous one too), and reaping them adopted the sessions the others were keeping, so
+      // two nodes held each client's session (QoS 2 twice, messages lost with the copy ended).
+      if (!this.membership.owner || Date.now() - this.ownerSinceMs < this.o.config.nodeTimeoutMs) return;
       for (const m of members) void this.reapMember(m);
     });
     this.membership.on('rejoined', (member, previous) => {
