@@ -1,6 +1,11 @@
 // The MQTT protocol state machine of one connection. It takes decoded packets and answers
 // through ChannelIO; it never touches a socket, so the same code runs over TCP, TLS and
 // WebSocket, and a test can drive it without one. Packet handling lives in handlers/.
+//
+// Just over 400 lines on purpose: the connection's states and every transition between them
+// (CONNECT, authentication, re-authentication, takeover, the timers a sweep checks, closing)
+// are kept in one class, so the rules of which packet is legal in which state read in one
+// place; what each packet does is in handlers/ already.
 import '../transport/quiet-debug.js'; // before mqtt-packet: its per-packet debug calls become no-ops
 import mqttPacket from 'mqtt-packet';
 import type { Packet } from 'mqtt-packet';
