@@ -8,7 +8,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
-import { startNode, waitForRoutes, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { offlineSubscriber, startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { ClientPool } from '../helpers/mqtt.js';
 
@@ -40,13 +40,7 @@ after(async () => {
 
 describe('a session resumed elsewhere while its node could not store a message', { timeout: 60_000 }, () => {
   test('the message only the old node had follows the session to the new one', async () => {
-    const session = { clientId: 'mu-sub', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 600 } };
-    const first = await clients.connect(a.url, session);
-    await first.mqtt.subscribeAsync('mu/t', { qos: 1 });
-    const pub = await clients.connect(b.url, { clientId: 'mu-pub', protocolVersion: 5 });
-    await waitForRoutes(pub, first);
-    await first.mqtt.endAsync();
-    await waitUntil(async () => (await a.metric('vigil_sessions_current', { state: 'offline' })) >= 1, 10_000, 'the session offline on A');
+    const { pub, session } = await offlineSubscriber(clients, a, b, 'mu', 'mu/t');
 
     const cut = proxy.cutAllAfterReply('only-on-a');
     await pub.mqtt.publishAsync('mu/t', 'only-on-a', { qos: 1 }); // PUBACK: it is in A's bus stream

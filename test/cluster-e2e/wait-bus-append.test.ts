@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
-import { startNode, waitForRoutes, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { offlineSubscriber, startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { ClientPool } from '../helpers/mqtt.js';
 
 let master: TestRedis;
@@ -36,13 +36,7 @@ after(async () => {
 
 describe('WAIT for a forwarded message stored in a session', { timeout: 60_000 }, () => {
   test('the bus entry stays pending while no replica has the append; the message arrives once one has', async () => {
-    const session = { clientId: 'wb-sub', protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 600 } };
-    const sub = await clients.connect(a.url, session);
-    await sub.mqtt.subscribeAsync('wb/t', { qos: 1 });
-    const pub = await clients.connect(b.url, { clientId: 'wb-pub', protocolVersion: 5 });
-    await waitForRoutes(pub, sub);
-    await sub.mqtt.endAsync();
-    await waitUntil(async () => (await a.metric('vigil_sessions_current', { state: 'offline' })) >= 1, 10_000, 'the session offline on A');
+    const { pub, session } = await offlineSubscriber(clients, a, b, 'wb', 'wb/t');
     const before = await a.metric('vigil_redis_wait_timeouts_total');
 
     await replica.kill();

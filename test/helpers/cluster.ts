@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { ClientPool } from './mqtt.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const live = new Set<ChildProcess>();
@@ -151,6 +152,23 @@ export async function waitForRoutes(pub: RouteProbeClient, sub: RouteProbeClient
     }
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for routes to reach the publisher's node`);
   }
+}
+
+/**
+ * A persistent 5.0 session (`<name>-sub`) subscribed to `topic` at QoS 1 on `home`, with the
+ * route to it known on `other`, where a publisher (`<name>-pub`) is connected; the session
+ * then disconnects and is offline on `home`. Returns the publisher and the options that resume
+ * the session.
+ */
+export async function offlineSubscriber(clients: ClientPool, home: VigilNode, other: VigilNode, name: string, topic: string) {
+  const session = { clientId: `${name}-sub`, protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 600 } };
+  const sub = await clients.connect(home.url, session);
+  await sub.mqtt.subscribeAsync(topic, { qos: 1 });
+  const pub = await clients.connect(other.url, { clientId: `${name}-pub`, protocolVersion: 5 });
+  await waitForRoutes(pub, sub);
+  await sub.mqtt.endAsync();
+  await waitUntil(async () => (await home.metric('vigil_sessions_current', { state: 'offline' })) >= 1, 10_000, `the session offline on ${home.nodeId}`);
+  return { pub, session };
 }
 
 /**
