@@ -1,7 +1,9 @@
-// In the suite again since 2026-12-01: before the fix of 81b4490 (a node without its lease
-// reaped the others after a Redis outage, so two nodes held each session) 3 of 5 quiet runs
-// passed; after it, 6 of 6 (about 30 s each). Both halves assert; every node the file started
-// is killed in after(), also when an assertion fails.
+// Run by hand (not in npm test): npx tsc -p . && node --test dist/test/cluster-e2e/sentinel-failover.manual.js
+// Not in the suite because it is not reliable yet (issue 15). After the reap fix of 81b4490 it
+// passed 7 of 7 quiet runs, then failed once in a fresh-clone CI run: the no-WAIT half's
+// survivors were not ready within 60 s after the failover to the last replica (the same
+// failure seen once before the fix; cause not found). The WAIT 1 half has not lost an
+// acknowledged message since. Every node the file started is killed in after().
 // Redis Sentinel failover under audited traffic: a master with two replicas, three
 // redis-sentinel processes, three Vigil nodes following the master through the sentinels.
 // QoS 1 and QoS 2 publishers and persistent subscribers run across the nodes (the audit of
