@@ -1,6 +1,6 @@
 // Run by hand (not in npm test): npx tsc -p . && node --test dist/test/cluster-e2e/sentinel-failover.manual.js
 // Not in the suite because it is not reliable yet (issue 15). After the reap fix of 81b4490 it
-// passed 7 of 7 quiet runs, then failed once in a fresh-clone CI run: the no-WAIT half's
+// passed 8 of 8 runs, then failed once in a fresh-clone CI run: the no-WAIT half's
 // survivors were not ready within 60 s after the failover to the last replica (the same
 // failure seen once before the fix; cause not found). The WAIT 1 half has not lost an
 // acknowledged message since. Every node the file started is killed in after().
