@@ -236,11 +236,9 @@ export class ClusterSessionJournal implements SessionJournal {
     const since = redis.generation;
     const written =
       state === 'received' ? sessions.addIncomingQos2(clientId, epoch, packetId, messageId) : state === 'routed' ? sessions.addIncomingQos2(clientId, epoch, packetId) : sessions.removeIncomingQos2(clientId, epoch, packetId);
-    // received / routed decide what a retransmission of this packet id does on any node after
-    // a failover: they must be on the replicas before the routing or the PUBREC. The release
-    // is not waited for (PUBCOMP never was): the next QoS 2 write of the session, WAITed, covers
-    // it unless a failover came between (docs/cluster.md, known limits)
-    const write = state === 'released' ? written : written.then(() => redis.replicated(since));
+    // received / routed / released decide what a PUBLISH under this packet id does on any node
+    // after a failover: they must be on the replicas before the routing, the PUBREC or the PUBCOMP
+    const write = written.then(() => redis.replicated(since));
     return write.catch((err) => {
       if (err instanceof StaleEpochError) return; // the session moved: the new incarnation answers for it
       // the caller refuses the publish; what is in memory now reaches Redis with a checkpoint

@@ -192,13 +192,31 @@ function answer(ch: Channel, packet: IPublishPacket, outcome: ReasonCode, reason
 export function handlePubrel(ch: Channel, packet: IPubrelPacket): void {
   const id = packet.messageId!;
   const session = ch.session!;
-  const known = session.incomingQos2.delete(id);
-  if (known) void session.journal?.incomingQos2(session, id, 'released').catch(() => undefined);
+  const known = session.incomingQos2.has(id);
   if (!known && ch.protocolVersion === 5) {
     ch.send({ cmd: 'pubcomp', messageId: id, reasonCode: RC.PACKET_IDENTIFIER_NOT_FOUND });
     return;
   }
-  ch.io.write(ack(PUBCOMP, id));
+  const messageId = session.incomingQos2.get(id);
+  session.incomingQos2.delete(id);
+  const journal = session.journal;
+  if (!known || !journal) return ch.io.write(ack(PUBCOMP, id));
+  // cluster: PUBCOMP frees the packet id for a new message, so the release must be stored (on
+  // the replicas, with VIGIL_REDIS_WAIT_REPLICAS) first. Else a node resuming the session after
+  // a crash or failover finds the id still in use and takes the next PUBLISH under it for a
+  // retransmission: acknowledged and never routed. Reading goes on meanwhile.
+  journal.incomingQos2(session, id, 'released').then(
+    () => {
+      if (ch.state !== 'closing' && ch.state !== 'closed') ch.io.write(ack(PUBCOMP, id));
+    },
+    (err: Error) => {
+      // not stored: the id stays in use and the flow open; the client sends PUBREL again on
+      // reconnect [MQTT-4.4.0-1], which is then stored or answered by the session's new node
+      if (!session.incomingQos2.has(id)) session.incomingQos2.set(id, messageId);
+      ch.ctx.log.warn({ clientId: ch.clientId, packetId: id, err: err.message }, 'PUBREL could not be stored, PUBCOMP withheld');
+      ch.close(undefined, 'pubrel_not_stored');
+    },
+  );
 }
 
 export function handlePuback(ch: Channel, packet: IPubackPacket): void {
