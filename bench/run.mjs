@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
-  BROKER_NAMES, LABEL, LIVE, ROOT, VIGIL_CLI, startBroker, startRedis, vigilBuilt,
+  BROKER_NAMES, LABEL, LIVE, ROOT, VIGIL_CLI, startBroker, startRedis, vigilBuilt, isMosquitto,
   mosquittoVersion, aedesVersion, vigilVersion,
 } from './lib/brokers.mjs';
 import { SCENARIOS, profile } from './lib/scenarios.mjs';
@@ -198,7 +198,7 @@ async function checkBrokers(logDir) {
     const st = { available: false, reason: '', version: '' };
     brokerStatus[b] = st;
     try {
-      if (b === 'mosquitto') {
+      if (isMosquitto(b)) {
         if (!have('mosquitto')) aptInstall('mosquitto');
         st.version = mosquittoVersion();
       } else if (b === 'aedes') {
@@ -317,7 +317,7 @@ async function main() {
   for (const s of scenarios) {
     const entry = { id: s.id, title: s.title, what: s.what, metric: s.metric, skipped: null, results: {} };
     summary.scenarios.push(entry);
-    const eligible = brokers.filter((b) => !s.brokers || s.brokers.includes(b));
+    const eligible = brokers.filter((b) => (!s.brokers || s.brokers.includes(b)) && (b !== 'mosquitto-nagle' || s.mosquittoNagle));
     if (!eligible.length) entry.skipped = `needs ${(s.brokers ?? []).map((b) => LABEL[b]).join('/')}, not benchmarked in this run`;
     else if (s.needs === 'cluster' && !clusterState.available) entry.skipped = clusterState.reason.startsWith('cluster mode') ? clusterState.reason : `cluster mode not available (${clusterState.reason})`;
     else if (s.needs === 'jwt' && !jwt) entry.skipped = 'no JWT material';

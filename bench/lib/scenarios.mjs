@@ -344,6 +344,7 @@ const FLEET_TOPIC = 'fleet/region-eu-west-1/site-0042/vehicle-000123/telemetry';
 export const SCENARIOS = [
   {
     id: 'qos0-pairs',
+    mosquittoNagle: true,
     title: 'QoS 0 pairs',
     what: '8 publishers → 8 subscribers, one topic each, 64 B payload, window 64 per publisher',
     metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
@@ -355,6 +356,7 @@ export const SCENARIOS = [
   },
   {
     id: 'qos1-pairs',
+    mosquittoNagle: true,
     title: 'QoS 1 pairs',
     what: '8 publishers → 8 subscribers, QoS 1 end to end, 64 unacknowledged PUBLISHes per publisher',
     metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
@@ -366,6 +368,7 @@ export const SCENARIOS = [
   },
   {
     id: 'fanout',
+    mosquittoNagle: true,
     title: 'Fan-out 1 → 100',
     what: '1 publisher, 100 subscribers on its topic, QoS 0, window 16 messages (1,600 deliveries)',
     metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
@@ -571,6 +574,7 @@ export const SCENARIOS = [
   },
   {
     id: 'qos0-sweep',
+    mosquittoNagle: true,
     title: 'QoS 0 pairs at saturation (window sweep)',
     what: '8 → 8 pairs, QoS 0, one broker process driven at each window per publisher in turn; best and curve, generator CPU per window',
     metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
@@ -578,6 +582,7 @@ export const SCENARIOS = [
   },
   {
     id: 'qos1-sweep',
+    mosquittoNagle: true,
     title: 'QoS 1 pairs at saturation (window sweep)',
     what: '8 → 8 pairs, QoS 1 end to end, in-flight window per publisher swept; best and curve, generator CPU per window',
     metric: { key: 'msgsPerSec', unit: 'msg/s', higherIsBetter: true },
