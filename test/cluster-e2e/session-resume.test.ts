@@ -147,4 +147,35 @@ describe('persistent sessions resume on another node after a crash', () => {
     assert.equal(all.length, N, 'no message delivered twice');
     assert.deepEqual([...all].sort(), [...acked].sort());
   });
+
+  test('a node dies holding 600 offline persistent sessions: the survivor adopts every one, and a message published after the reap is stored for each', async () => {
+    await startPair();
+    const M = 600; // more than two adoption batches
+    const ids = Array.from({ length: M }, (_, i) => `sr-adopt-${i}`);
+    const session = { protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 300 } };
+    for (let i = 0; i < M; i += 50) {
+      await Promise.all(ids.slice(i, i + 50).map(async (clientId) => {
+        const c = await clients.connect(a.url, { ...session, clientId }, 20_000);
+        await c.mqtt.subscribeAsync('sr/adopt', { qos: 1 });
+        await c.mqtt.endAsync();
+      }));
+    }
+    await waitUntil(async () => (await a.metric('vigil_sessions_current', { state: 'offline' })) >= M, 20_000, 'the sessions offline on A');
+    await a.kill('SIGKILL');
+    await waitUntil(() => b.logs.some((l) => l.msg === 'dead node reaped'), 30_000, 'B reaps A');
+    const line = b.logs.find((l) => l.msg === 'sessions of a dead node adopted') as { adopted?: number; failed?: number } | undefined;
+    assert.equal(line?.adopted, M, 'every session adopted');
+    assert.equal(line?.failed, 0, 'no adoption failed');
+    assert.ok((await b.metric('vigil_sessions_current', { state: 'offline' })) >= M, 'offline on B');
+
+    const pub = await clients.connect(b.url, { protocolVersion: 5, clientId: 'sr-adopt-pub' });
+    await pub.mqtt.publishAsync('sr/adopt', 'after-reap', { qos: 1 });
+    // PUBACKed, so stored in every adopted session's queue in Redis
+    const stored = await Promise.all(ids.map((clientId) => storedPending(clientId)));
+    assert.deepEqual(ids.filter((_, i) => stored[i] !== 1), [], 'one message stored for every session');
+    const back = await clients.connect(b.url, { ...session, clientId: ids[M - 1] });
+    assert.equal(back.connack.sessionPresent, true);
+    await back.waitForMessages(1, 10_000);
+    assert.equal(back.messages[0].payload, 'after-reap');
+  });
 });
