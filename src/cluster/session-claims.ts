@@ -210,6 +210,15 @@ export class SessionClaims {
   kicked(kick: KickEnvelope): void {
     const session = this.broker.sessions.get(kick.clientId);
     if (!session || session.epoch >= kick.epoch) return;
+    this.takenElsewhere(session);
+  }
+
+  /**
+   * Another node holds this client now. A persistent copy moves away rather than ending: it
+   * may hold messages whose append failed (in memory only here, their bus entries then read
+   * again and dropped as already seen), and the journal hands those on to the new node.
+   */
+  private takenElsewhere(session: Session): void {
     if (session.journal) this.movedAway(session);
     else if (session.link) session.link.supersede(RC.SESSION_TAKEN_OVER, 'session taken over on another node');
     else this.broker.endSession(session);
@@ -246,9 +255,9 @@ export class SessionClaims {
    * The lease is back: as a new member after it lapsed (`previous` is the old one), or the same
    * one when it was renewed in time. Each client held at the loss stays if the registry moves
    * it to `member` (rehome); one that a reaper or a newer connection took meanwhile is theirs,
-   * and its copy here ends. A disconnect Redis missed is recorded now (the will is decided as
-   * usual), and the sessions kept are saved whole: writes that failed while Redis was away are
-   * in them.
+   * and its copy here moves away (what only it has follows the session). A disconnect Redis
+   * missed is recorded now (the will is decided as usual), and the sessions kept are saved
+   * whole: writes that failed while Redis was away are in them.
    */
   async rejoined(member: string, previous: string): Promise<void> {
     const held = this.heldAtLeaseLoss;
@@ -273,10 +282,9 @@ export class SessionClaims {
       const now = this.broker.sessions.get(clientId);
       if (!home) {
         lost++;
-        if (local && now === local) {
-          if (local.link) local.link.supersede(RC.SESSION_TAKEN_OVER, 'session taken over on another node');
-          else this.broker.endSession(local);
-        }
+        // a CONNECT elsewhere or a reaper took it while this node was cut off: the appends
+        // that failed meanwhile follow it (checkpointDirty below hands them on)
+        if (local && now === local) this.takenElsewhere(local);
         continue;
       }
       if (local && now === local) {
