@@ -45,6 +45,57 @@ async function startNodes(prefix: string, env: Record<string, string>): Promise<
   return started;
 }
 
+/**
+ * Lines of a node's log worth reading after a failure: its warnings and errors (a run of the
+ * same message is one line with its count; "redis connection error" left out, there is one
+ * per connection per retry) and its last lines whatever their level.
+ */
+function logDigest(n: VigilNode, lastLines = 15, maxWarnings = 80): string[] {
+  const line = (l: Record<string, unknown>) => {
+    const { time, level, msg, node: _node, pid: _pid, hostname: _host, component: _c, ...rest } = l;
+    return `  ${typeof time === 'number' ? new Date(time).toISOString().slice(11, 23) : '?'} ${level} ${msg} ${JSON.stringify(rest).slice(0, 300)}`;
+  };
+  const warnings: string[] = [];
+  let previous = '';
+  let repeats = 0;
+  for (const l of n.logs) {
+    if (Number(l.level) < 40 || l.msg === 'redis connection error') continue;
+    if (l.msg === previous) {
+      repeats++;
+      continue;
+    }
+    if (repeats > 0) warnings.push(`    ... ${repeats} more`);
+    previous = String(l.msg);
+    repeats = 0;
+    warnings.push(line(l));
+  }
+  if (repeats > 0) warnings.push(`    ... ${repeats} more`);
+  return [`node ${n.nodeId} (pid ${n.pid}): ${n.logs.length} log lines; warnings and errors:`, ...warnings.slice(-maxWarnings), `node ${n.nodeId}: last ${lastLines} lines:`, ...n.logs.slice(-lastLines).map(line)];
+}
+
+/**
+ * Runs a test body; when it fails, prints what is needed to tell why: each Vigil node's
+ * readiness and log digest, what each sentinel names as master, each Redis's replication
+ * state and the tail of every Redis and sentinel log. VIGIL_SENTINEL_LOGS=<file> also
+ * writes every node's full log there.
+ */
+async function diagnosed(body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (err) {
+    const out = [`FAILED: ${(err as Error).message}`, `now ${new Date().toISOString()}`];
+    for (const n of nodes) out.push(`node ${n.nodeId} ready: ${await n.ready()}`);
+    for (const n of nodes) out.push(...logDigest(n));
+    out.push(await group.describe().catch((e: Error) => `sentinel group not described: ${e.message}`));
+    process.stdout.write(out.map((l) => l.split('\n').map((x) => `# ${x}`).join('\n')).join('\n') + '\n');
+    if (process.env.VIGIL_SENTINEL_LOGS) {
+      const { writeFileSync } = await import('node:fs');
+      writeFileSync(process.env.VIGIL_SENTINEL_LOGS, everyNode.map((n) => n.logs.map((l) => JSON.stringify({ node: n.nodeId, ...l })).join('\n')).join('\n'));
+    }
+    throw err;
+  }
+}
+
 function report(result: Awaited<ReturnType<typeof runAudit>>, label: string): void {
   for (const q of result.byQos) {
     process.stdout.write(`# ${label}: ${auditLine(q).slice(2)}\n`);
@@ -117,7 +168,7 @@ async function failoverRun(label: string, replicasAfter: number, extra: AuditFau
 }
 
 describe('Redis Sentinel failover', { timeout: 120_000 }, () => {
-  test('VIGIL_REDIS_WAIT_REPLICAS=1: master SIGKILLed mid-run, a replica promoted: nothing acknowledged lost, QoS 2 once', async () => {
+  test('VIGIL_REDIS_WAIT_REPLICAS=1: master SIGKILLed mid-run, a replica promoted: nothing acknowledged lost, QoS 2 once', () => diagnosed(async () => {
     nodes = await startNodes(randomPrefix('sw'), sentinelEnv({ VIGIL_REDIS_WAIT_REPLICAS: '1', VIGIL_REDIS_WAIT_TIMEOUT_MS: '500' }));
     const result = await failoverRun('WAIT 1', 1);
     const notConfirmed = (await Promise.all(nodes.map((n) => n.metric('vigil_redis_wait_timeouts_total')))).reduce((x, y) => x + y, 0);
@@ -126,9 +177,9 @@ describe('Redis Sentinel failover', { timeout: 120_000 }, () => {
     assert.deepEqual(result.byQos[1].duplicated.slice(0, 20), [], `${result.byQos[1].duplicates} QoS 2 copies`);
     await Promise.all(nodes.map((n) => n.kill('SIGKILL')));
     nodes = [];
-  });
+  }));
 
-  test('without WAIT: master SIGKILLed mid-run, a replica promoted: the nodes follow it, the loss is measured and reported, wills of a node that died meanwhile fire once', async () => {
+  test('without WAIT: master SIGKILLed mid-run, a replica promoted: the nodes follow it, the loss is measured and reported, wills of a node that died meanwhile fire once', () => diagnosed(async () => {
     nodes = await startNodes(randomPrefix('sn'), sentinelEnv());
     const [a, b, c] = nodes;
     const wills = await willsOn(c, a);
@@ -137,5 +188,5 @@ describe('Redis Sentinel failover', { timeout: 120_000 }, () => {
     process.stdout.write(`# no WAIT: ${lost} acknowledged deliveries lost across the failover (asynchronous replication; VIGIL_REDIS_WAIT_REPLICAS closes this)\n`);
     await waitUntil(async () => (await a.ready()) && (await b.ready()), 60_000, 'survivors ready on the new master');
     await wills.firedOnce();
-  });
+  }));
 });

@@ -4,7 +4,7 @@
 // Every process started here is killed by stop() and, as a last resort, when the test
 // process exits. Each test should also use its own random key prefix (randomPrefix()).
 import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -81,6 +81,8 @@ interface ServerOptions {
   port?: number;
   /** Starts as a replica of this port on 127.0.0.1. */
   replicaOf?: number;
+  /** Log to <dir>/redis.log (read by TestSentinelGroup.describe()) rather than nowhere. */
+  logfile?: boolean;
 }
 
 class RedisProcess {
@@ -88,11 +90,30 @@ class RedisProcess {
   exited?: Promise<void>;
   constructor(readonly port: number, readonly dir: string, readonly options: ServerOptions) {}
 
+  /** Started and not exited (a SIGKILLed process has a signalCode, not an exitCode). */
+  get running(): boolean {
+    return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  get logPath(): string {
+    return join(this.dir, 'redis.log');
+  }
+
+  /** The last `lines` lines of its log file (logfile on), or why there are none. */
+  logTail(lines: number): string {
+    try {
+      return readFileSync(this.logPath, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+    } catch (err) {
+      return `(no log: ${(err as NodeJS.ErrnoException).code})`;
+    }
+  }
+
   /** The program and arguments that start this server. */
   protected command(): [string, string[]] {
-    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', this.options.appendonly ? 'yes' : 'no', '--protected-mode', 'no', '--loglevel', 'warning'];
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', this.options.appendonly ? 'yes' : 'no', '--protected-mode', 'no', '--loglevel', this.options.logfile ? 'notice' : 'warning'];
     if (this.options.appendonly && this.options.appendfsync) args.push('--appendfsync', this.options.appendfsync);
     if (this.options.replicaOf) args.push('--replicaof', '127.0.0.1', String(this.options.replicaOf));
+    if (this.options.logfile) args.push('--logfile', this.logPath);
     if (this.options.cluster) args.push('--cluster-enabled', 'yes', '--cluster-config-file', join(this.dir, 'nodes.conf'), '--cluster-node-timeout', '2000');
     return ['redis-server', args];
   }
@@ -122,13 +143,13 @@ class RedisProcess {
   }
 
   async kill(): Promise<void> {
-    if (!this.proc || this.proc.exitCode !== null) return;
+    if (!this.proc || !this.running) return;
     this.proc.kill('SIGKILL');
     await this.exited;
   }
 
   async stop(): Promise<void> {
-    if (!this.proc || this.proc.exitCode !== null) return;
+    if (!this.proc || !this.running) return;
     this.proc.kill('SIGTERM');
     const t = setTimeout(() => this.proc?.kill('SIGKILL'), 3000);
     await this.exited;
@@ -186,6 +207,8 @@ export interface TestSentinelGroup {
   kill(port: number): Promise<void>;
   /** Resolves with the new master's port once the sentinels promoted one other than `old` and it has `replicas` replicas online. */
   failedOver(old: number, replicas: number, timeoutMs?: number): Promise<number>;
+  /** What every sentinel names as master, each data server's INFO replication and the tail of every log: for a failed test's output. */
+  describe(logLines?: number): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -205,11 +228,11 @@ export async function startSentinelGroup(options: { replicas?: number; sentinels
   };
   try {
     const masterPort = await freePort();
-    const first = new RedisProcess(masterPort, mkdtempSync(join(dir, 'm-')), { appendonly: options.appendonly });
+    const first = new RedisProcess(masterPort, mkdtempSync(join(dir, 'm-')), { appendonly: options.appendonly, logfile: true });
     data.push(first);
     await first.start();
     for (let i = 0; i < (options.replicas ?? 2); i++) {
-      const r = new RedisProcess(await freePort(), mkdtempSync(join(dir, 'r-')), { appendonly: options.appendonly, replicaOf: masterPort });
+      const r = new RedisProcess(await freePort(), mkdtempSync(join(dir, 'r-')), { appendonly: options.appendonly, replicaOf: masterPort, logfile: true });
       data.push(r);
       await r.start();
     }
@@ -222,7 +245,7 @@ export async function startSentinelGroup(options: { replicas?: number; sentinels
     const sentinels = watchers.map((w) => `127.0.0.1:${w.port}`);
     const master = async (): Promise<number> => {
       for (const w of watchers) {
-        if (w.proc?.exitCode !== null) continue;
+        if (!w.running) continue;
         try {
           const out = (await redisCli(['-p', String(w.port), 'SENTINEL', 'get-master-addr-by-name', masterName], 3000)).trim().split('\n');
           if (out.length >= 2) return Number(out[1]);
@@ -245,7 +268,7 @@ export async function startSentinelGroup(options: { replicas?: number; sentinels
       sentinels,
       masterName,
       master,
-      running: () => data.filter((d) => d.proc?.exitCode === null).map((d) => d.port),
+      running: () => data.filter((d) => d.running).map((d) => d.port),
       async kill(port) {
         await data.find((d) => d.port === port)?.kill();
       },
@@ -260,6 +283,21 @@ export async function startSentinelGroup(options: { replicas?: number; sentinels
           return online >= replicas;
         }, timeoutMs, `a replica promoted in place of ${old} with ${replicas} replica(s) online`);
         return now;
+      },
+      async describe(logLines = 15) {
+        const out: string[] = [];
+        for (const w of watchers) {
+          const named = !w.running ? 'exited' : await redisCli(['-p', String(w.port), 'SENTINEL', 'get-master-addr-by-name', masterName], 3000).then((o) => o.trim().split('\n').join(':'), (err: Error) => err.message);
+          out.push(`sentinel :${w.port} names master ${named}`, w.logTail(logLines));
+        }
+        for (const d of data) {
+          const info = !d.running ? 'exited' : await redisCli(['-p', String(d.port), 'INFO', 'replication'], 3000).then(
+            (o) => o.split('\r\n').filter((l) => /^(role|master_host|master_port|master_link_status|master_repl_offset|connected_slaves|slave\d+):/.test(l)).join(' '),
+            (err: Error) => err.message,
+          );
+          out.push(`redis :${d.port}: ${info}`, d.logTail(logLines));
+        }
+        return out.join('\n');
       },
       stop: stopAll,
     };
@@ -294,7 +332,8 @@ class SentinelProcess extends RedisProcess {
         'bind 127.0.0.1',
         'protected-mode no',
         `dir ${this.dir}`,
-        'loglevel warning',
+        'loglevel notice',
+        `logfile ${this.logPath}`,
         'sentinel announce-ip 127.0.0.1',
         `sentinel monitor ${this.masterName} 127.0.0.1 ${this.masterPort} 2`,
         `sentinel down-after-milliseconds ${this.masterName} 1000`,
