@@ -4,9 +4,11 @@
 // every command timed into vigil_redis_command_seconds and every failure counted in
 // vigil_redis_errors_total. Scripts are timed under `script:<name>`. Every connection made
 // here (the main one, pub/sub subscribers, blocking bus readers) asks the sentinels for the
-// master each time it connects, so all of them follow a failover without a restart.
+// master each time it connects, so all of them follow a failover without a restart; one
+// +switch-master watch (sentinel-switch.ts) drops those still connected elsewhere.
 import { readFileSync } from 'node:fs';
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
+import { SentinelSwitchWatch, elsewhere } from './sentinel-switch.js';
 import type { Config } from '../config.js';
 import { ConfigError } from '../config.js';
 import type { Metrics } from '../metrics.js';
@@ -119,10 +121,16 @@ export class VigilRedis {
   private nextWait?: PendingWait;
   private waitTimeouts = { count: 0, loggedAtMs: -Infinity };
   private static readonly noWait = Promise.resolve();
+  /** Sentinel mode: the +switch-master watch for this instance's connections and its siblings' (none on a sibling). */
+  private readonly switchWatch?: SentinelSwitchWatch;
 
-  constructor(private readonly options: VigilRedisOptions) {
+  constructor(private readonly options: VigilRedisOptions, watched = true) {
     this.client = this.connect({ autoPipelining: true, commandTimeoutMs: options.commandTimeoutMs });
     this.client.on('ready', () => this.connectionGeneration++);
+    const { target } = options;
+    if (watched && !(target.clusterNodes && target.clusterNodes.length > 0) && target.sentinels && target.sentinels.length > 0) {
+      this.switchWatch = new SentinelSwitchWatch(target.sentinels.map(hostPort), target.sentinelMaster ?? '', this.sentinelOptions(), (host, port) => this.switched(host, port));
+    }
   }
 
   /** Identifies the main connection now; pass it to replicated() for writes issued from here on. */
@@ -216,17 +224,49 @@ export class VigilRedis {
    * must not queue behind a WAIT of the main connection. Closed by close().
    */
   sibling(): VigilRedis {
-    const other = new VigilRedis({ ...this.options, waitReplicas: 0 });
+    const other = new VigilRedis({ ...this.options, waitReplicas: 0 }, false);
     this.siblings.add(other);
     return other;
   }
 
   async close(): Promise<void> {
+    this.switchWatch?.close();
     const all = [this.client, ...this.extra];
     this.extra.clear();
     const siblings = [...this.siblings];
     this.siblings.clear();
     await Promise.all([...all.map(closeConnection), ...siblings.map((s) => s.close())]);
+  }
+
+  /** Every connection of this instance and of its siblings. */
+  private connections(): RedisConnection[] {
+    return [this.client, ...this.extra, ...[...this.siblings].flatMap((s) => s.connections())];
+  }
+
+  /**
+   * A sentinel announced a new master: a connection still connected to another server is
+   * dropped and reconnects through the sentinels. One that is connecting is left alone (it
+   * is asking the sentinels now); one already on the new master stays.
+   */
+  private switched(host: string, port: number): void {
+    let dropped = 0;
+    for (const c of this.connections()) {
+      if (!(c instanceof Redis) || (c.status !== 'ready' && c.status !== 'connect') || !c.stream) continue;
+      if (!elsewhere(c.stream, host, port)) continue;
+      c.stream.destroy();
+      dropped++;
+    }
+    this.options.log?.info({ host, port, dropped }, 'sentinel announced a new Redis master');
+  }
+
+  /** Credentials and TLS for talking to the sentinels themselves. */
+  private sentinelOptions(): RedisOptions {
+    const { target } = this.options;
+    return {
+      ...(target.sentinelUsername ? { username: target.sentinelUsername } : {}),
+      ...(target.sentinelPassword ? { password: target.sentinelPassword } : {}),
+      ...(target.sentinelTls ? { tls: { ...(target.tlsCa ? { ca: target.tlsCa } : {}) } } : {}),
+    };
   }
 
   private connect(o: { autoPipelining: boolean; commandTimeoutMs?: number }): RedisConnection {
@@ -265,9 +305,9 @@ export class VigilRedis {
         enableTLSForSentinelMode: !!tls,
         // asked of every sentinel in turn each time a connection (re)connects
         sentinelRetryStrategy: (times) => Math.min(100 * times, 1000),
-        // subscribes to +switch-master: a connection to a master that still answers but was
-        // replaced (a partition) is dropped at once, blocking readers included
-        failoverDetector: true,
+        // not ioredis's failoverDetector: its disconnect during a reconnect ends the connection
+        // for good; this.switchWatch drops connections on +switch-master instead
+        failoverDetector: false,
       });
     } else if (target.url) {
       client = new Redis(target.url, redisOptions);

@@ -205,6 +205,8 @@ export interface TestSentinelGroup {
   running(): number[];
   /** SIGKILLs the data server on this port (a crashed master). */
   kill(port: number): Promise<void>;
+  /** The data server on this port answers nothing for `ms` but keeps its connections (CLIENT PAUSE ALL): a hung master. */
+  pause(port: number, ms: number): Promise<void>;
   /** Resolves with the new master's port once the sentinels promoted one other than `old` and it has `replicas` replicas online. */
   failedOver(old: number, replicas: number, timeoutMs?: number): Promise<number>;
   /** What every sentinel names as master, each data server's INFO replication and the tail of every log: for a failed test's output. */
@@ -271,6 +273,9 @@ export async function startSentinelGroup(options: { replicas?: number; sentinels
       running: () => data.filter((d) => d.running).map((d) => d.port),
       async kill(port) {
         await data.find((d) => d.port === port)?.kill();
+      },
+      async pause(port, ms) {
+        await redisCli(['-p', String(port), 'CLIENT', 'PAUSE', String(ms), 'ALL']);
       },
       async failedOver(old, replicas, timeoutMs = 30000) {
         let now = old;
