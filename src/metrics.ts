@@ -101,10 +101,10 @@ class DeferredGauge<T extends string> {
     this.entry(labels).v = v;
   }
 
-  /** One label set's value, bound once (per listener, say): inc/dec are then plain arithmetic. */
-  bind(labels: LabelValues<T>): { inc(): void; dec(): void } {
+  /** One label set's value, bound once (per listener, say): inc/dec/set are then plain arithmetic. */
+  bind(labels: LabelValues<T>): { inc(): void; dec(): void; set(v: number): void } {
     const e = this.entry(labels);
-    return { inc: () => void e.v++, dec: () => void e.v-- };
+    return { inc: () => void e.v++, dec: () => void e.v--, set: (v: number) => void (e.v = v) };
   }
 
   get(): ReturnType<Gauge<T>['get']> {

@@ -167,7 +167,8 @@ export class VigilServer {
     // throws naming the file when a TLS certificate, key or CA cannot be read
     this.listeners = listenersFromConfig(config, { ctx: this.ctx, admit: (stream, name) => this.admit(stream, name) });
 
-    this.mqttServer = net.createServer((socket) => this.acceptSocket(socket, 'tcp'));
+    // noDelay: TCP_NODELAY set on the handle at accept, before the socket's JS setter exists
+    this.mqttServer = net.createServer({ noDelay: true }, (socket) => this.acceptSocket(socket, 'tcp'));
     this.mqttServer.maxConnections = config.maxConnections;
     this.httpServer = http.createServer((req, res) => void this.handleHttp(req, res));
     await listenOn(this.mqttServer, config.mqttPort, config.bind, config.listenBacklog);
@@ -204,9 +205,12 @@ export class VigilServer {
       return false;
     }
     this.sockets.add(stream);
-    stream.once('close', () => this.sockets.delete(stream));
+    stream.on('close', this.untrack);
     return true;
   }
+
+  /** One 'close' listener for every stream (`this` is the stream), not a closure per connection. */
+  private readonly untrack = untrackFrom(this.sockets);
 
   private async handleHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -270,3 +274,8 @@ export class VigilServer {
   }
 }
 
+function untrackFrom(streams: Set<Duplex>): (this: Duplex) => void {
+  return function (this: Duplex) {
+    streams.delete(this);
+  };
+}

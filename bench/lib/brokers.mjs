@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const AEDES_SERVER = fileURLToPath(new URL('../brokers/aedes-server.mjs', import.meta.url));
+const FLOOR_SERVER = fileURLToPath(new URL('../brokers/bare-node-floor.mjs', import.meta.url));
 export const VIGIL_CLI = path.join(ROOT, 'dist/src/cli.js');
 
 // `mosquitto-nagle` is Mosquitto with its own default, `set_tcp_nodelay false`: for the flow
@@ -143,7 +144,7 @@ function launch(name, cpus, command, args, { env, logDir, port, nofile }) {
 
 /**
  * Starts one broker and waits until it accepts TCP connections.
- * @param {'vigil'|'aedes'|'mosquitto'} name
+ * @param {'vigil'|'aedes'|'mosquitto'|'bare-node-floor'} name
  * @param {{ cpus: string, logDir: string, env?: object, port?: number }} o
  */
 export async function startBroker(name, o) {
@@ -166,6 +167,9 @@ export async function startBroker(name, o) {
     proc.metricsPort = metricsPort;
   } else if (name === 'aedes') {
     proc = launch('aedes', o.cpus, process.execPath, [AEDES_SERVER, String(port), '127.0.0.1'], { env: {}, logDir: o.logDir, port });
+  } else if (name === 'bare-node-floor') {
+    // not a broker: the connect storm's floor (bench/brokers/bare-node-floor.mjs)
+    proc = launch('bare-node-floor', o.cpus, process.execPath, [FLOOR_SERVER, String(port), '127.0.0.1'], { env: {}, logDir: o.logDir, port });
   } else if (isMosquitto(name)) {
     const conf = path.join(o.logDir, `${name}-${port}.conf`);
     mkdirSync(o.logDir, { recursive: true });

@@ -58,7 +58,7 @@ export function tableRows(summary) {
     if (s.id === 'jwt-storm') {
       rows.push({ scenario: '', metric: 'raw RS256 verify/s', values: byBroker(summary, (b) => m(b).verifyPerSec), unit: '', ratios: false });
     }
-    if (s.id.endsWith('connect-storm') || s.id === 'jwt-storm') {
+    if (s.id.endsWith('connect-storm') || s.id === 'jwt-storm' || s.id === 'bare-node-floor') {
       rows.push({ scenario: '', metric: 'broker CPU µs / connection', values: byBroker(summary, (b) => m(b).brokerUsPerConn), unit: 'µs', ratios: false });
     }
     if (s.id === 'fleet-reconnect') {
@@ -199,7 +199,10 @@ export function goals(summary) {
   // fleet scale (issue 13): the connect path, cluster and JWT storms, the fleet, saturation
   {
     const us = get(summary, 'connect-storm', 'vigil', 'brokerUsPerConn');
-    g.push({ goal: 'Broker CPU per anonymous CONNECT ≤ 40 µs (one core)', measured: Number.isFinite(us) ? `${us.toFixed(0)} µs` : '—', status: verdict(us, (x) => x <= 40) });
+    const floor = get(summary, 'bare-node-floor', 'vigil', 'brokerUsPerConn');
+    const mosq = get(summary, 'connect-storm', 'mosquitto', 'brokerUsPerConn');
+    const beside = [Number.isFinite(floor) ? `bare Node floor ${floor.toFixed(0)} µs` : '', Number.isFinite(mosq) ? `Mosquitto ${mosq.toFixed(0)} µs` : ''].filter(Boolean).join(', ');
+    g.push({ goal: 'Broker CPU per anonymous CONNECT ≤ 40 µs (one core)', measured: Number.isFinite(us) ? `${us.toFixed(0)} µs${beside ? ` (${beside})` : ''}` : '—', status: verdict(us, (x) => x <= 40) });
     g[g.length - 1].sources = ['connect-storm'];
   }
   {

@@ -443,6 +443,23 @@ export const SCENARIOS = [
     run: (ctx) => single(ctx, (b) => stormRun(ctx, b, null)),
   },
   {
+    // the floor of connect-storm: the same storm against a bare Node net server on the broker
+    // CPUs (reported in the Vigil column), so Vigil's own share per CONNECT is visible
+    id: 'bare-node-floor',
+    title: 'Connect storm against a bare Node net server (the floor)',
+    what: 'connect-storm against bench/brokers/bare-node-floor.mjs (accept, read, fixed CONNACK, end; no MQTT): what Node and the kernel cost per connection; shown in the Vigil column',
+    brokers: ['vigil'],
+    metric: { key: 'connectsPerSec', unit: 'conn/s', higherIsBetter: true },
+    run: async (ctx) => {
+      const f = await startBroker('bare-node-floor', { cpus: ctx.brokerCpus, logDir: ctx.logDir });
+      try {
+        return await stormRun(ctx, f, null);
+      } finally {
+        await f.stop();
+      }
+    },
+  },
+  {
     id: 'jwt-storm',
     title: 'Connect storm (RS256 JWT)',
     what: 'as the anonymous storm, every CONNECT carrying a distinct RS256 JWT as password; compared with raw node:crypto RS256 verify/s on the broker CPU',

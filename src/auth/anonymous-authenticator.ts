@@ -7,6 +7,8 @@ import { authFailure } from './reasons.js';
 import type { AuthOutcome, AuthRequest, Authenticator, Identity } from './types.js';
 
 export const ANONYMOUS_ROLE = 'anonymous';
+/** Every anonymous identity's roles: one frozen array, not one per CONNECT. */
+const ANONYMOUS_ROLES: readonly string[] = Object.freeze([ANONYMOUS_ROLE]);
 
 export class AnonymousAuthenticator implements Authenticator {
   readonly mode = 'none';
@@ -24,7 +26,7 @@ export class AnonymousAuthenticator implements Authenticator {
     const identity: Identity = Object.freeze({
       username: req.username ?? '',
       clientId: req.clientId,
-      roles: Object.freeze([ANONYMOUS_ROLE]),
+      roles: ANONYMOUS_ROLES,
       certSubject: req.certSubject,
       authenticatedAtMs: this.now(),
     });

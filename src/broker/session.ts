@@ -311,6 +311,7 @@ export class Session implements Subscriber {
   }
 
   endSnapshots(how: SnapshotEnd): void {
+    if (this.snapshots.length === 0) return; // most sessions never had one: no new array each time
     for (let i = 0; i < this.snapshots.length; i++) this.events.snapshotEnded(how);
     this.snapshots = [];
   }

@@ -3,6 +3,7 @@
 // refused from the fixed header, before their body is buffered.
 import type { Duplex } from 'node:stream';
 import type { Packet } from 'mqtt-packet';
+import type { Metrics } from '../metrics.js';
 import { Channel, type ChannelContext, type ChannelIO } from '../protocol/channel.js';
 import { RC } from '../protocol/reason-codes.js';
 import { strictParser, type FramingError } from './strict-parser.js';
@@ -10,13 +11,42 @@ import { strictParser, type FramingError } from './strict-parser.js';
 /** Socket-like streams: net.Socket, tls.TLSSocket, or a WebSocket stream. */
 export type ByteStream = Duplex & { remoteAddress?: string; setNoDelay?(noDelay?: boolean): unknown; cork(): void; uncork(): void };
 
+/**
+ * The per-connection counters of one listener, bound once per metrics registry: a label
+ * lookup (key building, map search, label object) per accept, close and chunk was a
+ * measurable share of a connect storm.
+ */
+interface ListenerCounters {
+  readonly open: { inc(): void; dec(): void };
+  readonly opened: { inc(n?: number): void };
+  readonly bytesIn: { inc(n?: number): void };
+  readonly bytesOut: { inc(n?: number): void };
+}
+const countersByRegistry = new WeakMap<Metrics, Map<string, ListenerCounters>>();
+
+function listenerCounters(metrics: Metrics, listener: string): ListenerCounters {
+  let byListener = countersByRegistry.get(metrics);
+  if (!byListener) countersByRegistry.set(metrics, (byListener = new Map()));
+  let c = byListener.get(listener);
+  if (!c) {
+    c = {
+      open: metrics.connectionsCurrent.bind({ listener }),
+      opened: metrics.connectionsOpenedTotal.bind({ listener }),
+      bytesIn: metrics.bytesInTotal.bind({}),
+      bytesOut: metrics.bytesOutTotal.bind({}),
+    };
+    byListener.set(listener, c);
+  }
+  return c;
+}
+
 class StreamIO implements ChannelIO {
   private corked = false;
   private pendingBytesOut = 0;
 
   constructor(
     private readonly stream: ByteStream,
-    private readonly ctx: ChannelContext,
+    private readonly counters: ListenerCounters,
     readonly listener: string,
     readonly certSubject: string | undefined,
   ) {}
@@ -42,7 +72,7 @@ class StreamIO implements ChannelIO {
     this.corked = false;
     this.stream.uncork();
     if (this.pendingBytesOut > 0) {
-      this.ctx.metrics.bytesOutTotal.inc({}, this.pendingBytesOut);
+      this.counters.bytesOut.inc(this.pendingBytesOut);
       this.pendingBytesOut = 0;
     }
   }
@@ -103,31 +133,32 @@ function uncork(io: StreamIO): void {
 }
 
 export function attachConnection(stream: ByteStream, ctx: ChannelContext, listener: string, certSubject?: string): Channel {
-  const io = new StreamIO(stream, ctx, listener, certSubject);
+  const counters = listenerCounters(ctx.metrics, listener);
+  const io = new StreamIO(stream, counters, listener, certSubject);
   const channel = new Channel(ctx, io);
   const parser = strictParser();
   const max = ctx.config.maxPacketSize;
-  const gauge = ctx.metrics.connectionsCurrent.bind({ listener });
-  gauge.inc();
-  ctx.metrics.connectionsOpenedTotal.inc({ listener });
+  counters.open.inc();
+  counters.opened.inc();
+  // a no-op when the server set it at accept (net.createServer({ noDelay: true }))
   stream.setNoDelay?.(true);
 
-  parser.on('packet', (packet: Packet) => {
+  let chunkAtMs = 0;
+  parser.onPacket = (packet: Packet) => {
     if (packetSize(packet.length ?? 0) > max) return tooLarge(channel);
     channel.handlePacket(packet, chunkAtMs);
-  });
-  parser.on('error', (err: FramingError) => {
+  };
+  parser.onError = (err: FramingError) => {
     if (channel.state === 'closing' || channel.state === 'closed') return;
     if (channel.state === 'awaiting-connect' && err.message === 'Invalid protocol version') return channel.refuseProtocolLevel();
     // a 5.0 CONNECT that fails to parse is answered in 5.0's form (CONNACK with the reason)
     if (channel.state === 'awaiting-connect' && parser.connectVersion === 5) channel.protocolVersion = 5;
     channel.handleFramingError(err.message, err.reasonCode);
-  });
-  let chunkAtMs = 0;
+  };
   stream.on('data', (chunk: Buffer) => {
     if (channel.state === 'closing' || channel.state === 'closed') return;
     chunkAtMs = ctx.clock.now();
-    ctx.metrics.bytesInTotal.inc({}, chunk.length);
+    counters.bytesIn.inc(chunk.length);
     try {
       parser.parse(chunk);
     } catch (err) {
@@ -136,17 +167,19 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
       return;
     }
     // the header is parsed and the body is still coming: refuse before buffering it (MQTT 5 §3.2.2.3.6)
-    const pendingLength = (parser as unknown as { packet: { length: number } }).packet.length;
+    const pendingLength = parser.pendingLength;
     if (pendingLength > 0 && packetSize(pendingLength) > max) tooLarge(channel);
   });
   stream.on('drain', () => channel.drained());
-  stream.on('error', () => undefined); // 'close' follows; nothing a peer does may crash the process
+  stream.on('error', ignore); // 'close' follows; nothing a peer does may crash the process
   stream.on('close', () => {
-    gauge.dec();
+    counters.open.dec();
     channel.closed();
   });
   return channel;
 }
+
+function ignore(): void {}
 
 /** Maximum Packet Size counts the whole packet: fixed header byte, remaining length, body [MQTT-3.2.2-15]. */
 function packetSize(remainingLength: number): number {

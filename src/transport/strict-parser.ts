@@ -11,7 +11,7 @@
 // this class refuses: below.
 import { createRequire } from 'node:module';
 import { isUtf8 } from 'node:buffer';
-import type { Parser } from 'mqtt-packet';
+import type { Packet as MqttPacket, Parser } from 'mqtt-packet';
 import { RC } from '../protocol/reason-codes.js';
 
 /** A framing error with the reason code to answer it with. */
@@ -24,7 +24,7 @@ interface ParserInternals {
   settings: { protocolVersion?: number };
   _stateCounter: number;
   parse(buf: Buffer): number;
-  emit(event: 'packet', packet: unknown): boolean;
+  emit(event: string, arg: unknown): boolean;
   error: Error | null;
   _pos: number;
   _list: { length: number; readUInt8(offset: number): number; slice(start: number, end: number): Buffer };
@@ -56,6 +56,25 @@ const FIELDED = new Set(['connect', 'puback', 'pubrec', 'pubrel', 'pubcomp', 'su
 
 /** The acknowledgements by their first byte, with the flags the specs require [MQTT-2.2.2-1] (PUBREL 0b0010). */
 const CONFIRMATIONS: Record<number, string | undefined> = { 0x40: 'puback', 0x50: 'pubrec', 0x62: 'pubrel', 0x70: 'pubcomp' };
+
+/** The packet wholeFrame found: remaining length, where its body starts and where it ends. */
+const frame = { length: 0, body: 0, end: 0 };
+
+/** Whether the packet at `at` is whole in `buf` (its fixed header read into `frame`). */
+function wholeFrame(buf: Buffer, at: number): boolean {
+  let length = 0;
+  let i = at + 1;
+  for (let shift = 0; ; shift += 7) {
+    if (i >= buf.length || shift > 21) return false;
+    const digit = buf[i++];
+    length += (digit & 0x7f) * 2 ** shift;
+    if ((digit & 0x80) === 0) break;
+  }
+  frame.length = length;
+  frame.body = i;
+  frame.end = i + length;
+  return frame.end <= buf.length;
+}
 
 class StrictParser extends Base {
   constructor() {
@@ -92,7 +111,12 @@ class StrictParser extends Base {
     let at = 0;
     while (at < n) {
       const first = buf[at];
-      const end = first >> 4 === 3 ? this.wholePublish(buf, at) : CONFIRMATIONS[first] !== undefined ? this.wholeConfirmation(buf, at) : -1;
+      const end =
+        first >> 4 === 3 ? this.wholePublish(buf, at)
+        : CONFIRMATIONS[first] !== undefined ? this.wholeConfirmation(buf, at)
+        : first === 0x10 ? this.wholeConnect(buf, at)
+        : first === 0xe0 || first === 0xc0 ? this.wholeEmpty(buf, at)
+        : -1;
       if (end < 0) break;
       at = end;
     }
@@ -113,21 +137,106 @@ class StrictParser extends Base {
     return at + 4;
   }
 
+  /**
+   * A 3.1 or 3.1.1 CONNECT whole in the chunk, the packet of every connection. Read as
+   * mqtt-packet's _parseConnect reads it, fields in the same order, into the same Packet;
+   * anything it would refuse or that needs a closer look (5.0, bridge mode, reserved flag,
+   * will flags without a will, a string with U+0000 or U+FFFD, a field past the end, bytes
+   * after the last field) is left to the state machine, which gives the error and its code.
+   * test/unit/strict-parser.test.ts holds both paths equal.
+   */
+  private wholeConnect(buf: Buffer, at: number): number {
+    if (!wholeFrame(buf, at)) return -1;
+    const { length, end } = frame;
+    let i = frame.body;
+    const field = (): number => {
+      // start of a length-prefixed field inside the packet, or -1
+      if (i + 2 > end) return -1;
+      const start = i + 2;
+      const stop = start + buf.readUInt16BE(i);
+      if (stop > end) return -1;
+      i = stop;
+      return start;
+    };
+    const string = (): string | undefined => {
+      const start = field();
+      if (start < 0) return undefined;
+      const s = buf.toString('utf8', start, i);
+      return s.includes('\u0000') || s.includes('\uFFFD') ? undefined : s;
+    };
+    const protocolId = string();
+    if (protocolId !== 'MQTT' && protocolId !== 'MQIsdp') return -1;
+    if (i + 4 > end) return -1;
+    const level = buf[i];
+    const flags = buf[i + 1];
+    if ((level !== 3 && level !== 4) || (flags & 0x01) !== 0) return -1;
+    const hasWill = (flags & 0x04) !== 0;
+    const willQos = (flags >> 3) & 3;
+    const willRetain = (flags & 0x20) !== 0;
+    if (!hasWill && (willQos !== 0 || willRetain)) return -1;
+    const keepalive = buf.readUInt16BE(i + 2);
+    i += 4;
+    const clientId = string();
+    if (clientId === undefined) return -1;
+    let will: { retain: boolean; qos: number; topic?: string; payload?: Buffer } | undefined;
+    if (hasWill) {
+      will = { retain: willRetain, qos: willQos };
+      const topic = string();
+      if (topic === undefined) return -1;
+      will.topic = topic;
+      const payloadAt = field();
+      if (payloadAt < 0) return -1;
+      will.payload = buf.subarray(payloadAt, i);
+    }
+    let username: string | undefined;
+    if ((flags & 0x80) !== 0) {
+      username = string();
+      if (username === undefined) return -1;
+    }
+    let password: Buffer | undefined;
+    if ((flags & 0x40) !== 0) {
+      const passwordAt = field();
+      if (passwordAt < 0) return -1;
+      password = buf.subarray(passwordAt, i);
+    }
+    if (i !== end) return -1; // bytes after the last field: the state machine refuses them
+    const packet = new Packet() as ParserInternals['packet'] & Record<string, unknown>;
+    packet.cmd = 'connect';
+    packet.length = length;
+    packet.protocolId = protocolId;
+    packet.protocolVersion = level;
+    if (will) packet.will = will;
+    packet.clean = (flags & 0x02) !== 0;
+    packet.keepalive = keepalive;
+    packet.clientId = clientId;
+    if (username !== undefined) packet.username = username;
+    if (password !== undefined) packet.password = password;
+    this.settings = packet; // as mqtt-packet: later packets are read at the CONNECT's level
+    this.emit('packet', packet);
+    return end;
+  }
+
+  /** DISCONNECT and PINGREQ with no body (3.1/3.1.1 DISCONNECT; a 5.0 one gets its reason code from the state machine). */
+  private wholeEmpty(buf: Buffer, at: number): number {
+    if (at + 2 > buf.length || buf[at + 1] !== 0) return -1;
+    const first = buf[at];
+    if (first === 0xe0 && this.settings.protocolVersion === 5) return -1;
+    const packet = new Packet();
+    packet.cmd = first === 0xe0 ? 'disconnect' : 'pingreq';
+    packet.length = 0;
+    this.emit('packet', packet);
+    return at + 2;
+  }
+
   /** Emits the PUBLISH at `at` and returns where it ends, or -1 to leave it to the state machine. */
   private wholePublish(buf: Buffer, at: number): number {
     const first = buf[at];
     const qos = (first >> 1) & 3;
     if (first >> 4 !== 3 || qos === 3) return -1;
-    let length = 0;
-    let i = at + 1;
-    for (let shift = 0; ; shift += 7) {
-      if (i >= buf.length || shift > 21) return -1;
-      const digit = buf[i++];
-      length += (digit & 0x7f) * 2 ** shift;
-      if ((digit & 0x80) === 0) break;
-    }
-    const end = i + length;
-    if (end > buf.length || i + 2 > end) return -1;
+    if (!wholeFrame(buf, at)) return -1;
+    const { length, end } = frame;
+    let i = frame.body;
+    if (i + 2 > end) return -1;
     const topicEnd = i + 2 + buf.readUInt16BE(i);
     if (topicEnd > end) return -1;
     const topic = buf.toString('utf8', i + 2, topicEnd);
@@ -154,6 +263,26 @@ class StrictParser extends Base {
     packet.payload = buf.subarray(i, end);
     this.emit('packet', packet);
     return end;
+  }
+
+  /**
+   * The connection's handlers, called directly: mqtt-packet emits every packet and error as
+   * an event, and an EventEmitter dispatch (plus two listener registrations per connection)
+   * is measurable when every connection lives for one CONNECT. Without them, events as usual.
+   */
+  onPacket?: (packet: never) => void;
+  onError?: (err: FramingError) => void;
+
+  override emit(event: string, arg: unknown): boolean {
+    if (event === 'packet' && this.onPacket) this.onPacket(arg as never);
+    else if (event === 'error' && this.onError) this.onError(arg as FramingError);
+    else return super.emit(event, arg);
+    return true;
+  }
+
+  /** The remaining length of a packet whose header is read and whose body is still arriving; -1 between packets. */
+  get pendingLength(): number {
+    return this.packet.length;
   }
 
   /** The protocol level of a CONNECT being parsed (5 once its level byte is read), for the refusal's form. */
@@ -233,7 +362,12 @@ class StrictParser extends Base {
   }
 }
 
-export type StrictMqttParser = Parser & { readonly connectVersion: number | undefined };
+export type StrictMqttParser = Parser & {
+  readonly connectVersion: number | undefined;
+  readonly pendingLength: number;
+  onPacket?: (packet: MqttPacket) => void;
+  onError?: (err: FramingError) => void;
+};
 
 /** A parser for one connection; it starts at protocol level 4 and follows the CONNECT. */
 export function strictParser(): StrictMqttParser {

@@ -10,24 +10,10 @@ import { startBroker, type TestBroker } from '../helpers/broker.js';
 import { ClientPool, uniqueId, VERSIONS, versionName, type Version } from '../helpers/mqtt.js';
 import { tempDir, type TempDir } from '../helpers/jwt.js';
 import { RawClient } from '../helpers/raw-client.js';
+import { str, u16, varint } from '../helpers/mqtt-bytes.js';
 
 // ---- bytes ---------------------------------------------------------------------------
 
-const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
-const str = (s: string | Buffer) => {
-  const b = Buffer.isBuffer(s) ? s : Buffer.from(s);
-  return Buffer.concat([u16(b.length), b]);
-};
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return Buffer.from(out);
-}
 /** A whole packet: first byte, remaining length, body. */
 const packet = (first: number, ...body: Buffer[]) => {
   const b = Buffer.concat(body);

@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
 import type { Packet } from 'mqtt-packet';
 import { strictParser, type FramingError } from '../../src/transport/strict-parser.js';
+import { str, u16, varint } from '../helpers/mqtt-bytes.js';
 
 /** Parses a CONNECT (5.0 unless said) and then `bytes`: the packets, and the first error. */
 function parse(bytes: Buffer, version: 4 | 5 = 5): { packets: Packet[]; error?: FramingError } {
@@ -132,5 +133,58 @@ test('property: PUBLISH and acknowledgements read straight from the chunk equals
       assert.equal(ours.length, packets.length + 1);
     }),
     { numRuns: 400 },
+  );
+});
+
+test('property: a 3.1/3.1.1 CONNECT (and DISCONNECT, PINGREQ) read straight from the chunk equals the state machine and mqtt-packet, valid or not', () => {
+  const text = fc.constantFrom('', 'c', 'storm-12345', 'ünï/温度', '😀', 'a\u0000b');
+  const connectArb = fc.record({
+    v3: fc.boolean(),
+    flags: fc.integer({ min: 0, max: 255 }), // every combination, valid or not (reserved bit, will flags without will)
+    keepalive: fc.integer({ min: 0, max: 65_535 }),
+    clientId: text,
+    willTopic: text,
+    willPayload: fc.constantFrom('', 'offline', 'x'.repeat(300)),
+    username: text,
+    password: fc.constantFrom('', 'p', 'x'.repeat(1000)),
+    // damage after encoding: a byte after the last field, a field length past the end, the
+    // protocol name, ill-formed UTF-8 in the client id, a 5.0 or bridge-mode level
+    damage: fc.constantFrom('none', 'none', 'none', 'trailing', 'overrun', 'protocol', 'badUtf8', 'level5', 'bridge'),
+  });
+  const tail = fc.array(fc.constantFrom(Buffer.from([0xe0, 0]), Buffer.from([0xc0, 0]), Buffer.from([0xe0, 1, 0]), Buffer.from([0x30, 5, 0, 1, 0x61, 0x78, 0x79])), { maxLength: 3 });
+  const summary = (p: Record<string, unknown>) => JSON.stringify(p, (_k, v) => (v && typeof v === 'object' && v.type === 'Buffer' ? Buffer.from(v.data).toString('hex') : v));
+  fc.assert(
+    fc.property(connectArb, tail, fc.integer({ min: 1, max: 50 }), (c, rest, cut) => {
+      const name = c.v3 ? 'MQIsdp' : 'MQTT';
+      const level = c.damage === 'level5' ? 5 : c.damage === 'bridge' ? 0x84 : c.v3 ? 3 : 4;
+      const id = Buffer.from(c.clientId);
+      if (c.damage === 'badUtf8') id[0] = 0xff;
+      const parts = [str(Buffer.from(c.damage === 'protocol' ? 'MQTX' : name)), Buffer.from([level, c.flags]), u16(c.keepalive), str(id)];
+      if (c.flags & 0x04) parts.push(str(Buffer.from(c.willTopic)), str(Buffer.from(c.willPayload)));
+      if (c.flags & 0x80) parts.push(str(Buffer.from(c.username)));
+      if (c.flags & 0x40) parts.push(str(Buffer.from(c.password)));
+      if (c.damage === 'trailing') parts.push(Buffer.from([0]));
+      let body = Buffer.concat(parts);
+      if (c.damage === 'overrun') body = body.subarray(0, body.length - 1);
+      const bytes = Buffer.concat([Buffer.from([0x10]), varint(body.length), body, ...rest]);
+      const run = (parser: { on(e: string, f: (x: never) => void): void; parse(b: Buffer): number }, chunk: number) => {
+        const out: string[] = [];
+        parser.on('packet', (p: Record<string, unknown>) => out.push(summary(p)));
+        parser.on('error', (e: Error) => out.push(`error ${e.message}`));
+        for (let at = 0; at < bytes.length; at += chunk) parser.parse(bytes.subarray(at, at + chunk));
+        // up to the first error: the connection closes there (what a parser reads after it depends on the cuts)
+        const firstError = out.findIndex((x) => x.startsWith('error '));
+        return firstError < 0 ? out : out.slice(0, firstError + 1);
+      };
+      const whole = run(strictParser() as never, bytes.length);
+      // one byte at a time never holds a whole packet: the state machine reads everything
+      assert.deepEqual(whole, run(strictParser() as never, 1));
+      assert.deepEqual(run(strictParser() as never, cut), whole);
+      // where mqtt-packet has nothing to refuse that Vigil adds, it reads the same
+      const clean = c.damage === 'none' && !bytes.includes(0xff) && ![c.clientId, c.willTopic, c.username].some((x) => x.includes('\u0000'));
+      const trailingDisconnect = rest.some((b) => b[0] === 0xe0 && b[1] === 1); // Vigil refuses it, mqtt-packet does not
+      if (clean && !trailingDisconnect && (c.flags & 0x01) === 0) assert.deepEqual(run(mqttPacket.parser({ protocolVersion: 4 }) as never, bytes.length), whole);
+    }),
+    { numRuns: 1000 },
   );
 });

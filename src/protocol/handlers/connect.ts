@@ -4,7 +4,7 @@
 import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
-import type { AuthOutcome, Identity } from '../../auth/types.js';
+import type { AuthOutcome, AuthRequest, Identity } from '../../auth/types.js';
 import { sessionOwner } from '../../auth/session-owner.js';
 import { NEVER_EXPIRES } from '../../broker/broker.js';
 import type { OpenResult } from '../../broker/ports.js';
@@ -42,22 +42,41 @@ export function handleConnect(ch: Channel, packet: IConnectPacket): void {
 
   ch.state = 'authenticating';
   ch.connectReceivedAtMs = clock.now();
-  const outcome = ch.ctx.authenticator.authenticate({
-    clientId: ch.clientId,
-    username: packet.username,
-    password: packet.password,
-    authMethod: packet.properties?.authenticationMethod,
-    authData: packet.properties?.authenticationData,
-    protocolVersion: version,
-    // a getter: the address costs a getpeername call, and only a refusal or a log line needs it
-    get remoteAddress() {
-      return ch.io.remoteAddress;
-    },
-    certSubject: ch.io.certSubject,
-    verificationsLimited,
-  });
+  const outcome = ch.ctx.authenticator.authenticate(new ConnectAuthRequest(ch, packet, version, verificationsLimited));
   if (outcome instanceof Promise) ch.waitFor(outcome, (o) => authenticated(ch, packet, o));
   else authenticated(ch, packet, outcome);
+}
+
+/**
+ * What the authenticator is asked, as a class: an object literal with a getter costs V8 an
+ * accessor definition per CONNECT. The address is a getter because it costs a getpeername
+ * call, and only a refusal or a log line needs it.
+ */
+class ConnectAuthRequest implements AuthRequest {
+  readonly clientId: string;
+  readonly username?: string;
+  readonly password?: Buffer;
+  readonly authMethod?: string;
+  readonly authData?: Buffer;
+  readonly certSubject?: string;
+
+  constructor(
+    private readonly ch: Channel,
+    packet: IConnectPacket,
+    readonly protocolVersion: 3 | 4 | 5,
+    readonly verificationsLimited: boolean,
+  ) {
+    this.clientId = ch.clientId;
+    this.username = packet.username;
+    this.password = packet.password;
+    this.authMethod = packet.properties?.authenticationMethod;
+    this.authData = packet.properties?.authenticationData;
+    this.certSubject = ch.io.certSubject;
+  }
+
+  get remoteAddress(): string {
+    return this.ch.io.remoteAddress;
+  }
 }
 
 /**
