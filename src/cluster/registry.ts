@@ -8,9 +8,10 @@ import type { Metrics } from '../metrics.js';
 import type { WillRecord } from '../store/types.js';
 import { scriptStatus, UnexpectedScriptReplyError, type ScriptOutcome } from '../store/errors.js';
 import type { ClusterKeys } from './keys.js';
-import type { VigilRedis } from '../redis/connection.js';
+import type { RedisArg, VigilRedis } from '../redis/connection.js';
 import { buf, num, str } from '../redis/connection.js';
 import { decodeWill, encodeWill } from '../store/redis/codec.js';
+import { BatchItemError, Batcher } from './batcher.js';
 
 export interface ClaimOptions {
   readonly cleanStart: boolean;
@@ -60,6 +61,30 @@ export interface RegistryOptions {
 
 type FireWill = (will: WillRecord) => void | Promise<void>;
 
+interface QueuedClaim {
+  readonly clientId: string;
+  readonly member: string;
+  readonly options: ClaimOptions;
+}
+
+/**
+ * Most claims in one script call: a reconnect storm's round trip (VIGIL_CLUSTER_CONNECTS_IN_FLIGHT
+ * at most) goes in a few calls, none holding Redis for long.
+ */
+const CLAIM_BATCH = 128;
+
+/** Most normal disconnects in one script call. */
+const DISCONNECT_BATCH = 256;
+
+/** Claims that can share one claim-client.lua call. */
+const sameCall = (a: QueuedClaim, b: QueuedClaim): boolean => a.member === b.member && !!a.options.takeoverAcrossIdentities === !!b.options.takeoverAcrossIdentities;
+
+/** One client's arguments to claim-client.lua. */
+function claimArgs(c: QueuedClaim): RedisArg[] {
+  const { will, cleanStart, sessionExpiryS, owner } = c.options;
+  return [c.clientId, cleanStart ? '1' : '0', will ? encodeWill(will) : '', will ? Math.max(0, Math.floor(will.delayS)) : 0, Math.max(0, Math.floor(sessionExpiryS)), owner];
+}
+
 /**
  * Clients (reaping) or due wills (sweeping) handled per pipelined batch. Between batches the
  * event loop gets a turn: a reaper publishing 10,000 wills still renews its own lease.
@@ -76,40 +101,68 @@ export class ClientRegistry {
   }
 
   /**
-   * CONNECT: makes `member` the owner with a new epoch, storing the new will if any. Throws
-   * ClientIdHeldError, having changed nothing, when another identity's connection, session or
-   * pending will holds the client id.
+   * CONNECT: makes `member` the owner with a new epoch, storing the new will if any; with Clean
+   * Start the stored session ends in the same step. Throws ClientIdHeldError, having changed
+   * nothing, when another identity's connection, session or pending will holds the client id.
+   * The claims of one event-loop turn go to Redis together (claimBatch).
    */
-  async claim(clientId: string, member: string, options: ClaimOptions): Promise<ClaimResult> {
-    // the reaper's index is written first so it is always a superset of what `member` owns. On
-    // one Redis connection both commands leave in the same write and run in order: one round
-    // trip per CONNECT, and the CONNECTs of one event-loop turn share it (auto-pipelining). A
-    // Redis Cluster may route them to different nodes, so there the index is acknowledged first.
-    const indexed = this.o.redis.client.sadd(this.o.keys.nodeClients(member), clientId);
-    if (this.o.redis.isCluster) await indexed;
-    const will = options.will;
-    const claimed = this.o.redis.run('claimClient', [...this.clientKeys(clientId), this.o.keys.session(clientId)], [
-      member,
-      options.cleanStart ? '1' : '0',
-      will ? encodeWill(will) : '',
-      will ? Math.max(0, Math.floor(will.delayS)) : 0,
-      Math.max(0, Math.floor(options.sessionExpiryS)),
-      options.owner,
-      options.takeoverAcrossIdentities ? '1' : '0',
-    ]);
-    const [, reply] = (await Promise.all([indexed, claimed])) as [unknown, unknown[]];
-    scriptStatus('claim-client', reply, { clientId });
-    const epoch = num(reply[1]);
-    const fireBuf = buf(reply[4]);
-    const previousWill = str(reply[5]) as ClaimResult['previousWill'];
+  claim(clientId: string, member: string, options: ClaimOptions): Promise<ClaimResult> {
+    return this.claims.add({ clientId, member, options });
+  }
+
+  private readonly claims = new Batcher<QueuedClaim, ClaimResult>((group) => this.claimBatch(group), CLAIM_BATCH, sameCall);
+
+  /**
+   * One call of claim-client.lua for a batch of one member's claims. The reaper's index is
+   * written first so it is always a superset of what `member` owns: in the same script on one
+   * Redis; a Redis Cluster keeps it in another slot than the clients', so there one SADD for the
+   * batch is acknowledged first and each client is claimed on its own (its keys in its slot).
+   */
+  private async claimBatch(group: readonly QueuedClaim[]): Promise<(ClaimResult | BatchItemError)[]> {
+    const { redis, keys } = this.o;
+    const { member, options } = group[0];
+    const head = [member, options.takeoverAcrossIdentities ? '1' : '0'];
+    if (!redis.isCluster) {
+      const k: string[] = [keys.nodeClients(member)];
+      const a: RedisArg[] = [...head, 1];
+      for (const c of group) {
+        k.push(...this.claimKeys(c.clientId));
+        a.push(...claimArgs(c));
+      }
+      const replies = (await redis.run('claimClient', k, a)) as unknown[];
+      return group.map((c, i) => this.claimResult(c, replies[i]));
+    }
+    await redis.client.sadd(keys.nodeClients(member), ...group.map((c) => c.clientId));
+    const each = await Promise.allSettled(group.map((c) => redis.run('claimClient', this.claimKeys(c.clientId), [...head, 0, ...claimArgs(c)])));
+    return group.map((c, i) => {
+      const r = each[i];
+      return r.status === 'fulfilled' ? this.claimResult(c, (r.value as unknown[])[0]) : new BatchItemError(r.reason);
+    });
+  }
+
+  /** A client's keys for claim-client.lua: owner, will, then its session's. */
+  private claimKeys(clientId: string): string[] {
+    return [...this.clientKeys(clientId), ...this.o.keys.sessionKeys(clientId)];
+  }
+
+  /** One client's reply; its refusal (another identity holds the client id) is its own BatchItemError. */
+  private claimResult(c: QueuedClaim, reply: unknown): ClaimResult | BatchItemError {
+    const r = reply as unknown[];
+    try {
+      scriptStatus('claim-client', r, { clientId: c.clientId });
+    } catch (err) {
+      return new BatchItemError(err);
+    }
+    const fireBuf = buf(r[4]);
+    const previousWill = str(r[5]) as ClaimResult['previousWill'];
     if (previousWill === 'cancelled') this.o.metrics?.willsCancelledTotal.inc({ cause: 'reconnect' });
-    if (will) this.o.metrics?.willsRegisteredTotal.inc();
+    if (c.options.will) this.o.metrics?.willsRegisteredTotal.inc();
     return {
-      epoch,
-      previousOwner: str(reply[2]),
-      previousOnline: str(reply[3]) === '1',
+      epoch: num(r[1]),
+      previousOwner: str(r[2]),
+      previousOnline: str(r[3]) === '1',
       previousWill,
-      willToFire: fireBuf ? { ...decodeWill(fireBuf), epoch: num(reply[6]) } : undefined,
+      willToFire: fireBuf ? { ...decodeWill(fireBuf), epoch: num(r[6]) } : undefined,
     };
   }
 
@@ -132,12 +185,37 @@ export class ClientRegistry {
     return status === 'ok' ? { online: str(reply[1]) === '1', epoch: num(reply[2]) } : undefined;
   }
 
-  /** Normal DISCONNECT: the will is dropped unpublished. Throws StaleEpochError if another CONNECT won. */
-  async normalDisconnect(clientId: string, epoch: number): Promise<boolean> {
-    const reply = (await this.o.redis.run('willNormalDisconnect', this.clientKeys(clientId), [epoch])) as unknown[];
-    const status = scriptStatus('will-normal-disconnect', reply, { clientId, epoch });
-    if (status === 'cancelled') this.o.metrics?.willsCancelledTotal.inc({ cause: 'normal' });
-    return status === 'cancelled';
+  /**
+   * Normal DISCONNECT: the will is dropped unpublished. Throws StaleEpochError if another
+   * CONNECT won. The disconnects of one round trip share one script call (normalBatch).
+   */
+  normalDisconnect(clientId: string, epoch: number): Promise<boolean> {
+    return this.normals.add({ clientId, epoch });
+  }
+
+  private readonly normals = new Batcher<{ clientId: string; epoch: number }, boolean>((group) => this.normalBatch(group), DISCONNECT_BATCH);
+
+  /** One will-normal-disconnect.lua call for the batch; in a Redis Cluster one per client (its keys in its slot). */
+  private async normalBatch(group: readonly { clientId: string; epoch: number }[]): Promise<(boolean | BatchItemError)[]> {
+    const { redis } = this.o;
+    let replies: unknown[];
+    if (!redis.isCluster) {
+      replies = (await redis.run('willNormalDisconnect', group.flatMap((d) => this.clientKeys(d.clientId)), group.map((d) => d.epoch))) as unknown[];
+    } else {
+      const each = await Promise.allSettled(group.map((d) => redis.run('willNormalDisconnect', this.clientKeys(d.clientId), [d.epoch])));
+      replies = each.map((r) => (r.status === 'fulfilled' ? (r.value as unknown[])[0] : new BatchItemError(r.reason)));
+    }
+    return group.map((d, i) => {
+      const reply = replies[i];
+      if (reply instanceof BatchItemError) return reply;
+      try {
+        const status = scriptStatus('will-normal-disconnect', reply, d);
+        if (status === 'cancelled') this.o.metrics?.willsCancelledTotal.inc({ cause: 'normal' });
+        return status === 'cancelled';
+      } catch (err) {
+        return new BatchItemError(err); // StaleEpochError: a newer CONNECT owns the client
+      }
+    });
   }
 
   /** Takes a due will; exactly one concurrent caller gets it. */

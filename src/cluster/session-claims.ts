@@ -109,8 +109,8 @@ export class SessionClaims {
     try {
       let snapshot: SessionSnapshot | undefined;
       if (cleanStart) {
+        // the claim ended the stored session (claim-client.lua)
         if (local) broker.endSession(local);
-        await node.sessions.delete(clientId, epoch).catch(() => false);
         local = undefined;
       } else if (!local) {
         // fence first: a copy of this session still held by another node can no longer
@@ -138,6 +138,9 @@ export class SessionClaims {
         if (snapshot) await node.sessions.delete(clientId, epoch).catch(() => false);
       }
       await node.redis.replicated(since);
+      // a newer CONNECT of the client here (claimed after this one, maybe in the same batch)
+      // took the session over before this one's CONNACK: only the newer one goes on [MQTT-3.1.4-3]
+      if (broker.sessions.get(clientId) !== session) return { refused: RC.SESSION_TAKEN_OVER, reason: 'session taken over by a newer connection' };
       return { session, present };
     } catch (err) {
       this.redisFailed('session', err);

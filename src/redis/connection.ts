@@ -206,10 +206,12 @@ export class VigilRedis {
   async run(command: string, keys: readonly string[], args: readonly RedisArg[]): Promise<unknown> {
     const def = loadScripts().get(command);
     if (!def) throw new Error(`no Lua script ${command}`);
-    if (keys.length !== def.numberOfKeys) throw new Error(`${def.file} takes ${def.numberOfKeys} keys, got ${keys.length}`);
+    if (def.numberOfKeys !== undefined && keys.length !== def.numberOfKeys) throw new Error(`${def.file} takes ${def.numberOfKeys} keys, got ${keys.length}`);
     const fn = (this.client as unknown as Record<string, (...a: RedisArg[]) => Promise<unknown>>)[`${command}Buffer`];
     const end = this.options.metrics?.redisCommandSeconds.startTimer({ command: `script:${command}` });
     try {
+      // a script whose keys vary (`KEYS vary:`) is told their count with each call
+      if (def.numberOfKeys === undefined) return await fn.call(this.client, keys.length, ...keys, ...args);
       return await fn.call(this.client, ...keys, ...args);
     } catch (err) {
       this.options.metrics?.redisErrorsTotal.inc({ kind: errorKind(err) });
@@ -292,7 +294,14 @@ export class VigilRedis {
     };
     let client: RedisConnection;
     if (target.clusterNodes && target.clusterNodes.length > 0) {
-      client = new Cluster(target.clusterNodes.map(hostPort), { redisOptions, enableAutoPipelining: o.autoPipelining, clusterRetryStrategy: (times) => Math.min(100 * times, 2000) });
+      client = new Cluster(target.clusterNodes.map(hostPort), {
+        redisOptions,
+        enableAutoPipelining: o.autoPipelining,
+        // auto-pipelining picks a command's slot from its first argument, which for a script
+        // whose keys vary is the key count: such scripts are routed one by one, by their keys
+        autoPipeliningIgnoredCommands: [...loadScripts().values()].filter((d) => d.numberOfKeys === undefined).map((d) => d.command),
+        clusterRetryStrategy: (times) => Math.min(100 * times, 2000),
+      });
     } else if (target.sentinels && target.sentinels.length > 0) {
       client = new Redis({
         ...redisOptions,

@@ -4,15 +4,19 @@
 // registry, wills, routes). Every script is defined on every connection (src/redis/connection.ts),
 // so a script name must be unique across the folders. Each file starts with a header naming KEYS, ARGV and the
 // reply; the number of keys is read from that header (every `KEYS[n]` in the leading comment lines), so the header
-// cannot drift from how the script is called. A script `claim-client.lua` becomes the
-// ioredis command `claimClient` (and `claimClientBuffer` for binary replies).
+// cannot drift from how the script is called. A script that takes the keys of several clients at
+// once (the CONNECTs of one event-loop turn) says `-- KEYS vary:` in its header and names the
+// keys of one group: its callers pass the key count with each call. A script
+// `claim-client.lua` becomes the ioredis command `claimClient` (and `claimClientBuffer` for
+// binary replies).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export interface ScriptDef {
   readonly file: string;
   readonly command: string;
-  readonly numberOfKeys: number;
+  /** undefined: the header says `KEYS vary:`, every call passes its key count. */
+  readonly numberOfKeys: number | undefined;
   readonly lua: string;
 }
 
@@ -36,15 +40,17 @@ export function commandName(file: string): string {
 export function parseScript(file: string, lua: string): ScriptDef {
   let numberOfKeys = 0;
   let sawArgv = false;
+  let vary = false;
   for (const line of lua.split('\n')) {
     if (!line.startsWith('--')) break;
+    if (/^--\s*KEYS vary:/.test(line)) vary = true;
     for (const k of line.matchAll(/\bKEYS\[(\d+)\]/g)) numberOfKeys = Math.max(numberOfKeys, Number(k[1]));
     if (/^--\s*(ARGV\[\d+\]|ARGV: none)/.test(line)) sawArgv = true;
   }
   if (numberOfKeys === 0 || !sawArgv || !/^--\s*Returns/m.test(lua)) {
     throw new Error(`${file}: header must name KEYS[n], ARGV[n] (or "ARGV: none") and "Returns"`);
   }
-  return { file, command: commandName(file), numberOfKeys, lua };
+  return { file, command: commandName(file), numberOfKeys: vary ? undefined : numberOfKeys, lua };
 }
 
 let cache: Map<string, ScriptDef> | undefined;

@@ -30,4 +30,11 @@ describe('Lua scripts', () => {
     assert.equal(def.numberOfKeys, 2);
     assert.equal(def.command, 'twoKeys');
   });
+
+  it('a script whose keys vary (several clients per call) has no fixed key count', () => {
+    const def = parseScript('x/many.lua', '-- KEYS vary: 2 per client\n-- KEYS[1] a, KEYS[2] b\n-- ARGV[1] c\n-- Returns {ok}\nreturn 1');
+    assert.equal(def.numberOfKeys, undefined);
+    assert.equal(loadScripts().get('claimClient')?.numberOfKeys, undefined);
+    assert.equal(loadScripts().get('willNormalDisconnect')?.numberOfKeys, undefined);
+  });
 });

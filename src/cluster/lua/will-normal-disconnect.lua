@@ -1,13 +1,24 @@
 -- DISCONNECT with reason 0x00 (or 3.1.1 DISCONNECT) on the owning node: the will is
 -- discarded without being published [MQTT-3.1.2-10]. Only the current incarnation may act.
--- KEYS[1] client owner HASH
--- KEYS[2] client will HASH
--- ARGV[1] caller's epoch
--- Returns {'stale'} | {'cancelled'} | {'none'}
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {'stale'} end
-redis.call('HSET', KEYS[1], 'online', '0')
-if redis.call('HGET', KEYS[2], 'epoch') == ARGV[1] then
-  redis.call('DEL', KEYS[2])
-  return {'cancelled'}
+-- One call settles the disconnects of several clients (those of one round trip), in order.
+-- KEYS vary: 2 per client, in the order of ARGV
+-- KEYS[1] client owner HASH (KEYS[2i-1] for client i)
+-- KEYS[2] client will HASH (KEYS[2i])
+-- ARGV[1] caller's epoch (ARGV[i] for client i)
+-- Returns one reply per client, in order: {'stale'} | {'cancelled'} | {'none'}
+local replies = {}
+for i = 1, #ARGV do
+  local owner, will, epoch = KEYS[2 * i - 1], KEYS[2 * i], ARGV[i]
+  if redis.call('HGET', owner, 'epoch') ~= epoch then
+    replies[i] = {'stale'}
+  else
+    redis.call('HSET', owner, 'online', '0')
+    if redis.call('HGET', will, 'epoch') == epoch then
+      redis.call('DEL', will)
+      replies[i] = {'cancelled'}
+    else
+      replies[i] = {'none'}
+    end
+  end
 end
-return {'none'}
+return replies

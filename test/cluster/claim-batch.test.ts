@@ -1,0 +1,129 @@
+// The claims (and normal disconnects) of one event-loop turn share Redis calls: on one Redis a
+// turn's claims are one claim-client.lua call, counted by Redis itself (INFO commandstats).
+// Batched or not, ownership holds: the same client id twice in a batch gets two epochs in
+// order, another identity's claim in the same batch is refused, Clean Start ends the stored
+// session in the claim. Also on a 3-master Redis Cluster, where each client is claimed alone.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { startRedis, startRedisCluster, type TestRedis, type TestRedisCluster } from '../helpers/redis.js';
+import { ClientRegistry } from '../../src/cluster/registry.js';
+import type { RedisTarget } from '../../src/redis/connection.js';
+import { RedisSessionStore } from '../../src/store/redis/sessions.js';
+import { ClientIdHeldError, StaleEpochError } from '../../src/store/errors.js';
+import { Closer, newKeys, will } from './support.js';
+
+/** Script calls Redis has run so far (EVAL the first time on a connection, EVALSHA after). */
+async function scriptCalls(redis: TestRedis): Promise<number> {
+  const info = await redis.client().info('commandstats');
+  let calls = 0;
+  for (const m of info.matchAll(/^cmdstat_(eval|evalsha):calls=(\d+)/gm)) calls += Number(m[2]);
+  return calls;
+}
+
+function suite(name: string, target: () => RedisTarget, single?: () => TestRedis) {
+  describe(`claims in batches (${name})`, { timeout: 60000 }, () => {
+    const closer = new Closer();
+    after(() => closer.closeAll());
+
+    function setup() {
+      const keys = newKeys('batch');
+      const redis = closer.redis(target());
+      return { keys, redis, registry: new ClientRegistry({ redis, keys }), sessions: new RedisSessionStore({ redis, keys }) };
+    }
+
+    if (single) {
+      it('50 CONNECTs of one turn: one claim call, every client id in the reaper index; 50 disconnects: one call', async () => {
+        const { registry, redis, keys } = setup();
+        await registry.claim('warm', 'n/1', { cleanStart: true, sessionExpiryS: 0, owner: 'u' }); // the script is loaded
+        const ids = Array.from({ length: 50 }, (_, i) => `b-${i}`);
+        const before = await scriptCalls(single());
+        const claims = await Promise.all(ids.map((id) => registry.claim(id, 'n/1', { cleanStart: true, will: will(id, 0), sessionExpiryS: 0, owner: 'u' })));
+        assert.equal((await scriptCalls(single())) - before, 1, 'one claim-client.lua call for the turn');
+        assert.deepEqual(claims.map((c) => c.epoch), ids.map(() => 1));
+        const indexed = new Set(await redis.client.smembers(keys.nodeClients('n/1')));
+        assert.ok(ids.every((id) => indexed.has(id)), 'every claimed client id is in the reaper index');
+
+        const mid = await scriptCalls(single());
+        const cancelled = await Promise.all(ids.map((id, i) => registry.normalDisconnect(id, claims[i].epoch)));
+        assert.equal((await scriptCalls(single())) - mid, 1, 'one will-normal-disconnect.lua call for the turn');
+        assert.deepEqual(cancelled, ids.map(() => true), 'each will dropped unpublished');
+        for (const id of ids) assert.deepEqual(await registry.owner(id), { node: 'n/1', epoch: 1, online: false });
+      });
+    }
+
+    it('the same client id twice in one turn: two epochs in order, the later one owns it', async () => {
+      const { registry } = setup();
+      const [first, second] = await Promise.all([
+        registry.claim('twice', 'n/1', { cleanStart: true, will: will('twice', 0), sessionExpiryS: 0, owner: 'u' }),
+        registry.claim('twice', 'n/1', { cleanStart: true, sessionExpiryS: 0, owner: 'u' }),
+      ]);
+      assert.deepEqual([first.epoch, first.previousOwner], [1, '']);
+      assert.deepEqual([second.epoch, second.previousOwner, second.previousOnline], [2, 'n/1', true]);
+      assert.equal(second.previousWill, 'fire', 'the first incarnation\'s delay-0 will goes to the later claim, once');
+      assert.equal(second.willToFire?.epoch, 1);
+      assert.deepEqual(await registry.owner('twice'), { node: 'n/1', epoch: 2, online: true });
+      // the earlier incarnation can no longer settle anything
+      await assert.rejects(registry.normalDisconnect('twice', first.epoch), StaleEpochError);
+    });
+
+    it('another identity in the same turn is refused and changes nothing; the others of the batch go on', async () => {
+      const { registry } = setup();
+      const results = await Promise.allSettled([
+        registry.claim('mine', 'n/1', { cleanStart: true, will: will('mine', 0), sessionExpiryS: 0, owner: 'alice' }),
+        registry.claim('mine', 'n/2', { cleanStart: true, sessionExpiryS: 0, owner: 'mallory' }),
+        registry.claim('other', 'n/1', { cleanStart: true, sessionExpiryS: 0, owner: 'bob' }),
+      ]);
+      assert.equal(results[0].status, 'fulfilled');
+      assert.equal(results[1].status, 'rejected');
+      assert.ok((results[1] as PromiseRejectedResult).reason instanceof ClientIdHeldError);
+      assert.equal(results[2].status, 'fulfilled');
+      assert.deepEqual(await registry.owner('mine'), { node: 'n/1', epoch: 1, online: true });
+      // Alice's will is untouched: her own normal disconnect still drops it
+      assert.equal(await registry.normalDisconnect('mine', 1), true);
+    });
+
+    it('Clean Start ends the stored session in the claim itself', async () => {
+      const { registry, sessions } = setup();
+      const first = await registry.claim('stored', 'n/1', { cleanStart: false, sessionExpiryS: 300, owner: 'u' });
+      await sessions.save({ clientId: 'stored', epoch: first.epoch, expiryIntervalS: 300, subscriptions: [{ filter: 'a/#', qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0 }], pending: [], incomingQos2: [7] });
+      assert.ok(await sessions.load('stored'), 'stored');
+      const second = await registry.claim('stored', 'n/1', { cleanStart: true, sessionExpiryS: 0, owner: 'u' });
+      assert.equal(second.epoch, first.epoch + 1);
+      assert.equal(await sessions.load('stored'), undefined, 'no stored session after a Clean Start claim');
+      // a resuming claim keeps it
+      const third = await registry.claim('kept', 'n/1', { cleanStart: false, sessionExpiryS: 300, owner: 'u' });
+      await sessions.save({ clientId: 'kept', epoch: third.epoch, expiryIntervalS: 300, subscriptions: [], pending: [], incomingQos2: [] });
+      await registry.claim('kept', 'n/1', { cleanStart: false, sessionExpiryS: 300, owner: 'u' });
+      assert.ok(await sessions.load('kept'), 'a claim without Clean Start leaves the session');
+    });
+
+    it('a stale disconnect in a batch fails alone', async () => {
+      const { registry } = setup();
+      await registry.claim('s1', 'n/1', { cleanStart: true, sessionExpiryS: 0, owner: 'u' });
+      await registry.claim('s1', 'n/1', { cleanStart: true, sessionExpiryS: 0, owner: 'u' });
+      const s2 = await registry.claim('s2', 'n/1', { cleanStart: true, will: will('s2', 0), sessionExpiryS: 0, owner: 'u' });
+      const [stale, fresh] = await Promise.allSettled([registry.normalDisconnect('s1', 1), registry.normalDisconnect('s2', s2.epoch)]);
+      assert.ok(stale.status === 'rejected' && stale.reason instanceof StaleEpochError);
+      assert.deepEqual(fresh, { status: 'fulfilled', value: true });
+    });
+  });
+}
+
+let single: TestRedis;
+let cluster: TestRedisCluster | undefined;
+before(async () => {
+  single = await startRedis();
+});
+after(async () => {
+  await single?.stop();
+  await cluster?.stop();
+});
+
+suite('single Redis', () => ({ url: single.url }), () => single);
+
+describe('on a 3-master Redis Cluster', { timeout: 90000 }, () => {
+  before(async () => {
+    cluster = await startRedisCluster();
+  });
+  suite('Redis Cluster', () => ({ clusterNodes: cluster!.nodes }));
+});
