@@ -187,7 +187,18 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     // --- limits ---
     limitHitsTotal: new Counter({ name: 'vigil_limit_hits_total', help: 'Times a configured limit refused or cut something, by limit', labelNames: ['limit'], registers: r }),
   };
-  return m;
+  return {
+    ...m,
+    /**
+     * vigil_connect_outcomes_total{code="success"} per protocol level, bound once: the
+     * two-label lookup on every accepted CONNECT was measurable in a connect storm.
+     */
+    connectAccepted: {
+      3: m.connectOutcomesTotal.bind({ code: 'success', version: '3' }),
+      4: m.connectOutcomesTotal.bind({ code: 'success', version: '4' }),
+      5: m.connectOutcomesTotal.bind({ code: 'success', version: '5' }),
+    },
+  };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

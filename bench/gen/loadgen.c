@@ -918,12 +918,29 @@ static int lane_write_connect(lane_t *l) {
   return 1;
 }
 
-/** Starts the lane's next connection; LN_DONE when the count, the tokens or the time ran out. */
+/**
+ * --rate N (connections per second, 0 = as fast as the lanes go): a token bucket with at most
+ * 10 ms of burst. At a fixed rate two brokers (or two builds) do the same work per second, so
+ * their CPU per connection compares even on a busy machine, where saturated runs do not.
+ */
+static int storm_may_start(int64_t now) {
+  if (cfg.rate <= 0) return 1;
+  rate_tokens += (double)cfg.rate * (double)(now - rate_last_ns) / 1e9;
+  rate_last_ns = now;
+  double cap = (double)cfg.rate / 100.0 + 1.0;
+  if (rate_tokens > cap) rate_tokens = cap;
+  if (rate_tokens < 1) return 0;
+  rate_tokens -= 1;
+  return 1;
+}
+
+/** Starts the lane's next connection; LN_DONE when the count, the tokens or the time ran out; LN_IDLE while --rate holds it. */
 static void lane_start(lane_t *l, int lane_no, int64_t now) {
   l->state = LN_DONE;
   if (now >= t_measure_end) return;
   if (storm.total > 0 && sm_started >= storm.total) return;
   if (storm.ntokens > 0 && sm_started >= storm.ntokens) return;
+  if (!storm_may_start(now)) { l->state = LN_IDLE; return; }
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) { note_error("socket: %s", strerror(errno)); return; }
   int one = 1;
@@ -1050,6 +1067,8 @@ static int run_connect_storm(void) {
   t_measure_start = storm.hold ? t_go : t_go + cfg.warmup_ms * 1000000LL;
   t_measure_end = t_measure_start + cfg.duration_ms * 1000000LL;
   if (storm.hold) { cpu_at_start = cpu_us(); wall_at_start = t_go; }
+  rate_last_ns = t_go;
+  rate_tokens = 1;
   for (int i = 0; i < storm.concurrency; i++) {
     lanes[i].fd = -1;
     lane_start(&lanes[i], i, t_go);
@@ -1060,8 +1079,14 @@ static int run_connect_storm(void) {
     int64_t now = now_ns();
     if (cpu_at_start < 0 && now >= t_measure_start) { cpu_at_start = cpu_us(); wall_at_start = now; }
     if (now >= t_measure_end) break;
-    int n = epoll_wait(ep, evs, MAX_EVENTS, next_timeout_ms(now, t_measure_end));
+    int wait_ms = next_timeout_ms(now, t_measure_end);
+    if (cfg.rate > 0 && wait_ms > 1) wait_ms = 1;
+    int n = epoll_wait(ep, evs, MAX_EVENTS, wait_ms);
     if (n < 0 && errno != EINTR) fatal("epoll_wait: %s", strerror(errno));
+    if (cfg.rate > 0) {
+      int64_t t = now_ns();
+      for (int i = 0; i < storm.concurrency; i++) if (lanes[i].state == LN_IDLE) lane_start(&lanes[i], i, t);
+    }
     for (int i = 0; i < n; i++) {
       int k = (int)evs[i].data.u64;
       lane_t *l = &lanes[k];
@@ -1076,7 +1101,7 @@ static int run_connect_storm(void) {
       if (l->state == LN_IDLE) lane_start(l, k, now_ns());
     }
     active = 0;
-    for (int i = 0; i < storm.concurrency; i++) if (lanes[i].state == LN_CONNECTING || lanes[i].state == LN_WAIT_CONNACK) active++;
+    for (int i = 0; i < storm.concurrency; i++) if (lanes[i].state == LN_CONNECTING || lanes[i].state == LN_WAIT_CONNACK || lanes[i].state == LN_IDLE) active++;
   }
   cpu_at_end = cpu_us();
   wall_at_end = now_ns();
@@ -1119,7 +1144,7 @@ static void usage(void) {
           "               --pubs N --subs M --inflight W [--size 64] --duration-ms D --warmup-ms X\n"
           "               [--rate MSG_PER_S] [--topic PREFIX] [--max-msgs N] [--setup-timeout-ms 30000]\n"
           "               [--keepalive 600] [--turn-us 0] [--no-bind] [--sub-v5-alias N] [--pub-persistent]\n"
-          "       loadgen --port P --scenario connect [--concurrency 100] [--total N] [--hold --hold-ms MS]\n"
+          "       loadgen --port P --scenario connect [--concurrency 100] [--total N] [--rate CONN_PER_S] [--hold --hold-ms MS]\n"
           "               [--tokens FILE] [--clean 0|1] [--will] [--id-prefix storm] --duration-ms D --warmup-ms X\n");
 }
 

@@ -13,11 +13,16 @@ const ANONYMOUS_ROLES: readonly string[] = Object.freeze([ANONYMOUS_ROLE]);
 export class AnonymousAuthenticator implements Authenticator {
   readonly mode = 'none';
 
+  /** Bound once: a label lookup on every CONNECT was measurable in a connect storm. */
+  private readonly allowed: { inc(): void };
+
   constructor(
     private readonly revocations: RevocationList,
     private readonly metrics: Metrics,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.allowed = metrics.authVerificationsTotal.bind({ outcome: 'allowed', reason: 'anonymous' });
+  }
 
   authenticate(req: AuthRequest): AuthOutcome {
     // An MQTT 5 client asking for enhanced authentication gets Bad Authentication Method:
@@ -31,7 +36,7 @@ export class AnonymousAuthenticator implements Authenticator {
       authenticatedAtMs: this.now(),
     });
     if (this.revocations.isRevoked(identity)) return this.refuse('revoked');
-    this.metrics.authVerificationsTotal.inc({ outcome: 'allowed', reason: 'anonymous' });
+    this.allowed.inc();
     return { ok: true, identity };
   }
 

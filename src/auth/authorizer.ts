@@ -148,7 +148,9 @@ export class PolicyAuthorizer implements Authorizer {
 
   /** The policy's client-id rules at CONNECT (docs/acl.md, "Client ids"): a few string compares, on this thread. */
   clientIdAllowed(identity: Identity, clientId: string): boolean {
-    return clientIdDecision(this.policy()?.policy ?? null, toSubject(identity), clientId).allowed;
+    const policy = this.policy()?.policy ?? null;
+    if (policy === null) return true; // no policy, no client-id rules: nothing to build for every CONNECT
+    return clientIdDecision(policy, toSubject(identity), clientId).allowed;
   }
 
   /**

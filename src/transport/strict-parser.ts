@@ -57,6 +57,9 @@ const FIELDED = new Set(['connect', 'puback', 'pubrec', 'pubrel', 'pubcomp', 'su
 /** The acknowledgements by their first byte, with the flags the specs require [MQTT-2.2.2-1] (PUBREL 0b0010). */
 const CONFIRMATIONS: Record<number, string | undefined> = { 0x40: 'puback', 0x50: 'pubrec', 0x62: 'pubrel', 0x70: 'pubcomp' };
 
+/** The `_list` of a parser that has buffered nothing yet (length 0; appended to never). */
+const NO_BYTES = Object.freeze(new BufferList());
+
 /** The packet wholeFrame found: remaining length, where its body starts and where it ends. */
 const frame = { length: 0, body: 0, end: 0 };
 
@@ -85,12 +88,14 @@ class StrictParser extends Base {
   /**
    * Cheap to create: the stock parser buffers input in a `bl` stream, a full Duplex
    * (EventEmitter plus readable and writable state) per connection, which a connect storm
-   * paid on every CONNECT. The parser only uses bl's BufferList methods: a plain BufferList.
+   * paid on every CONNECT. The parser only uses bl's BufferList methods: a plain BufferList,
+   * made when the state machine first needs one (a connection whose packets all arrive
+   * whole never does). Until then `_list` is the shared empty one, which is never written.
    */
   override _resetState(): void {
     this.packet = new Packet();
     this.error = null;
-    this._list = new BufferList();
+    this._list = NO_BYTES;
     this._stateCounter = 0;
   }
 
@@ -106,7 +111,7 @@ class StrictParser extends Base {
    * paths equal on random streams cut at random places.
    */
   override parse(buf: Buffer): number {
-    if (this._list.length !== 0 || this._stateCounter !== 0 || this.error) return super.parse(buf);
+    if (this._list.length !== 0 || this._stateCounter !== 0 || this.error) return this.stateMachine(buf);
     const n = buf.length;
     let at = 0;
     while (at < n) {
@@ -120,7 +125,14 @@ class StrictParser extends Base {
       if (end < 0) break;
       at = end;
     }
-    return at === n ? 0 : super.parse(at === 0 ? buf : buf.subarray(at));
+    return at === n ? 0 : this.stateMachine(at === 0 ? buf : buf.subarray(at));
+  }
+
+  /** mqtt-packet's parse, with a BufferList of this parser's own to append to. */
+  private stateMachine(buf: Buffer): number {
+    if (this.error) this._resetState();
+    if (this._list === NO_BYTES) this._list = new BufferList();
+    return super.parse(buf);
   }
 
   /** A 2-byte PUBACK, PUBREC, PUBREL or PUBCOMP (5.0: reason code 0 by omission [MQTT 5 §3.4.2.1]). */

@@ -274,7 +274,7 @@ function connected(ch: Channel, session: Session, present: boolean, expiryS: num
     // 3.1/3.1.1 CONNACK accepted has two forms only: no encoder needed
     ch.io.write(present ? CONNACK_ACCEPTED_PRESENT : CONNACK_ACCEPTED);
   }
-  metrics.connectOutcomesTotal.inc({ code: 'success', version: VERSION_LABEL[ch.protocolVersion] });
+  metrics.connectAccepted[ch.protocolVersion].inc();
   if (log.isLevelEnabled('debug')) log.debug({ clientId: ch.clientId, username: ch.identity?.username, version: ch.protocolVersion, present }, 'client connected');
   session.receiveAs(ch.identity!); // before resume: what waited is checked against this identity
   session.resume(ch, clock.now()); // [MQTT-4.4.0-1] resend unacknowledged messages
@@ -283,7 +283,6 @@ function connected(ch: Channel, session: Session, present: boolean, expiryS: num
 
 const CONNACK_ACCEPTED = Buffer.from([0x20, 0x02, 0x00, 0x00]);
 const CONNACK_ACCEPTED_PRESENT = Buffer.from([0x20, 0x02, 0x01, 0x00]);
-const VERSION_LABEL = { 3: '3', 4: '4', 5: '5' } as const;
 
 function willRecord(ch: Channel, packet: IConnectPacket, identity: Identity, epoch: number): WillRecord {
   const w = packet.will!;
