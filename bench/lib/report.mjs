@@ -60,6 +60,9 @@ export function tableRows(summary) {
     }
     if (s.id.endsWith('connect-storm') || s.id === 'jwt-storm' || s.id === 'bare-node-floor') {
       rows.push({ scenario: '', metric: 'broker CPU µs / connection', values: byBroker(summary, (b) => m(b).brokerUsPerConn), unit: 'µs', ratios: false });
+      if (summary.brokers.some((b) => Number.isFinite(m(b).redisUsPerConn))) {
+        rows.push({ scenario: '', metric: 'Redis CPU µs / connection (generator CPU)', values: byBroker(summary, (b) => m(b).redisUsPerConn), unit: 'µs', ratios: false });
+      }
     }
     if (s.id === 'fleet-reconnect') {
       rows.push({ scenario: '', metric: 'all connected after', values: byBroker(summary, (b) => m(b).allConnectedMs), unit: 'ms', ratios: false });

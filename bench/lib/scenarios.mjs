@@ -476,11 +476,11 @@ export const SCENARIOS = [
   {
     id: 'cluster-connect-storm',
     title: 'Connect storm on a cluster node',
-    what: 'the anonymous storm against one Vigil node with VIGIL_REDIS_URL (Redis on the broker CPU too): every CONNECT claims its client id in Redis',
+    what: 'the anonymous storm against one Vigil node with VIGIL_REDIS_URL (Redis on the generator CPU, as with Redis on its own machine; its CPU reported apart): every CONNECT claims its client id in Redis',
     brokers: ['vigil'],
     needs: 'cluster',
     metric: { key: 'connectsPerSec', unit: 'conn/s', higherIsBetter: true },
-    run: (ctx) => clusterOne(ctx, ({ a, redis }) => (ctx.gen?.kind === 'c' ? cStormRun(ctx, a, { procs: [a, redis] }) : stormRun(ctx, a, null))),
+    run: (ctx) => clusterOne(ctx, ({ a, redis }) => (ctx.gen?.kind === 'c' ? cStormRun(ctx, a, { genSide: [redis] }) : stormRun(ctx, a, null)), {}, ctx.genCpus),
   },
   {
     id: 'idle-memory',
@@ -724,22 +724,28 @@ async function stormRun(ctx, b, jwt) {
  * every token is used once, so no verification cache can answer. Also reports the broker's
  * CPU per connection (CPU seconds over the window / connections), meaningful on a busy machine.
  */
-async function cStormRun(ctx, b, { tokensTsv, procs = [b] } = {}) {
+async function cStormRun(ctx, b, { tokensTsv, procs = [b], genSide = [] } = {}) {
   const { prof } = ctx;
   const warmupMs = tokensTsv ? 0 : prof.warmupMs;
   const sampler = cpuSampler(procs, warmupMs, prof.stormMs, ctx);
+  // processes of the bench on the generator CPUs besides the generator (Redis): reported on their own
+  const side = genSide.length > 0 ? cpuSampler(genSide, warmupMs, prof.stormMs, ctx) : undefined;
   const argv = [
     '-c', ctx.genCpus, ctx.gen.bin, '--port', String(b.port), '--scenario', 'connect', '--concurrency', '100',
     '--keepalive', '60', '--warmup-ms', String(warmupMs), '--duration-ms', String(prof.stormMs),
   ];
   if (tokensTsv) argv.push('--tokens', tokensTsv);
-  const r = await runLoadgen(argv, warmupMs + prof.stormMs + 30000, () => sampler.onGo());
-  for (const p of procs) if (p.exited) throw new Error(`${p.name} exited during the storm\n${p.logTail()}`);
+  const r = await runLoadgen(argv, warmupMs + prof.stormMs + 30000, () => {
+    sampler.onGo();
+    side?.onGo();
+  });
+  for (const p of [...procs, ...genSide]) if (p.exited) throw new Error(`${p.name} exited during the storm\n${p.logTail()}`);
   if (r.accepted === 0) throw new Error(`no connection accepted (refused ${r.refused} with codes ${JSON.stringify(r.refusedCodes)}, ${r.errors} errors: ${r.error})`);
   const connectsPerSec = r.spanUs > 0 ? r.accepted / (r.spanUs / 1e6) : NaN;
   const genCpuPct = r.wallUs > 0 ? (100 * r.cpuUs) / r.wallUs : NaN;
   const gen = { genCpuPct, genCpuMaxWorkerPct: genCpuPct };
-  const cpu = otherLoad(sampler.stats(), gen);
+  const sidePct = side ? side.stats().brokerCpuPct : 0;
+  const cpu = otherLoad(sampler.stats(), { genCpuPct: genCpuPct + sidePct });
   return {
     value: connectsPerSec,
     connectsPerSec,
@@ -750,15 +756,16 @@ async function cStormRun(ctx, b, { tokensTsv, procs = [b] } = {}) {
     errors: r.errors,
     // broker CPU seconds per second / connections per second
     brokerUsPerConn: (cpu.brokerCpuPct / 100) * 1e6 / connectsPerSec,
+    ...(side ? { redisCpuPct: sidePct, redisUsPerConn: (sidePct / 100) * 1e6 / connectsPerSec } : {}),
     generator: 'c',
     ...gen,
     ...cpu,
   };
 }
 
-/** One Vigil node in cluster mode (Redis on the broker CPUs too): what a cluster node pays per CONNECT. */
-async function clusterOne(ctx, fn, env = {}) {
-  const redis = await startRedis({ cpus: ctx.brokerCpus, logDir: ctx.logDir });
+/** One Vigil node in cluster mode, Redis on `redisCpus`: what a cluster node pays per CONNECT. */
+async function clusterOne(ctx, fn, env = {}, redisCpus = ctx.brokerCpus) {
+  const redis = await startRedis({ cpus: redisCpus, logDir: ctx.logDir });
   const procs = [redis];
   try {
     const a = await startBroker('vigil', {
