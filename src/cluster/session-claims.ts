@@ -130,8 +130,9 @@ export class SessionClaims {
       if (expiryIntervalS > 0) {
         session.journal = this.journal;
         session.seen ??= this.recentIds(snapshot);
-        await this.journal.saveWhole(session);
-        await node.sessions.setExpiry(clientId, epoch, undefined);
+        // the save, then its expiry lifted while connected: one slot, sent together, run in
+        // order (the PERSIST sees the epoch just saved), one round trip
+        await Promise.all([this.journal.saveWhole(session), node.sessions.setExpiry(clientId, epoch, undefined)]);
       } else {
         session.journal = undefined;
         session.seen = undefined;
