@@ -9,7 +9,9 @@
 // Key layout (P = config.redisPrefix), besides the stores' (src/store/redis/keys.ts):
 //   P:{P:c:<clientId>}:owner      HASH  node, epoch, online            client registry
 //   P:{P:c:<clientId>}:will       HASH  rec, epoch, delayS, expiryS, dueAt
+//   P:{P:c:<clientId>}:willclaim  HASH  token, rec of the last due-will claim (1 min TTL): a re-sent claim fires
 //   P:{P:nodes}:leases            ZSET  node member → lease expiry (ms, Redis clock)
+//   P:{P:nodes}:reaped:<member>   STRING token of the reap claim that won (1 min TTL): a re-sent claim wins
 //   P:{P:n:<member>}:clients      SET   client ids a node member has owned (reaper index)
 //   P:{P:n:<member>}:routes       SET   filters with local subscribers on that member
 //   P:{P:n:<member>}:routes:ver   STRING version of that route set
@@ -37,9 +39,17 @@ export class ClusterKeys extends StoreKeys {
   clientWill(clientId: string): string {
     return this.client(clientId, 'will');
   }
+  /** The token of the claim that took a due will, and the will (claim-due-will.lua). */
+  clientWillClaim(clientId: string): string {
+    return this.client(clientId, 'willclaim');
+  }
 
   get nodeLeases(): string {
     return this.global('nodes', 'leases');
+  }
+  /** The token of the claim that won a member's reaping (reap-node.lua); in the leases' slot. */
+  nodeReapedBy(member: string): string {
+    return this.global('nodes', `reaped:${member}`);
   }
   nodeClients(member: string): string {
     return this.member(member, 'clients');

@@ -126,7 +126,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   /** Claims the reaping of a dead member: true for exactly one caller, once its lease expired. */
   async reap(member: string): Promise<boolean> {
-    const reply = (await this.o.redis.run('reapNode', [this.o.keys.nodeLeases], [member])) as unknown[];
+    // a token per call: ioredis re-sending this script after its reply was lost gets 'won' again
+    const token = randomBytes(8).toString('hex');
+    const reply = (await this.o.redis.run('reapNode', [this.o.keys.nodeLeases, this.o.keys.nodeReapedBy(member)], [member, token])) as unknown[];
     // 'alive' (not expired) or 'gone' (someone else reaped it): not this caller's
     if (scriptStatus('reap-node', reply, { member }) === 'won') {
       this.o.log?.info({ member }, 'reaping dead node');

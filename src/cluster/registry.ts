@@ -3,6 +3,7 @@
 // wills fire exactly once: a will is published only by whoever atomically deletes its
 // record — claim-client (older incarnation's will, on reconnect), will-disconnect (delay 0),
 // claim-due-will (delay over) or orphan-client (owner died, delay 0). See docs/cluster.md.
+import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { WillRecord } from '../store/types.js';
@@ -220,7 +221,9 @@ export class ClientRegistry {
 
   /** Takes a due will; exactly one concurrent caller gets it. */
   async claimDueWill(clientId: string, epoch: number): Promise<{ kind: 'fire'; will: WillRecord } | { kind: 'not_due'; dueAtMs: number } | { kind: 'none' }> {
-    const reply = (await this.o.redis.run('claimDueWill', [this.o.keys.clientWill(clientId)], [epoch])) as unknown[];
+    // a token per claim: ioredis re-sending this script after its reply was lost gets 'fire' again
+    const token = randomBytes(8).toString('hex');
+    const reply = (await this.o.redis.run('claimDueWill', [this.o.keys.clientWill(clientId), this.o.keys.clientWillClaim(clientId)], [epoch, token])) as unknown[];
     const status = scriptStatus('claim-due-will', reply, { clientId, epoch });
     if (status === 'fire') return { kind: 'fire', will: this.willFrom(reply[1], epoch) };
     if (status === 'not_due') return { kind: 'not_due', dueAtMs: num(reply[1]) };

@@ -1,0 +1,72 @@
+// Claims that ioredis runs twice: a script whose reply dies with its connection is sent again
+// on the next connection (autoResendUnfulfilledCommands), so Redis runs it twice and the
+// caller sees only the second answer. The claim of a dead member's reaping and of a due will
+// must answer the same claim as the first run did ("won", "fire"), or the member would stay
+// unreaped and the will unfired (the first run took the lease / the record). A real Redis
+// behind a TCP proxy that swallows the first reply and drops that connection.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+import { Membership } from '../../src/cluster/membership.js';
+import { ClientRegistry } from '../../src/cluster/registry.js';
+import { Closer, newKeys, waitFor, will } from './support.js';
+
+let redis: TestRedis;
+let proxy: TcpProxy;
+const closer = new Closer();
+
+before(async () => {
+  redis = await startRedis();
+  proxy = await startTcpProxy(redis.port);
+});
+after(async () => {
+  await closer.closeAll();
+  await proxy?.close();
+  await redis?.stop();
+});
+
+/** A connection through the proxy, ready, so the next reply it reads is the claim's. */
+async function proxied() {
+  const conn = closer.redis({ url: `redis://127.0.0.1:${proxy.port}` });
+  await waitFor(() => conn.client.status === 'ready', 10_000, 'connected through the proxy');
+  return conn;
+}
+
+describe('claims re-sent by ioredis after a lost reply', { timeout: 60_000 }, () => {
+  test("a dead member's reaping: the re-sent claim still wins, another claim does not", async () => {
+    const keys = newKeys('rc');
+    const conn = await proxied();
+    const direct = closer.redis({ url: redis.url });
+    await direct.client.zadd(keys.nodeLeases, 1, 'dead/1'); // expired long ago
+    const reaper = new Membership({ redis: conn, keys, nodeId: 'r', heartbeatMs: 100, nodeTimeoutMs: 500, autoRenew: false });
+    const other = new Membership({ redis: direct, keys, nodeId: 'o', heartbeatMs: 100, nodeTimeoutMs: 500, autoRenew: false });
+    const lost = proxy.cutOnReply('won');
+    const won = await reaper.reap('dead/1');
+    await lost; // the first reply did die: the answer came from the re-sent script
+    assert.equal(won, true, 'the re-sent claim answers won');
+    assert.equal(await direct.client.zscore(keys.nodeLeases, 'dead/1'), null);
+    assert.equal(await other.reap('dead/1'), false, 'another claim finds it gone');
+  });
+
+  test('a due will: the re-sent claim still fires it, once', async () => {
+    const keys = newKeys('rw');
+    const conn = await proxied();
+    const registry = new ClientRegistry({ redis: conn, keys });
+    const directConn = closer.redis({ url: redis.url });
+    const direct = new ClientRegistry({ redis: directConn, keys });
+    const { epoch } = await direct.claim('rw1', 'n/1', { cleanStart: true, will: will('rw1', 1), sessionExpiryS: 3600, owner: 'u' });
+    assert.equal((await direct.abnormalDisconnect('rw1', epoch, 3600)).kind, 'scheduled');
+    const dueAt = Number(await directConn.client.hget(keys.clientWill('rw1'), 'dueAt'));
+    await waitFor(async () => {
+      const [s, us] = await directConn.client.time();
+      return Number(s) * 1000 + Math.floor(Number(us) / 1000) > dueAt;
+    }, 10_000, 'the will due on the Redis clock');
+    const lost = proxy.cutOnReply('fire');
+    const claimed = await registry.claimDueWill('rw1', epoch);
+    await lost; // the first reply did die: the answer came from the re-sent script
+    assert.equal(claimed.kind, 'fire', 'the re-sent claim answers fire');
+    assert.equal(claimed.kind === 'fire' && claimed.will.clientId, 'rw1');
+    assert.equal((await direct.claimDueWill('rw1', epoch)).kind, 'none', 'another claim finds nothing');
+  });
+});
