@@ -8,7 +8,7 @@
 // +switch-master watch (sentinel-switch.ts) drops those still connected elsewhere.
 import { readFileSync } from 'node:fs';
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
-import { SentinelSwitchWatch, elsewhere } from './sentinel-switch.js';
+import { SentinelSwitchWatch, elsewhere, masterAddresses } from './sentinel-switch.js';
 import type { Config } from '../config.js';
 import { ConfigError } from '../config.js';
 import type { Metrics } from '../metrics.js';
@@ -129,7 +129,7 @@ export class VigilRedis {
     this.client.on('ready', () => this.connectionGeneration++);
     const { target } = options;
     if (watched && !(target.clusterNodes && target.clusterNodes.length > 0) && target.sentinels && target.sentinels.length > 0) {
-      this.switchWatch = new SentinelSwitchWatch(target.sentinels.map(hostPort), target.sentinelMaster ?? '', this.sentinelOptions(), (host, port) => this.switched(host, port));
+      this.switchWatch = new SentinelSwitchWatch(target.sentinels.map(hostPort), target.sentinelMaster ?? '', this.sentinelOptions(), (host, port) => void this.switched(host, port));
     }
   }
 
@@ -250,11 +250,12 @@ export class VigilRedis {
    * dropped and reconnects through the sentinels. One that is connecting is left alone (it
    * is asking the sentinels now); one already on the new master stays.
    */
-  private switched(host: string, port: number): void {
+  private async switched(host: string, port: number): Promise<void> {
+    const addresses = await masterAddresses(host);
     let dropped = 0;
     for (const c of this.connections()) {
       if (!(c instanceof Redis) || (c.status !== 'ready' && c.status !== 'connect') || !c.stream) continue;
-      if (!elsewhere(c.stream, host, port)) continue;
+      if (!elsewhere(c.stream, addresses, port)) continue;
       c.stream.destroy();
       dropped++;
     }

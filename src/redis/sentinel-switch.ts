@@ -10,6 +10,7 @@
 // 'end', never retried). With 100 connections, about half ended across one failover; a node
 // whose main or lease connection ended stayed not ready (the sentinel e2e's "survivors not
 // ready"). Here a connection is only dropped while connected, never while it is connecting.
+import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
 
@@ -21,11 +22,29 @@ export function parseSwitchMaster(message: string): { name: string; host: string
   return Number.isInteger(port) && port > 0 ? { name: parts[0], host: parts[3], port } : undefined;
 }
 
-/** Whether a connection's socket goes somewhere other than the master at host:port. */
-export function elsewhere(socket: { remotePort?: number; remoteAddress?: string }, host: string, port: number): boolean {
+/**
+ * The addresses of an announced master: itself when an IP, else what the name resolves to (a
+ * sentinel with announce-hostnames, as in docker-compose.sentinel.yml); undefined when it
+ * does not resolve (then the port alone decides).
+ */
+export async function masterAddresses(host: string): Promise<Set<string> | undefined> {
+  if (isIP(host) !== 0) return new Set([plain(host)]);
+  try {
+    return new Set((await lookup(host, { all: true })).map((a) => plain(a.address)));
+  } catch {
+    return undefined;
+  }
+}
+
+/** An IPv4 address as a socket may report it mapped into IPv6. */
+function plain(address: string): string {
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+/** Whether a connection's socket goes somewhere other than the master at `addresses`:port. */
+export function elsewhere(socket: { remotePort?: number; remoteAddress?: string }, addresses: Set<string> | undefined, port: number): boolean {
   if (socket.remotePort !== port) return true;
-  // a sentinel may announce a hostname (resolve-hostnames): then the port alone decides
-  return isIP(host) !== 0 && socket.remoteAddress !== host;
+  return addresses !== undefined && socket.remoteAddress !== undefined && !addresses.has(plain(socket.remoteAddress));
 }
 
 export class SentinelSwitchWatch {
