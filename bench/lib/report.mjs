@@ -354,6 +354,7 @@ export function markdown(summary) {
         if (run.stalls) notes.push(`${run.stalls} window stalls (QoS 0 drops)`);
         if (run.refused) notes.push(`${run.refused} refused`);
         if (run.errors) notes.push(`${run.errors} socket errors`);
+        if (run.tokensRanOut) notes.push('tokens ran out before the window ended (raise jwtTokens)');
         if (Number.isFinite(run.publishedPerSec) && run.publishedPerSec > 0 && s.id !== 'fanout') {
           const lost = 1 - run.msgsPerSec / run.publishedPerSec;
           if (lost > 0.01) notes.push(`${(lost * 100).toFixed(1)} % of published not delivered in window`);
