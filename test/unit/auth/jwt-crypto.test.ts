@@ -1,6 +1,6 @@
 // Signature checks on node:crypto KeyObjects (jwt.ts verifyJws), one algorithm family at a
-// time, the algorithm-confusion refusals, jose's claim rules kept, and tokens batched per
-// event-loop turn into few pool tasks. Keys and tokens are real (jose and node:crypto sign).
+// time, the algorithm-confusion refusals, jose's claim rules kept, and tokens batched into few
+// pool tasks (per event-loop turn, and while a thread is busy). Keys and tokens are real (jose and node:crypto sign).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPrivateKey, generateKeyPairSync, sign as cryptoSign, type KeyObject } from 'node:crypto';
@@ -210,6 +210,33 @@ describe('tokens of one event-loop turn share pool tasks', () => {
       assert.equal(identity.pool.tasksSubmitted('verifyToken'), 40, 'every token verified');
       const tasks = await metricValue(metrics, 'authPoolTasksTotal', { task: 'verifyTokens' });
       assert.ok(tasks >= 2 && tasks <= 4, `40 tokens of one turn in 2-4 tasks over 2 threads, got ${tasks}`);
+    } finally {
+      await identity.close();
+      await dir.remove();
+    }
+  });
+
+  it('tokens arriving one per turn while the thread has a batch wait and leave together (a storm is not one task per turn)', async () => {
+    const dir = await tempDir();
+    const key = await makeKey('k1', 'RS256');
+    const metrics = testMetrics();
+    const identity = await createIdentity(identityConfig({ jwks: await dir.write('jwks.json', { keys: [key.jwk] }), authWorkers: 1 }), metrics, captureLogger().logger);
+    try {
+      const subs = Array.from({ length: 84 }, (_, i) => `dev-${i}`);
+      const tokens = await Promise.all(subs.map((sub) => signToken(key, { sub, expiresInS: 600 })));
+      const req = (t: string): AuthRequest => ({ clientId: 'c', password: Buffer.from(t), protocolVersion: 4, remoteAddress: '127.0.0.1' });
+      // 64 in one turn keep the one thread busy for a few ms (two batches of 32), then one per turn
+      const outcomes: Promise<AuthOutcome>[] = tokens.slice(0, 64).map(async (t) => identity.authenticator.authenticate(req(t)));
+      for (const t of tokens.slice(64)) {
+        await new Promise((r) => setImmediate(r));
+        outcomes.push(Promise.resolve(identity.authenticator.authenticate(req(t))));
+      }
+      const done = await Promise.all(outcomes);
+      done.forEach((o, i) => assert.equal(o.ok && o.identity.username, subs[i], `token ${i}`));
+      assert.equal(identity.pool.tasksSubmitted('verifyToken'), 84, 'every token verified');
+      // one task per turn would be 2 + 20
+      const tasks = await metricValue(metrics, 'authPoolTasksTotal', { task: 'verifyTokens' });
+      assert.ok(tasks >= 3 && tasks <= 8, `64 tokens, then 20 one per turn, on one thread: 3-8 tasks, got ${tasks}`);
     } finally {
       await identity.close();
       await dir.remove();

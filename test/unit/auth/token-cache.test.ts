@@ -1,6 +1,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { createIdentity, type AuthOutcome, type AuthRequest } from '../../../src/auth/index.js';
+import { tokenCacheKey } from '../../../src/auth/token-cache.js';
 import { makeKey, signHmac, signToken, tempDir } from '../../helpers/jwt.js';
 import { captureLogger, identityConfig, metricValue, testMetrics } from './support.js';
 
@@ -8,6 +10,12 @@ const req = (token: string, username?: string): AuthRequest => ({ clientId: 'c',
 const reasonOf = (o: AuthOutcome) => (o.ok ? 'ok' : o.reason);
 
 describe('verified-token cache', () => {
+  it('is keyed by the sha256 of the token (base64url), never the token', () => {
+    for (const token of ['a.b.c', 'ünïcode.tökén.x', 'x'.repeat(16 * 1024)]) {
+      assert.equal(tokenCacheKey(token), createHash('sha256').update(token, 'utf8').digest('base64url'));
+    }
+  });
+
   it('answers a reconnect storm with the same token without crypto, synchronously', async () => {
     const dir = await tempDir();
     const key = await makeKey('k1');
