@@ -4,6 +4,7 @@
 // more ACL questions are evaluated inline (callers check `saturated`).
 import { Piscina } from 'piscina';
 import type { Metrics } from '../metrics.js';
+import type { VerificationKey } from './jwt.js';
 import type { EvaluateAclInput, EvaluateAclOutput, VerifyTokenInput, VerifyTokenOutput, VerifyTokensInput } from './worker.js';
 
 export interface AuthTasks {
@@ -35,6 +36,22 @@ export interface AuthPoolOptions {
   readonly admissionMax?: number;
   readonly admissionBytes?: number;
   readonly metrics: Metrics;
+}
+
+/** The wire form of a batch: every distinct key once (the same JWK object, or the same secret). */
+function batchInput(items: readonly PendingVerify[]): VerifyTokensInput {
+  const keys: VerificationKey[] = [];
+  const indexOf = new Map<unknown, number>();
+  const batched = items.map(({ input: { key, ...rest } }) => {
+    const id = key.kind === 'jwk' ? key.jwk : key.secret;
+    const seen = indexOf.get(id);
+    const known = seen === undefined ? undefined : keys[seen];
+    const same = known !== undefined && known.kind === key.kind && (known.kind !== 'jwk' || key.kind !== 'jwk' || known.cacheKey === key.cacheKey);
+    const keyIndex = same ? seen! : keys.push(key) - 1;
+    if (!same) indexOf.set(id, keyIndex);
+    return { ...rest, keyIndex };
+  });
+  return { keys, items: batched };
 }
 
 export class AuthPool {
@@ -168,7 +185,7 @@ export class AuthPool {
     const m = this.options.metrics;
     this.batchesInFlight++;
     try {
-      const outputs = await this.runTask('verifyTokens', { items: items.map((it) => it.input) });
+      const outputs = await this.runTask('verifyTokens', batchInput(items));
       for (let k = 0; k < items.length; k++) {
         m.authPoolWaitSeconds.observe(outputs[k]!.waitMs / 1000);
         items[k]!.resolve(outputs[k]!);

@@ -32,15 +32,28 @@ export async function verifyToken(input: VerifyTokenInput): Promise<VerifyTokenO
   return { ...result, waitMs: Math.max(0, start - input.submittedAtMs), runMs: preciseNowMs() - start };
 }
 
-/** The tokens of one event-loop turn on the main thread (AuthPool.verifyToken batches them). */
+/** One token of a batch: its key is `keys[keyIndex]` of the batch. */
+export interface BatchedToken extends Omit<VerifyTokenInput, 'key'> {
+  readonly keyIndex: number;
+}
+
+/**
+ * A batch of tokens (AuthPool.verifyToken batches them). Each key goes once per batch, not once
+ * per token: a JWK is most of a token's message (cloned on this side, rebuilt on that one).
+ */
 export interface VerifyTokensInput {
-  readonly items: readonly VerifyTokenInput[];
+  readonly keys: readonly VerificationKey[];
+  readonly items: readonly BatchedToken[];
 }
 
 /** One result per item, in order. Synchronous crypto after the first use of a key: one task, many tokens. */
 export async function verifyTokens(input: VerifyTokensInput): Promise<VerifyTokenOutput[]> {
   const out: VerifyTokenOutput[] = [];
-  for (const item of input.items) out.push(await verifyToken(item));
+  for (const { keyIndex, ...item } of input.items) {
+    const key = input.keys[keyIndex];
+    // a batch that names no key is a bug on the main thread: refused, never verified without one
+    out.push(key ? await verifyToken({ ...item, key }) : { ok: false, reason: 'internal_error', waitMs: 0, runMs: 0 });
+  }
   return out;
 }
 

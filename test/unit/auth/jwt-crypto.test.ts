@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPrivateKey, generateKeyPairSync, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
-import { keyObjectFitsAlgorithm, verifyJws, type VerificationKey, type VerifyOptions } from '../../../src/auth/jwt.js';
+import { keyObjectFitsAlgorithm, readProtectedHeader, verifyJws, type VerificationKey, type VerifyOptions } from '../../../src/auth/jwt.js';
 import { createIdentity, type AuthOutcome, type AuthRequest } from '../../../src/auth/index.js';
 import { makeKey, signToken, tempDir } from '../../helpers/jwt.js';
 import { captureLogger, identityConfig, metricValue, testMetrics } from './support.js';
@@ -103,6 +103,19 @@ describe('node:crypto verification, per algorithm family', () => {
     const token = await hmac('HS256').sign(claims());
     assert.equal(reason(await verifyJws(token, 'HS256', { kind: 'secret', secret: SECRET }, options())), 'ok');
     assert.equal(reason(await verifyJws(token, 'HS256', { kind: 'secret', secret: `${SECRET}!` }, options())), 'bad_signature');
+  });
+});
+
+describe('the protected header is read only from a compact JWS', () => {
+  it('three base64url parts, header and payload non-empty; anything else is malformed before any decoding', () => {
+    const h = b64({ alg: 'RS256', kid: 'k' });
+    const p = b64(claims());
+    assert.deepEqual(readProtectedHeader(`${h}.${p}.sig_-0`), { ok: true, header: { alg: 'RS256', kid: 'k' } });
+    assert.deepEqual(readProtectedHeader(`${h}.${p}.`), { ok: true, header: { alg: 'RS256', kid: 'k' } });
+    for (const bad of [`${h}.${p}`, `${h}.${p}.s.x`, `${h}.${p}.s.x.y`, `.${p}.s`, `${h}..s`, `${h}.${p}.s=`, `${h}.${p}.s!`, `${h} .${p}.s`, `${h}.${p}.s\n`, '..', 'x'.repeat(17 * 1024)]) {
+      assert.deepEqual(readProtectedHeader(bad), { ok: false, reason: 'malformed' }, JSON.stringify(bad.slice(0, 40)));
+    }
+    assert.deepEqual(readProtectedHeader(''), { ok: false, reason: 'no_token' });
   });
 });
 
@@ -210,6 +223,28 @@ describe('tokens of one event-loop turn share pool tasks', () => {
       assert.equal(identity.pool.tasksSubmitted('verifyToken'), 40, 'every token verified');
       const tasks = await metricValue(metrics, 'authPoolTasksTotal', { task: 'verifyTokens' });
       assert.ok(tasks >= 2 && tasks <= 4, `40 tokens of one turn in 2-4 tasks over 2 threads, got ${tasks}`);
+    } finally {
+      await identity.close();
+      await dir.remove();
+    }
+  });
+
+  it('tokens of two keys in one batch: each verified with its own key, each key sent once', async () => {
+    const dir = await tempDir();
+    const k1 = await makeKey('k1', 'RS256');
+    const k2 = await makeKey('k2', 'ES256');
+    const metrics = testMetrics();
+    const identity = await createIdentity(identityConfig({ jwks: await dir.write('jwks.json', { keys: [k1.jwk, k2.jwk] }), authWorkers: 1 }), metrics, captureLogger().logger);
+    try {
+      const subs = Array.from({ length: 20 }, (_, i) => `dev-${i}`);
+      const tokens = await Promise.all(subs.map((sub, i) => signToken(i % 2 ? k2 : k1, { sub, expiresInS: 600 })));
+      // a token naming k1 but signed by k2: verified with k1 only, so refused
+      const crossed = await signToken(k2, { sub: 'crossed', expiresInS: 600, kid: 'k1' });
+      const req = (t: string): AuthRequest => ({ clientId: 'c', password: Buffer.from(t), protocolVersion: 4, remoteAddress: '127.0.0.1' });
+      const outcomes = (await Promise.all([...tokens, crossed].map((t) => identity.authenticator.authenticate(req(t))))) as AuthOutcome[];
+      outcomes.slice(0, 20).forEach((o, i) => assert.equal(o.ok && o.identity.username, subs[i], `token ${i}`));
+      const last = outcomes[20]!;
+      assert.ok(!last.ok && (last.reason === 'alg_not_allowed' || last.reason === 'bad_signature'), `crossed: ${last.ok ? 'ok' : last.reason}`);
     } finally {
       await identity.close();
       await dir.remove();
