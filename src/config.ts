@@ -58,7 +58,7 @@ export const SETTINGS = {
   // Identity
   auth: oneOf('VIGIL_AUTH', ['none', 'jwt'] as const, 'none', 'Authentication mode: none (anonymous allowed) or jwt'),
   acl: str('VIGIL_ACL', '', 'ACL policy file (YAML or JSON), hot-reloaded; unset with auth=none allows everything'),
-  authWorkers: int('VIGIL_AUTH_WORKERS', 2, 'Worker threads verifying JWTs and evaluating ACLs', 1, 64),
+  authWorkers: int('VIGIL_AUTH_WORKERS', 0, 'Worker threads verifying JWTs and evaluating ACLs; 0 = one per CPU the process may run on (its affinity), at most 2', 0, 64),
   authQueueMax: int('VIGIL_AUTH_QUEUE_MAX', 1000, 'Tokens and ACL questions in the auth pool at once (running or queued for a thread); more tokens wait in the admission queue, more ACL questions are evaluated on the main thread', 1),
   authAdmissionMax: int('VIGIL_AUTH_ADMISSION_MAX', 50000, 'CONNECT tokens waiting (first in, first out) for room in the auth pool; a CONNECT past it gets Server Busy (0 = none wait: Server Busy once the pool holds VIGIL_AUTH_QUEUE_MAX)', 0),
   authAdmissionBytes: int('VIGIL_AUTH_ADMISSION_BYTES', 67108864, 'Bytes of tokens waiting in the admission queue at most; a CONNECT past it gets Server Busy', 65536),

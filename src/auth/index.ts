@@ -10,7 +10,7 @@ import { PolicyAuthorizer } from './authorizer.js';
 import { JwksStore, type JwksKeyView } from './jwks.js';
 import { effectiveAlgorithms, isHmac } from './jwt.js';
 import { JwtAuthenticator } from './jwt-authenticator.js';
-import { AuthPool } from './pool.js';
+import { AuthPool, authThreads } from './pool.js';
 import { MemoryRevocationList, type RevocationList } from './revocation.js';
 import type { Authenticator } from './types.js';
 
@@ -75,7 +75,7 @@ export async function createIdentity(config: IdentityConfig, metrics: Metrics, l
     onRevokedMetric: (kind) => metrics.revocationsTotal.inc({ kind }),
     onListenerError: (err) => log.error({ err: String(err) }, 'revocation listener failed'),
   });
-  const pool = new AuthPool({ threads: config.authWorkers, queueMax: config.authQueueMax, admissionMax: config.authAdmissionMax, admissionBytes: config.authAdmissionBytes, metrics });
+  const pool = new AuthPool({ threads: authThreads(config.authWorkers), queueMax: config.authQueueMax, admissionMax: config.authAdmissionMax, admissionBytes: config.authAdmissionBytes, metrics });
   let jwks: JwksStore | undefined;
   let aclFile: AclPolicyFile | undefined;
   try {

@@ -7,6 +7,8 @@ import { createPrivateKey, generateKeyPairSync, sign as cryptoSign, type KeyObje
 import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import { keyObjectFitsAlgorithm, readProtectedHeader, verifyJws, type VerificationKey, type VerifyOptions } from '../../../src/auth/jwt.js';
 import { createIdentity, type AuthOutcome, type AuthRequest } from '../../../src/auth/index.js';
+import { authThreads } from '../../../src/auth/pool.js';
+import { execFileSync } from 'node:child_process';
 import { makeKey, signToken, tempDir } from '../../helpers/jwt.js';
 import { captureLogger, identityConfig, metricValue, testMetrics } from './support.js';
 
@@ -276,5 +278,21 @@ describe('tokens of one event-loop turn share pool tasks', () => {
       await identity.close();
       await dir.remove();
     }
+  });
+});
+
+describe('auth threads', () => {
+  it('VIGIL_AUTH_WORKERS 0: one per CPU the process may run on, at most 2; a set value is kept', () => {
+    assert.equal(authThreads(0, 1), 1);
+    assert.equal(authThreads(0, 2), 2);
+    assert.equal(authThreads(0, 16), 2);
+    assert.equal(authThreads(3, 1), 3);
+    assert.equal(authThreads(1, 16), 1);
+  });
+
+  it('follows the affinity mask: a process pinned to one CPU gets one thread', () => {
+    const pool = new URL('../../../src/auth/pool.js', import.meta.url).href;
+    const pinned = execFileSync('taskset', ['-c', '0', process.execPath, '--input-type=module', '-e', `import { authThreads } from '${pool}'; console.log(authThreads(0))`], { encoding: 'utf8' });
+    assert.equal(pinned.trim(), '1');
   });
 });
