@@ -94,6 +94,14 @@ interface PendingWait {
   readonly generation: number;
 }
 
+/**
+ * The scripts whose keys vary carry batches (cluster/batcher.ts) and are written at once, not
+ * held for the next auto-pipeline: that one waits behind the pipeline in flight, and its reply
+ * comes before the batch's callers can hand over the next batch, so every batch would wait
+ * two round trips (a connect storm with Redis on the node's CPU ran at half the rate).
+ */
+const BATCHED_SCRIPTS = (): string[] => [...loadScripts().values()].filter((d) => d.numberOfKeys === undefined).map((d) => d.command);
+
 /** At most one "WAIT timed out" log line per this many ms (the metric counts each). */
 const WAIT_LOG_EVERY_MS = 10_000;
 
@@ -280,6 +288,7 @@ export class VigilRedis {
       maxRetriesPerRequest: 1,
       commandTimeout: o.commandTimeoutMs,
       enableAutoPipelining: o.autoPipelining,
+      autoPipeliningIgnoredCommands: BATCHED_SCRIPTS(),
       retryStrategy: (times) => Math.min(50 * times, 1000),
       // a restarted Redis answers LOADING while it reads its AOF, reporting an ETA in whole
       // seconds (0 while short): ioredis would wait 1 s before asking again, long enough for
@@ -298,9 +307,9 @@ export class VigilRedis {
       client = new Cluster(target.clusterNodes.map(hostPort), {
         redisOptions,
         enableAutoPipelining: o.autoPipelining,
-        // auto-pipelining picks a command's slot from its first argument, which for a script
-        // whose keys vary is the key count: such scripts are routed one by one, by their keys
-        autoPipeliningIgnoredCommands: [...loadScripts().values()].filter((d) => d.numberOfKeys === undefined).map((d) => d.command),
+        // also: auto-pipelining picks a command's slot from its first argument, which for a
+        // script whose keys vary is the key count; sent on their own they go by their keys
+        autoPipeliningIgnoredCommands: BATCHED_SCRIPTS(),
         clusterRetryStrategy: (times) => Math.min(100 * times, 2000),
       });
     } else if (target.sentinels && target.sentinels.length > 0) {
