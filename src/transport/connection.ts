@@ -86,39 +86,61 @@ class StreamIO implements ChannelIO {
     if (this.corked) this.flush();
     this.stream.end();
     // a peer that never reads must not keep the socket open
-    lingering.add(this.stream);
+    this.lingerSlot = lingering.add(this.stream);
+  }
+
+  /** The ring slot of lingering this stream waits in, once ended; -1 before. */
+  lingerSlot = -1;
+
+  /** The stream closed: it stops waiting (lingering must not keep a closed connection's objects alive). */
+  closed(): void {
+    if (this.lingerSlot >= 0) lingering.remove(this.stream, this.lingerSlot);
+    this.lingerSlot = -1;
   }
 }
 
 /**
  * Streams ended but perhaps not closed yet (a peer that never reads), destroyed once
  * LINGER_MS has passed. One shared timer for all of them: a timer per connection was a
- * measurable share of a connect storm. A stream that closed meanwhile is left alone.
+ * measurable share of a connect storm. A stream that closes meanwhile leaves at once: held
+ * for the whole linger, the closed sockets of a connect storm (with their channels and
+ * sessions) were promoted to the old generation and made major GCs a visible share.
  */
 const LINGER_MS = 2000;
 /** A stream waits between LINGER_MS and LINGER_MS * (1 + 1 / GENERATIONS). */
 const GENERATIONS = 4;
 class Lingering {
-  private readonly ring: ByteStream[][] = Array.from({ length: GENERATIONS + 1 }, () => []);
+  private readonly ring: Set<ByteStream>[] = Array.from({ length: GENERATIONS + 1 }, () => new Set());
   private slot = 0;
   private waiting = 0;
   private timer?: NodeJS.Timeout;
 
-  add(stream: ByteStream): void {
-    this.ring[this.slot].push(stream);
+  get size(): number {
+    return this.waiting;
+  }
+
+  /** Returns the slot it waits in, for remove(). */
+  add(stream: ByteStream): number {
+    this.ring[this.slot].add(stream);
     this.waiting++;
     if (!this.timer) {
       this.timer = setInterval(() => this.tick(), LINGER_MS / GENERATIONS);
       this.timer.unref();
     }
+    return this.slot;
+  }
+
+  /** A stream that closed before its time (if its slot was due meanwhile, it is gone already). */
+  remove(stream: ByteStream, slot: number): void {
+    if (this.ring[slot].delete(stream)) this.waiting--;
   }
 
   /** The slot filled GENERATIONS ticks ago and more is due. */
   private tick(): void {
     this.slot = (this.slot + 1) % this.ring.length;
     const due = this.ring[this.slot];
-    this.ring[this.slot] = [];
-    this.waiting -= due.length;
+    this.ring[this.slot] = new Set();
+    this.waiting -= due.size;
     for (const s of due) if (!s.destroyed) s.destroy();
     if (this.waiting === 0) {
       clearInterval(this.timer);
@@ -127,6 +149,11 @@ class Lingering {
   }
 }
 const lingering = new Lingering();
+
+/** Streams waiting in the linger (ended, not closed yet): for tests. */
+export function lingeringStreams(): number {
+  return lingering.size;
+}
 
 function uncork(io: StreamIO): void {
   io.flush();
@@ -174,6 +201,7 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
   stream.on('error', ignore); // 'close' follows; nothing a peer does may crash the process
   stream.on('close', () => {
     counters.open.dec();
+    io.closed();
     channel.closed();
   });
   return channel;

@@ -8,6 +8,9 @@ import mqttPacket from 'mqtt-packet';
 import type { Packet } from 'mqtt-packet';
 import { createMetrics } from '../../src/metrics.js';
 import { strictParser } from '../../src/transport/strict-parser.js';
+import { attachConnection, lingeringStreams } from '../../src/transport/connection.js';
+import { createTestContext } from '../helpers/channel-context.js';
+import { MemoryStream } from '../helpers/memory-stream.js';
 
 const pendingPacketLength = (parser: object) => (parser as { packet: { length: number } }).packet.length;
 
@@ -59,4 +62,25 @@ test('the connection parser reads packets split anywhere, as mqtt-packet does, a
   assert.equal((seen[0] as { clientId: string }).clientId, 'lean-1');
   assert.equal((seen[1] as { payload: Buffer }).payload.length, 300);
   assert.equal(pendingPacketLength(parser), -1, 'between packets');
+});
+
+test('a connection that closes leaves the linger at once (closed sockets of a storm are not held for 2 s); the CONNECT is counted', async () => {
+  const t = createTestContext();
+  try {
+    const before = lingeringStreams();
+    const stream = new MemoryStream();
+    attachConnection(stream, t.ctx, 'memory');
+    stream.feed(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'linger-1', keepalive: 0 }));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(stream.packets().map((p) => [p.cmd, (p as { returnCode?: number }).returnCode]), [['connack', 0]]);
+    const closed = new Promise((r) => stream.once('close', r));
+    stream.feed(Buffer.from([0xe0, 0x00])); // DISCONNECT: the broker ends the stream
+    assert.equal(lingeringStreams(), before + 1, 'ended, waiting for the peer');
+    await closed;
+    assert.equal(lingeringStreams(), before, 'closed: no longer held');
+    const outcomes = await t.ctx.metrics.connectOutcomesTotal.get();
+    assert.equal(outcomes.values.find((v) => v.labels.code === 'success' && v.labels.version === '4')?.value, 1);
+  } finally {
+    t.close();
+  }
 });
