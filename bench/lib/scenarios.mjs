@@ -74,6 +74,9 @@ function cpuSampler(procs, warmupMs, measureMs, ctx) {
     /** brokerCpuPct; brokerCpuBusyPct / genCpuBusyPct: total use of those CPUs, % of one core. */
     stats() {
       for (const t of timers) clearTimeout(t);
+      // the window's end timer can lose the race with a generator that exits on time (a busy
+      // bench process fires timers late): the run has just ended, sample now
+      if (start && !end) end = read();
       if (!start || !end || end.at <= start.at) return { brokerCpuPct: NaN, brokerCpuBusyPct: NaN, genCpuBusyPct: NaN };
       const secs = (end.at - start.at) / 1000;
       return {
