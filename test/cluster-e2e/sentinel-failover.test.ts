@@ -1,9 +1,8 @@
-// Run by hand (not in npm test): npx tsc -p . && node --test dist/test/cluster-e2e/sentinel-failover.manual.js
-// Not in the suite because it is not reliable yet (issue 15). After the reap fix of 81b4490 it
-// passed 8 of 8 runs, then failed once in a fresh-clone CI run: the no-WAIT half's
-// survivors were not ready within 60 s after the failover to the last replica (the same
-// failure seen once before the fix; cause not found). The WAIT 1 half has not lost an
-// acknowledged message since. Every node the file started is killed in after().
+// In the suite again after two fixes (issue 15): a connection that ioredis's failoverDetector
+// ended for good during the failover (src/redis/sentinel-switch.ts: the no-WAIT half's
+// "survivors not ready"), and a session taken by another node while its node was without its
+// lease losing the messages whose append had failed (session-claims.ts rejoined(): WAIT 1
+// QoS 2 losses). A failed test prints the node logs and the sentinels' view (diagnosed()).
 // Redis Sentinel failover under audited traffic: a master with two replicas, three
 // redis-sentinel processes, three Vigil nodes following the master through the sentinels.
 // QoS 1 and QoS 2 publishers and persistent subscribers run across the nodes (the audit of
