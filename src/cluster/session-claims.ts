@@ -140,8 +140,9 @@ export class SessionClaims {
       }
       await node.redis.replicated(since);
       // a newer CONNECT of the client here (claimed after this one, maybe in the same batch)
-      // took the session over before this one's CONNACK: only the newer one goes on [MQTT-3.1.4-3]
-      if (broker.sessions.get(clientId) !== session) return { refused: RC.SESSION_TAKEN_OVER, reason: 'session taken over by a newer connection' };
+      // took the session over before this one's CONNACK — ended it, or resumed this very object
+      // under its own epoch: only the newer one goes on [MQTT-3.1.4-3]
+      if (broker.sessions.get(clientId) !== session || session.epoch !== epoch) return { refused: RC.SESSION_TAKEN_OVER, reason: 'session taken over by a newer connection' };
       return { session, present };
     } catch (err) {
       this.redisFailed('session', err);
