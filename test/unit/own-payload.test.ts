@@ -1,11 +1,15 @@
 // Messages kept for long (queued, retained) hold their own bytes, not a view that pins the
-// socket chunk they were read from (src/store/own-payload.ts).
+// socket chunk they were read from (src/store/own-payload.ts); so does a connection's will.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Session } from '../../src/broker/session.js';
 import { OutgoingPublish } from '../../src/protocol/publish-encoder.js';
 import { MemoryRetainedStore } from '../../src/store/memory/retained.js';
 import type { StoredMessage } from '../../src/store/types.js';
+import mqttPacket from 'mqtt-packet';
+import { attachConnection } from '../../src/transport/connection.js';
+import { createTestContext } from '../helpers/channel-context.js';
+import { MemoryStream } from '../helpers/memory-stream.js';
 
 /** A 10-byte payload inside a 64 KiB "socket chunk". */
 function fromChunk(topic: string, retain = false): StoredMessage {
@@ -31,4 +35,24 @@ test('a retained message keeps only its own bytes; a payload that is its whole b
   const whole = Buffer.allocUnsafeSlow(2000).fill(0x62);
   store.set({ topic: 'fleet/c/state', payload: whole, qos: 1, retain: true, origin: 'pub' });
   assert.equal(store.match('fleet/c/state', 0)[0].payload, whole, 'no copy when nothing is pinned');
+});
+
+test("a CONNECT's will keeps only its own bytes, not the socket chunk the CONNECT came in", async () => {
+  const t = createTestContext();
+  try {
+    const stream = new MemoryStream();
+    const ch = attachConnection(stream, t.ctx, 'memory');
+    // one write: the CONNECT with a 4-byte will, then 60 KB of PUBLISH behind it
+    const connect = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'will-own', keepalive: 0, will: { topic: 'fleet/will-own/state', payload: Buffer.from('down'), qos: 1, retain: true } });
+    const publish = mqttPacket.generate({ cmd: 'publish', topic: 'bulk', payload: Buffer.alloc(60_000, 1), qos: 0, retain: false, dup: false });
+    const chunk = Buffer.concat([connect, publish]);
+    stream.feed(chunk);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(stream.packets().map((p) => [p.cmd, (p as { returnCode?: number }).returnCode]), [['connack', 0]]);
+    const payload = ch.will!.message.payload;
+    assert.equal(payload.toString(), 'down');
+    assert.ok(payload.buffer.byteLength < 1024, `the will pins ${payload.buffer.byteLength} bytes`);
+  } finally {
+    t.close();
+  }
 });

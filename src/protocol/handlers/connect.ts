@@ -9,7 +9,8 @@ import { sessionOwner } from '../../auth/session-owner.js';
 import { NEVER_EXPIRES } from '../../broker/broker.js';
 import type { OpenResult } from '../../broker/ports.js';
 import type { Session } from '../../broker/session.js';
-import type { WillRecord } from '../../store/types.js';
+import type { StoredMessage, WillRecord } from '../../store/types.js';
+import { ownPayload } from '../../store/own-payload.js';
 import type { Channel } from '../channel.js';
 import { connackCode311, connackCode5, ProtocolViolation, RC, reasonName, type ReasonCode } from '../reason-codes.js';
 import { propertyViolation } from '../properties.js';
@@ -288,17 +289,22 @@ function willRecord(ch: Channel, packet: IConnectPacket, identity: Identity, epo
   const w = packet.will!;
   const wp = w.properties ?? {};
   const v5 = ch.protocolVersion === 5;
+  const message: StoredMessage = {
+    topic: w.topic,
+    payload: Buffer.isBuffer(w.payload) ? w.payload : Buffer.from(w.payload ?? ''),
+    qos: (w.qos ?? 0) as 0 | 1 | 2,
+    retain: !!w.retain,
+    properties: v5 ? (forwardableProperties(wp) ?? {}) : undefined,
+    origin: ch.clientId,
+    publisher: w.retain ? identity.username : undefined,
+  };
+  // the will lives as long as the connection (and after it): its payload must not be a view
+  // that keeps the whole socket chunk of the CONNECT alive (a CONNECT sent with 64 KiB of
+  // PUBLISHes behind it in one write would pin them all, per connection)
+  ownPayload(message);
   return {
     clientId: ch.clientId,
-    message: {
-      topic: w.topic,
-      payload: Buffer.isBuffer(w.payload) ? w.payload : Buffer.from(w.payload ?? ''),
-      qos: (w.qos ?? 0) as 0 | 1 | 2,
-      retain: !!w.retain,
-      properties: v5 ? (forwardableProperties(wp) ?? {}) : undefined,
-      origin: ch.clientId,
-      publisher: w.retain ? identity.username : undefined,
-    },
+    message,
     // 3.1.1 has no Will Delay Interval: VIGIL_WILL_GRACE_MS holds the will so a quick reconnect cancels it
     delayS: v5 ? (wp.willDelayInterval ?? 0) : ch.ctx.config.willGraceMs / 1000,
     identity,
