@@ -23,7 +23,7 @@ export interface AuditOptions {
   /** Pause between two publishes of one publisher. */
   readonly publishEveryMs: number;
   readonly faults: readonly AuditFault[];
-  /** How long to wait at the end for outstanding acks and deliveries. */
+  /** How long each step of the end (outstanding acks, closing the audited set, its deliveries) may wait: settle(). */
   readonly settleMs?: number;
   readonly log?: (line: string) => void;
 }
@@ -52,7 +52,54 @@ interface Sub {
   readonly got: Map<string, number>;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** No acknowledgement for this long (and none missing): the audited set of acknowledgements is closed. */
+const QUIET_MS = 1000;
+
+/** What settle() watches, and closes. */
+export interface SettleState {
+  /** Publishes still waiting for their acknowledgement. */
+  outstanding(): number;
+  /** Audited acknowledged messages some subscriber has not received (yet). */
+  missing(): number;
+  /** When the last audited acknowledgement came. */
+  lastAckMs(): number;
+  /** Closes the audited set: acknowledgements from now on are counted, not audited. */
+  close(): void;
+}
+
+export interface SettleClock {
+  now(): number;
+  sleep(ms: number): Promise<void>;
+}
+
+const realClock: SettleClock = { now: () => Date.now(), sleep };
+
+/**
+ * The end of an audit, once publishing stopped: waits (each step up to `settleMs`) for the
+ * outstanding acknowledgements, then closes the audited set and gives its deliveries their
+ * time. Publishers that reconnected after a fault are still retransmitting and getting
+ * acknowledgements here, and each message reaches the subscribers a little after its
+ * publisher's acknowledgement (a QoS 2 subscriber has it at the broker's PUBREL, which waits
+ * for a store and WAIT of its own). So the set is closed only once every acknowledged message
+ * arrived and no acknowledgement came for QUIET_MS (or at the deadline), and its deliveries
+ * are waited for after that. (Checking while acknowledgements still came reported a message
+ * acknowledged during the check as lost, its deliveries on the way.)
+ */
+export async function settle(s: SettleState, settleMs: number, clock: SettleClock = realClock): Promise<{ acknowledgedAtMs: number; closedAtMs: number }> {
+  let deadline = clock.now() + settleMs;
+  while (s.outstanding() > 0 && clock.now() < deadline) await clock.sleep(50);
+  const acknowledgedAtMs = clock.now();
+  deadline = acknowledgedAtMs + settleMs;
+  while ((s.missing() > 0 || (s.outstanding() > 0 && clock.now() - s.lastAckMs() < QUIET_MS)) && clock.now() < deadline) await clock.sleep(100);
+  s.close();
+  const closedAtMs = clock.now();
+  deadline = closedAtMs + settleMs;
+  while (s.missing() > 0 && clock.now() < deadline) await clock.sleep(100);
+  await clock.sleep(500); // late duplicates
+  return { acknowledgedAtMs, closedAtMs };
+}
 
 function serversFrom(nodes: readonly VigilNode[], home: number): IClientOptions['servers'] {
   return nodes.map((_, k) => nodes[(home + k) % nodes.length]).map((n) => ({ host: '127.0.0.1', port: n.port }));
@@ -146,6 +193,10 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
     const sent = { 1: [] as string[], 2: [] as string[] };
     const acked = { 1: new Set<string>(), 2: new Set<string>() };
     let outstanding = 0;
+    /** Acknowledgements count (are audited) until the deliveries are checked; later ones are only counted. */
+    let auditing = true;
+    let lateAcks = 0;
+    let lastAckMs = Date.now();
     const publisherLoops: Promise<void>[] = [];
     for (const qos of [1, 2] as const) {
       for (let j = 0; j < o.publishersPerQos; j++) {
@@ -161,7 +212,10 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
               outstanding++;
               client.publish(`audit/q${qos}/${name}`, payload, { qos }, (err) => {
                 outstanding--;
-                if (!err) acked[qos].add(payload);
+                if (err) return;
+                if (!auditing) return void lateAcks++;
+                acked[qos].add(payload);
+                lastAckMs = Date.now();
               });
               await sleep(o.publishEveryMs);
             }
@@ -182,19 +236,23 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
     await Promise.all(publisherLoops);
     mark(`publishing stopped: ${sent[1].length} QoS 1 + ${sent[2].length} QoS 2 sent, ${outstanding} awaiting their ack`);
 
-    // wait for outstanding acks, then for deliveries
-    const settleMs = o.settleMs ?? 10000;
-    let deadline = Date.now() + settleMs;
-    while (outstanding > 0 && Date.now() < deadline) await sleep(50);
     const missing = () => {
       let n = 0;
       for (const qos of [1, 2] as const) for (const p of acked[qos]) for (const s of subs) if (!s.got.has(p)) n++;
       return n;
     };
-    deadline = Date.now() + settleMs;
-    while (missing() > 0 && Date.now() < deadline) await sleep(100);
-    await sleep(500); // late duplicates
-    mark(`settled: ${outstanding} publishes never acknowledged, ${missing()} acknowledged deliveries missing`);
+    const settled = await settle(
+      {
+        outstanding: () => outstanding,
+        missing,
+        lastAckMs: () => lastAckMs,
+        close: () => {
+          auditing = false;
+        },
+      },
+      o.settleMs ?? 10000,
+    );
+    mark(`settled: ${outstanding} publishes never acknowledged, ${missing()} acknowledged deliveries missing (acknowledgements audited until t+${settled.closedAtMs - t0} ms, ${lateAcks} after that)`);
 
     const byQos = ([1, 2] as const).map((qos): QosAudit => {
       const lost: string[] = [];
