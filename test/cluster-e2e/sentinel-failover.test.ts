@@ -1,13 +1,12 @@
-// Run by hand (not in npm test): npx tsc -p . && node --test dist/test/cluster-e2e/sentinel-failover.manual.js
-// Fixed since it was last taken out (issue 15): connections that ioredis's failoverDetector
-// ended for good during the failover (src/redis/sentinel-switch.ts: the no-WAIT half's
-// "survivors not ready"), and a session taken by another node while its node was without its
-// lease losing the messages whose append had failed (session-claims.ts rejoined()). After
-// that, 27 of 29 clean runs; the two failures (a WAIT 1 half reporting one acknowledged QoS 2
-// message lost) were the audit's final check counting a message acknowledged while it ran,
-// its deliveries still on the way (fixed in test/helpers/audit.ts settle()); then 40 of
-// 40 WAIT 1 halves clean. Still by hand: 30-50 s. A failed test prints the node logs and
-// the sentinels' view (diagnosed()); VIGIL_SENTINEL_LOGS=<file> writes the full node logs.
+// In the suite (npm test), about 30 s. Taken out twice before (issue 15) and fixed since:
+// connections that ioredis's failoverDetector ended for good during the failover
+// (src/redis/sentinel-switch.ts: the no-WAIT half's "survivors not ready"); a session taken by
+// another node while its node was without its lease losing the messages whose append had
+// failed (session-claims.ts rejoined()); and the audit's final check counting a message
+// acknowledged while it ran, its deliveries still on the way (test/helpers/audit.ts settle(),
+// the two "one acknowledged QoS 2 message lost" failures). Then 40 of 40 WAIT 1 halves and 10
+// of 10 whole runs clean. A failed test prints the node logs and the sentinels' view
+// (diagnosed()); VIGIL_SENTINEL_LOGS=<file> writes the full node logs.
 // Redis Sentinel failover under audited traffic: a master with two replicas, three
 // redis-sentinel processes, three Vigil nodes following the master through the sentinels.
 // QoS 1 and QoS 2 publishers and persistent subscribers run across the nodes (the audit of
