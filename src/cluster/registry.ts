@@ -80,6 +80,16 @@ const DISCONNECT_BATCH = 256;
 /** Claims that can share one claim-client.lua call. */
 const sameCall = (a: QueuedClaim, b: QueuedClaim): boolean => a.member === b.member && !!a.options.takeoverAcrossIdentities === !!b.options.takeoverAcrossIdentities;
 
+/**
+ * A batch script run once per client, as a Redis Cluster needs (each client's keys in its own
+ * slot): each client's reply (the first of the script's replies), or its failure as its own
+ * BatchItemError.
+ */
+async function oneByOne<T>(group: readonly T[], run: (item: T) => Promise<unknown>): Promise<unknown[]> {
+  const each = await Promise.allSettled(group.map(run));
+  return each.map((r) => (r.status === 'fulfilled' ? (r.value as unknown[])[0] : new BatchItemError(r.reason)));
+}
+
 /** One client's arguments to claim-client.lua. */
 function claimArgs(c: QueuedClaim): RedisArg[] {
   const { will, cleanStart, sessionExpiryS, owner } = c.options;
@@ -134,11 +144,8 @@ export class ClientRegistry {
       return group.map((c, i) => this.claimResult(c, replies[i]));
     }
     await redis.client.sadd(keys.nodeClients(member), ...group.map((c) => c.clientId));
-    const each = await Promise.allSettled(group.map((c) => redis.run('claimClient', this.claimKeys(c.clientId), [...head, 0, ...claimArgs(c)])));
-    return group.map((c, i) => {
-      const r = each[i];
-      return r.status === 'fulfilled' ? this.claimResult(c, (r.value as unknown[])[0]) : new BatchItemError(r.reason);
-    });
+    const replies = await oneByOne(group, (c) => redis.run('claimClient', this.claimKeys(c.clientId), [...head, 0, ...claimArgs(c)]));
+    return group.map((c, i) => (replies[i] instanceof BatchItemError ? (replies[i] as BatchItemError) : this.claimResult(c, replies[i])));
   }
 
   /** A client's keys for claim-client.lua: owner, will, then its session's. */
@@ -203,8 +210,7 @@ export class ClientRegistry {
     if (!redis.isCluster) {
       replies = (await redis.run('willNormalDisconnect', group.flatMap((d) => this.clientKeys(d.clientId)), group.map((d) => d.epoch))) as unknown[];
     } else {
-      const each = await Promise.allSettled(group.map((d) => redis.run('willNormalDisconnect', this.clientKeys(d.clientId), [d.epoch])));
-      replies = each.map((r) => (r.status === 'fulfilled' ? (r.value as unknown[])[0] : new BatchItemError(r.reason)));
+      replies = await oneByOne(group, (d) => redis.run('willNormalDisconnect', this.clientKeys(d.clientId), [d.epoch]));
     }
     return group.map((d, i) => {
       const reply = replies[i];
