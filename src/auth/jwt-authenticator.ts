@@ -1,7 +1,7 @@
 // VIGIL_AUTH=jwt. The pipeline for one CONNECT (or MQTT 5 re-authentication):
 //
 //   take token → verified-token cache? → read header → pick algorithm and key
-//     → (unknown kid: one single-flight JWKS refetch) → pool.verifyToken → claims → identity
+//     → (unknown kid: one single-flight JWKS refetch) → pool.verifyToken → identity fields
 //
 // then, for every request, cache hit or not: username match, re-auth subject, revocation.
 // Cheap refusals (malformed, alg none, crit, unknown kid) never reach the pool. Concurrent
@@ -9,13 +9,13 @@
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { JwksStore } from './jwks.js';
-import { identityFieldsFromClaims, isHmac, readProtectedHeader, type VerificationKey } from './jwt.js';
+import { isHmac, readProtectedHeader, type VerificationKey } from './jwt.js';
 import type { AuthPool } from './pool.js';
 import { authFailure, type AuthFailureReason } from './reasons.js';
 import type { RevocationList } from './revocation.js';
 import { tokenCacheKey, VerifiedTokenCache, type VerifiedToken } from './token-cache.js';
 import type { AuthOutcome, AuthRequest, Authenticator, Identity } from './types.js';
-import { preciseNowMs } from './worker.js';
+import { preciseNowMs, type TokenPolicy } from './worker.js';
 
 /** MQTT 5 Authentication Method carrying the token in Authentication Data. */
 export const JWT_AUTH_METHOD = 'JWT';
@@ -54,9 +54,23 @@ export class JwtAuthenticator implements Authenticator {
   private readonly recentFailures = new Map<string, { reason: AuthFailureReason; untilMs: number }>();
   private readonly now: () => number;
   private readonly unsubscribe: (() => void)[] = [];
+  /** One object for every token: a batch carries it once (pool.ts batchInput). */
+  private readonly policy: TokenPolicy;
+  private readonly allowedVerified: { inc(): void };
+  private readonly allowedFromCache: { inc(): void };
 
   constructor(private readonly options: JwtAuthenticatorOptions) {
     this.now = options.now ?? Date.now;
+    this.policy = Object.freeze({
+      algorithms: options.algorithms,
+      issuer: options.issuer,
+      audience: options.audience,
+      clockToleranceS: options.clockToleranceS,
+      usernameClaim: options.usernameClaim,
+      rolesClaim: options.rolesClaim,
+    });
+    this.allowedVerified = options.metrics.authVerificationsTotal.bind({ outcome: 'allowed', reason: 'verified' });
+    this.allowedFromCache = options.metrics.authVerificationsTotal.bind({ outcome: 'allowed', reason: 'cache' });
     this.cache = new VerifiedTokenCache({
       maxEntries: options.tokenCacheMax ?? 100_000,
       clockToleranceMs: options.clockToleranceS * 1000,
@@ -101,9 +115,19 @@ export class JwtAuthenticator implements Authenticator {
       if (req.verificationsLimited) return this.refuse(req, 'verifications_limited');
       const started = this.verify(token);
       if (!(started instanceof Promise)) return started.ok ? this.admit(req, started.token, 'verified') : this.refuse(req, started.reason);
-      verification = started.finally(() => this.inflight.delete(key));
+      // one continuation settles the check for everyone sharing it: the cache, the failure memory, inflight
+      verification = started.then(
+        (v) => {
+          this.inflight.delete(key);
+          this.remember(key, v);
+          return v;
+        },
+        (err: unknown) => {
+          this.inflight.delete(key);
+          throw err;
+        },
+      );
       this.inflight.set(key, verification);
-      verification.then((v) => this.remember(key, v), () => undefined);
       checking = true;
     }
     return verification.then(
@@ -148,20 +172,14 @@ export class JwtAuthenticator implements Authenticator {
     });
   }
 
-  private async runVerify(token: string, alg: string, kid: string | undefined, key: VerificationKey, keyThumbprint: string | undefined): Promise<Verification> {
+  private runVerify(token: string, alg: string, kid: string | undefined, key: VerificationKey, keyThumbprint: string | undefined): Promise<Verification> {
     const o = this.options;
-    const result = await o.pool.verifyToken({
-      token,
-      alg,
-      key,
-      options: { algorithms: o.algorithms, issuer: o.issuer, audience: o.audience, clockToleranceS: o.clockToleranceS, nowMs: this.now() },
-      submittedAtMs: preciseNowMs(),
+    const now = this.now();
+    return o.pool.verifyToken({ token, alg, key, policy: this.policy, nowMs: now, submittedAtMs: preciseNowMs() }).then((result): Verification => {
+      o.metrics.authVerifySeconds.observe(result.runMs / 1000);
+      if (!result.ok) return { ok: false, reason: result.reason, checked: true };
+      return { ok: true, token: { ...result.fields, kid, keyThumbprint } };
     });
-    o.metrics.authVerifySeconds.observe(result.runMs / 1000);
-    if (!result.ok) return { ok: false, reason: result.reason, checked: true };
-    const fields = identityFieldsFromClaims(result.claims, o.usernameClaim, o.rolesClaim);
-    if (!fields) return { ok: false, reason: 'bad_claims', checked: true };
-    return { ok: true, token: { ...fields, kid, keyThumbprint } };
   }
 
   private remember(key: string, v: Verification): void {
@@ -190,7 +208,7 @@ export class JwtAuthenticator implements Authenticator {
       certSubject: req.certSubject,
       authenticatedAtMs: this.now(),
     });
-    this.options.metrics.authVerificationsTotal.inc({ outcome: 'allowed', reason: via });
+    (via === 'cache' ? this.allowedFromCache : this.allowedVerified).inc();
     this.options.logger.debug({ clientId: req.clientId, username: token.username, kid: token.kid, via }, 'authenticated');
     return { ok: true, identity };
   }

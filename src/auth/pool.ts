@@ -6,7 +6,7 @@ import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { Metrics } from '../metrics.js';
 import type { VerificationKey } from './jwt.js';
-import type { EvaluateAclInput, EvaluateAclOutput, VerifyTokenInput, VerifyTokenOutput, VerifyTokensInput } from './worker.js';
+import type { EvaluateAclInput, EvaluateAclOutput, TokenPolicy, VerifyTokenInput, VerifyTokenOutput, VerifyTokensInput } from './worker.js';
 
 export interface AuthTasks {
   verifyTokens: { input: VerifyTokensInput; output: VerifyTokenOutput[] };
@@ -49,20 +49,30 @@ export interface AuthPoolOptions {
   readonly metrics: Metrics;
 }
 
-/** The wire form of a batch: every distinct key once (the same JWK object, or the same secret). */
+/**
+ * The wire form of a batch: every distinct key once (the same JWK object under the same
+ * thumbprint, or the same secret), every distinct policy object once.
+ */
 function batchInput(items: readonly PendingVerify[]): VerifyTokensInput {
   const keys: VerificationKey[] = [];
-  const indexOf = new Map<unknown, number>();
-  const batched = items.map(({ input: { key, ...rest } }) => {
+  const keyIndexOf = new Map<unknown, number>();
+  const policies: TokenPolicy[] = [];
+  const policyIndexOf = new Map<TokenPolicy, number>();
+  const batched = items.map(({ input: { key, policy, token, alg, nowMs, submittedAtMs } }) => {
     const id = key.kind === 'jwk' ? key.jwk : key.secret;
-    const seen = indexOf.get(id);
+    const seen = keyIndexOf.get(id);
     const known = seen === undefined ? undefined : keys[seen];
     const same = known !== undefined && known.kind === key.kind && (known.kind !== 'jwk' || key.kind !== 'jwk' || known.cacheKey === key.cacheKey);
     const keyIndex = same ? seen! : keys.push(key) - 1;
-    if (!same) indexOf.set(id, keyIndex);
-    return { ...rest, keyIndex };
+    if (!same) keyIndexOf.set(id, keyIndex);
+    let policyIndex = policyIndexOf.get(policy);
+    if (policyIndex === undefined) {
+      policyIndex = policies.push(policy) - 1;
+      policyIndexOf.set(policy, policyIndex);
+    }
+    return { token, alg, nowMs, submittedAtMs, keyIndex, policyIndex };
   });
-  return { keys, items: batched };
+  return { keys, policies, items: batched };
 }
 
 export class AuthPool {

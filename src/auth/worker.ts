@@ -2,7 +2,8 @@
 // export per task, each calling pure functions from jwt.ts / acl.ts. Nothing is thrown across
 // the thread boundary: every failure comes back as a typed result.
 import { compilePolicy, evaluate, type AclDecision, type AclSubject, type CompiledPolicy } from './acl.js';
-import { verifyJws, type VerificationKey, type VerifyOptions, type VerifyResult } from './jwt.js';
+import { identityFieldsFromClaims, usableKey, verifyWithKey, type ClaimRules, type TokenIdentityFields, type UsableKey, type VerificationKey } from './jwt.js';
+import type { AuthFailureReason } from './reasons.js';
 import type { AuthAction } from './types.js';
 
 /** Wall-clock ms with sub-ms precision, comparable across threads. */
@@ -16,43 +17,78 @@ export interface TaskTiming {
   readonly runMs: number;
 }
 
+/** What a deployment checks in every token: the same object for every token of an authenticator. */
+export interface TokenPolicy extends ClaimRules {
+  readonly algorithms: readonly string[];
+  /** The claims that name the user and carry the roles (VIGIL_JWT_USERNAME_CLAIM, _ROLES_CLAIM). */
+  readonly usernameClaim: string;
+  readonly rolesClaim: string;
+}
+
 export interface VerifyTokenInput {
   readonly token: string;
   readonly alg: string;
   readonly key: VerificationKey;
-  readonly options: VerifyOptions;
+  readonly policy: TokenPolicy;
+  /** The authenticator's clock when the token was submitted (injected in tests). */
+  readonly nowMs: number;
   readonly submittedAtMs: number;
 }
 
-export type VerifyTokenOutput = VerifyResult & TaskTiming;
+/**
+ * A verified token comes back as the identity fields it grants, not as its claims: an IdP's
+ * tokens carry claims Vigil never reads (email, name, groups...), which would be cloned to the
+ * main thread for every CONNECT only to be dropped there.
+ */
+export type VerifyTokenOutput = ({ readonly ok: true; readonly fields: TokenIdentityFields } | { readonly ok: false; readonly reason: AuthFailureReason }) & TaskTiming;
 
-export async function verifyToken(input: VerifyTokenInput): Promise<VerifyTokenOutput> {
-  const start = preciseNowMs();
-  const result = await verifyJws(input.token, input.alg, input.key, input.options);
-  return { ...result, waitMs: Math.max(0, start - input.submittedAtMs), runMs: preciseNowMs() - start };
-}
-
-/** One token of a batch: its key is `keys[keyIndex]` of the batch. */
-export interface BatchedToken extends Omit<VerifyTokenInput, 'key'> {
+/** One token of a batch: its key is `keys[keyIndex]` of the batch, its policy `policies[policyIndex]`. */
+export interface BatchedToken extends Omit<VerifyTokenInput, 'key' | 'policy'> {
   readonly keyIndex: number;
+  readonly policyIndex: number;
 }
 
 /**
- * A batch of tokens (AuthPool.verifyToken batches them). Each key goes once per batch, not once
- * per token: a JWK is most of a token's message (cloned on this side, rebuilt on that one).
+ * A batch of tokens (AuthPool.verifyToken batches them). Each key and each policy goes once per
+ * batch, not once per token: a JWK is most of a token's message (cloned on this side, rebuilt
+ * on that one).
  */
 export interface VerifyTokensInput {
   readonly keys: readonly VerificationKey[];
+  readonly policies: readonly TokenPolicy[];
   readonly items: readonly BatchedToken[];
 }
 
-/** One result per item, in order. Synchronous crypto after the first use of a key: one task, many tokens. */
+/**
+ * One result per item, in order. The key checks and the (cached) KeyObject are looked up once
+ * per key and algorithm in a batch; each token is then verified synchronously.
+ */
 export async function verifyTokens(input: VerifyTokensInput): Promise<VerifyTokenOutput[]> {
   const out: VerifyTokenOutput[] = [];
-  for (const { keyIndex, ...item } of input.items) {
-    const key = input.keys[keyIndex];
-    // a batch that names no key is a bug on the main thread: refused, never verified without one
-    out.push(key ? await verifyToken({ ...item, key }) : { ok: false, reason: 'internal_error', waitMs: 0, runMs: 0 });
+  const usable = new Map<string, UsableKey>();
+  for (const item of input.items) {
+    const start = preciseNowMs();
+    const key = input.keys[item.keyIndex];
+    const policy = input.policies[item.policyIndex];
+    let result: VerifyTokenOutput;
+    if (!key || !policy) {
+      // a batch that names no key or policy is a bug on the main thread: refused, never verified without one
+      result = { ok: false, reason: 'internal_error', waitMs: 0, runMs: 0 };
+    } else {
+      const id = `${item.keyIndex}:${item.alg}`;
+      let k = usable.get(id);
+      if (!k) {
+        k = await usableKey(key, item.alg, policy.algorithms);
+        usable.set(id, k);
+      }
+      const verified = k.ok ? verifyWithKey(item.token, item.alg, k.key, policy, item.nowMs) : k;
+      const fields = verified.ok ? identityFieldsFromClaims(verified.claims, policy.usernameClaim, policy.rolesClaim) : undefined;
+      const timing = { waitMs: Math.max(0, start - item.submittedAtMs), runMs: preciseNowMs() - start };
+      if (!verified.ok) result = { ok: false, reason: verified.reason, ...timing };
+      else if (!fields) result = { ok: false, reason: 'bad_claims', ...timing };
+      else result = { ok: true, fields, ...timing };
+    }
+    out.push(result);
   }
   return out;
 }

@@ -1,5 +1,5 @@
 // Signature checks on node:crypto KeyObjects (jwt.ts verifyJws), one algorithm family at a
-// time, the algorithm-confusion refusals, jose's claim rules kept, and tokens batched into few
+// time, the algorithm-confusion refusals, the claim rules (jwt-claims.test.ts has each), the worker's batch task, and tokens batched into few
 // pool tasks (per event-loop turn, and while a thread is busy). Keys and tokens are real (jose and node:crypto sign).
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,6 +8,7 @@ import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
 import { keyObjectFitsAlgorithm, readProtectedHeader, verifyJws, type VerificationKey, type VerifyOptions } from '../../../src/auth/jwt.js';
 import { createIdentity, type AuthOutcome, type AuthRequest } from '../../../src/auth/index.js';
 import { authThreads } from '../../../src/auth/pool.js';
+import { verifyTokens, type TokenPolicy } from '../../../src/auth/worker.js';
 import { execFileSync } from 'node:child_process';
 import { makeKey, signToken, tempDir } from '../../helpers/jwt.js';
 import { captureLogger, identityConfig, metricValue, testMetrics } from './support.js';
@@ -183,7 +184,7 @@ describe('algorithm confusion is refused', () => {
   });
 });
 
-describe("jose's claim rules decide the claims", () => {
+describe('the claim rules decide the claims', () => {
   it('exp (required), nbf, iss, aud and the clock tolerance', async () => {
     const s = await asymmetric('ES256');
     const check = async (c: Record<string, unknown>, o: Partial<VerifyOptions> = {}) => reason(await verifyJws(await s.sign(c), 'ES256', s.key, options(o)));
@@ -202,6 +203,51 @@ describe("jose's claim rules decide the claims", () => {
     const input = `${b64({ alg: 'RS256', crit: ['x-ext'], 'x-ext': 1 })}.${b64(claims())}`;
     const token = `${input}.${cryptoSign('sha256', Buffer.from(input), s.privateKey).toString('base64url')}`;
     assert.equal(reason(await verifyJws(token, 'RS256', s.key, options())), 'crit_unsupported');
+  });
+});
+
+describe('the worker task verifyTokens', () => {
+  const policy: TokenPolicy = { algorithms: ['RS256', 'ES256'], clockToleranceS: 0, usernameClaim: 'sub', rolesClaim: 'roles' };
+  const item = (token: string, keyIndex = 0, policyIndex = 0) => ({ token, alg: 'RS256', keyIndex, policyIndex, nowMs: Date.now(), submittedAtMs: Date.now() });
+  const outcome = (o: { ok: boolean; reason?: string; fields?: { username: string } }) => (o.ok ? o.fields!.username : o.reason);
+
+  it('returns identity fields, not claims; a claim set without the username claim is bad_claims', async () => {
+    const rs = await asymmetric('RS256');
+    const [good, anonymous, wrongRoles] = await verifyTokens({
+      keys: [rs.key],
+      policies: [policy],
+      items: [item(await rs.sign({ ...claims(), email: 'x@y' })), item(await rs.sign({ exp: nowS() + 60 })), item(await rs.sign({ sub: 'a', exp: nowS() + 60, roles: 3 }))],
+    });
+    assert.ok(good!.ok);
+    assert.deepEqual({ ...good.fields }, { username: 'dev-1', roles: ['r'], tokenAcl: undefined, jti: undefined, expiresAtMs: claims().exp * 1000 });
+    assert.equal(outcome(anonymous!), 'bad_claims');
+    assert.equal(outcome(wrongRoles!), 'bad_claims');
+  });
+
+  it('an item naming no key or no policy is internal_error, never verified; the others in the batch are', async () => {
+    const rs = await asymmetric('RS256');
+    const token = await rs.sign(claims());
+    const out = await verifyTokens({ keys: [rs.key], policies: [policy], items: [item(token, 1), item(token, 0, 1), item(token)] });
+    assert.deepEqual(out.map(outcome), ['internal_error', 'internal_error', 'dev-1']);
+  });
+
+  it('the KeyObject is imported once per thumbprint and algorithm and kept across batches', async () => {
+    const rs = await asymmetric('RS256');
+    const other = await asymmetric('RS256');
+    const token = await rs.sign(claims());
+    assert.deepEqual((await verifyTokens({ keys: [rs.key], policies: [policy], items: [item(token)] })).map(outcome), ['dev-1']);
+    // a later batch sending another JWK under the same thumbprint still verifies with the key imported first
+    const sameThumbprint: VerificationKey = { kind: 'jwk', jwk: other.jwk, cacheKey: rs.key.kind === 'jwk' ? rs.key.cacheKey : '' };
+    assert.deepEqual((await verifyTokens({ keys: [sameThumbprint], policies: [policy], items: [item(token)] })).map(outcome), ['dev-1']);
+    // under its own thumbprint the other key is imported, and the token does not verify with it
+    assert.deepEqual((await verifyTokens({ keys: [other.key], policies: [policy], items: [item(token)] })).map(outcome), ['bad_signature']);
+  });
+
+  it('the allow-list of the policy applies to every token of a key', async () => {
+    const es = await asymmetric('ES256');
+    const token = await es.sign(claims());
+    const out = await verifyTokens({ keys: [es.key], policies: [{ ...policy, algorithms: ['RS256'] }], items: [{ ...item(token), alg: 'ES256' }] });
+    assert.deepEqual(out.map(outcome), ['alg_not_allowed']);
   });
 });
 
