@@ -575,10 +575,11 @@ export const SCENARIOS = [
     brokers: ['vigil'],
     needs: 'cluster',
     metric: { key: 'p99Us', unit: 'ms', higherIsBetter: false, scale: 1e-3 },
+    // info logs: the reaper's timeline (reapTimeline), at most 100 will lines a second.
     // the monitor takes every will in one burst: its queue holds the burst (README "Wills").
     // Redis on the generator's CPU, as in fleet-reconnect: the survivor's core is the node's
     // alone (in production Redis has its own machine); the generator uses ~15 % of its core
-    run: (ctx) => cluster(ctx, ({ a, b }) => willRun(ctx, a, b, ctx.prof.fleetWills), { env: { VIGIL_MAX_QUEUED: String(2 * ctx.prof.fleetWills) }, redisCpus: ctx.genCpus }),
+    run: (ctx) => cluster(ctx, ({ a, b }) => willRun(ctx, a, b, ctx.prof.fleetWills), { env: { VIGIL_MAX_QUEUED: String(2 * ctx.prof.fleetWills), VIGIL_LOG_LEVEL: 'info' }, redisCpus: ctx.genCpus }),
   },
   {
     id: 'fleet-reconnect',
@@ -612,6 +613,7 @@ export const SCENARIOS = [
 
 /** Will failover: `clients` holders with wills on node a, one subscriber on node b, SIGKILL a. */
 async function willRun(ctx, a, b, clients) {
+  let killedAtMs = 0;
   const { results } = await runLoad({
     kind: 'will',
     shards: 1,
@@ -619,15 +621,42 @@ async function willRun(ctx, a, b, clients) {
     setupTimeoutMs: 30000 + clients * 10,
     runTimeoutMs: NODE_TIMEOUT_MS + 25000,
     beforeGo: async () => {
+      killedAtMs = Date.now();
       const killedAtUs = nowUs();
       a.kill9();
       return { killedAtUs };
     },
   });
-  const h = mergeHist(results);
   const r = results[0];
   if (r.received < r.expected) throw new Error(`only ${r.received}/${r.expected} wills arrived within ${NODE_TIMEOUT_MS + 15000} ms`);
-  return { value: h.quantile(0.99), p50Us: h.quantile(0.5), p99Us: h.quantile(0.99), wills: r.received, nodeTimeoutMs: NODE_TIMEOUT_MS, ...genCpu(results) };
+  if (r.duplicates > 0) throw new Error(`${r.duplicates} wills arrived twice`);
+  // quantiles of the raw samples (the merged histogram's are bucket middles, ~2 % off)
+  const { p50Us, p99Us, firstUs, lastUs } = r.exact;
+  return { value: p99Us, p50Us, p99Us, firstUs, lastUs, wills: r.received, nodeTimeoutMs: NODE_TIMEOUT_MS, ...reapTimeline(b, killedAtMs), ...genCpu(results) };
+}
+
+/**
+ * When the survivor began and ended the reaping, ms after the kill (its log's 'reaping dead
+ * node', first 'will published' and 'dead node reaped' lines, wall clock), with the phases the reaper timed: whether
+ * detection, the wills, or the rest of the reap is the long pole.
+ */
+function reapTimeline(b, killedAtMs) {
+  const out = {};
+  try {
+    for (const line of readFileSync(b.logFile, 'utf8').split('\n')) {
+      if (!line.includes('dead node') && !(out.firstFiredMs === undefined && line.includes('will published'))) continue;
+      const rec = JSON.parse(line);
+      if (rec.msg === 'reaping dead node') out.reapStartMs = rec.time - killedAtMs;
+      else if (rec.msg === 'will published') out.firstFiredMs = rec.time - killedAtMs;
+      else if (rec.msg === 'dead node reaped') {
+        out.reapEndMs = rec.time - killedAtMs;
+        if (rec.phasesMs) out.reapPhasesMs = rec.phasesMs;
+      }
+    }
+  } catch {
+    // no timeline: the numbers above stand without it
+  }
+  return out;
 }
 
 /**

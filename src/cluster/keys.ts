@@ -7,9 +7,10 @@
 // together.
 //
 // Key layout (P = config.redisPrefix), besides the stores' (src/store/redis/keys.ts):
-//   P:{P:c:<clientId>}:owner      HASH  node, epoch, online            client registry
+//   P:{P:c:<clientId>}:owner      HASH  node, epoch, online, identity, orphan (token:epoch of the last reaper's claim)   client registry
 //   P:{P:c:<clientId>}:will       HASH  rec, epoch, delayS, expiryS, dueAt
-//   P:{P:c:<clientId>}:willclaim  HASH  token, rec of the last due-will claim (1 min TTL): a re-sent claim fires
+//   P:{P:c:<clientId>}:willclaim  HASH  token, rec of the last due-will claim; orphan, orphanRec, orphanWillEpoch
+//                                       of the reaper's claim that fired it (1 min TTL): a re-sent claim fires
 //   P:{P:nodes}:leases            ZSET  node member → lease expiry (ms, Redis clock)
 //   P:{P:nodes}:reaped:<member>   STRING token of the reap claim that won (1 min TTL): a re-sent claim wins
 //   P:{P:n:<member>}:clients      SET   client ids a node member has owned (reaper index)
@@ -39,7 +40,7 @@ export class ClusterKeys extends StoreKeys {
   clientWill(clientId: string): string {
     return this.client(clientId, 'will');
   }
-  /** The token of the claim that took a due will, and the will (claim-due-will.lua). */
+  /** The token of the claim that took a due will, and the will (claim-due-will.lua); the reaper's claim of the client and the will it fired (orphan-client.lua). */
   clientWillClaim(clientId: string): string {
     return this.client(clientId, 'willclaim');
   }

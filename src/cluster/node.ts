@@ -154,17 +154,23 @@ export class ClusterNode {
     if (member === this.member || this.reaping.has(member)) return false;
     this.reaping.add(member);
     try {
+      const startedAt = performance.now();
       if (!(await this.membership.reap(member))) return false;
+      const wonAt = performance.now();
       const report = await this.registry.orphanClients(member, this.o.hooks.fireWill, this.member);
+      const willsAt = performance.now();
       // routes of the adopted sessions first, then the dead member's go: every node's mirror
       // hears of the new route before the old one leaves, so no publish finds neither
       await this.side?.adoptSessions?.(report.orphaned);
       await this.routes.purgeMember(member);
+      const routesAt = performance.now();
       // what was forwarded to the dead node but not handled goes to the sessions adopted here
       const undelivered = await this.bus.takeDead(member);
       if (undelivered.length > 0) await this.side?.deliverOrphaned?.(undelivered, report.orphaned, report.moved);
       await this.bus.purge(member);
-      this.o.log?.info({ member, clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.orphaned.length }, 'dead node reaped');
+      // how long each phase took: a slow failover says whether the claim, the wills or the rest was the long pole
+      const phasesMs = { claim: Math.round(wonAt - startedAt), wills: Math.round(willsAt - wonAt), routes: Math.round(routesAt - willsAt), bus: Math.round(performance.now() - routesAt) };
+      this.o.log?.info({ member, clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.orphaned.length, phasesMs }, 'dead node reaped');
       // who reaped whom, for the console's cluster view
       const reap = { reaper: this.member, member, at: new Date().toISOString(), clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.orphaned.length };
       void recordReap(this.redis, this.keys, reap).catch((err: Error) => this.o.log?.warn({ err: err.message }, 'reap not recorded'));

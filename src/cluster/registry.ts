@@ -294,10 +294,10 @@ export class ClientRegistry {
   /**
    * After winning reap(deadMember): every client it owned goes offline and its will is
    * fired (delay 0) or scheduled. Safe to repeat: a client owned elsewhere is left alone.
-   * Clients go in batches of WILL_BATCH: one SADD, the batch's orphan-client scripts in one
-   * pipeline, one ZADD for the wills it scheduled; the wills it fires are published as the
-   * replies arrive, not one round trip after another (10,000 wills on a crashed node). One
-   * round trip per batch: the next SSCAN, the SADD and the ZADD travel with the scripts.
+   * Clients go in batches of WILL_BATCH: on one Redis one orphan-client.lua call per batch
+   * (the reaper's index written in it), one ZADD for the wills it scheduled; the wills it
+   * fires are published as the reply arrives, while the next batch is in Redis. In a Redis
+   * Cluster each client is its own call (its keys in its slot), after one SADD for the batch.
    */
   async orphanClients(deadMember: string, fire: FireWill, reaper: string): Promise<OrphanReport> {
     const setKey = this.o.keys.nodeClients(deadMember);
@@ -309,43 +309,24 @@ export class ClientRegistry {
     let scheduled = 0;
     let failure: unknown;
     const indexing: Promise<unknown>[] = [];
-    // the next batch's ids are read while this batch's scripts run: one round trip per batch
-    // (each promise also gets a no-op handler: one left behind when a batch fails must not be an unhandled rejection)
-    const read = (from: string) => {
-      const p = this.o.redis.client.sscan(setKey, from, 'COUNT', WILL_BATCH);
-      p.catch(() => undefined);
-      return p;
-    };
-    let scan = read(cursor);
-    do {
-      const [next, ids] = await scan;
-      cursor = next;
-      if (cursor !== '0') scan = read(cursor);
-      if (ids.length === 0) continue;
-      clients += ids.length;
-      // the reaper's own index first (superset rule), then the ownership moves to it. On one
-      // connection the SADD leaves before the scripts and runs first; a Redis Cluster may route
-      // them to different nodes, so there it is acknowledged first.
-      const indexed = this.o.redis.client.sadd(this.o.keys.nodeClients(reaper), ...ids);
-      if (this.o.redis.isCluster) await indexed;
-      const replies = await Promise.allSettled(ids.map((clientId) => this.o.redis.run('orphanClient', this.clientKeys(clientId), [deadMember, reaper])));
-      await indexed;
+    // the wills of one batch's reply fired, the scheduled ones indexed
+    const settle = (ids: readonly string[], replies: readonly unknown[]) => {
       const due: (string | number)[] = [];
-      replies.forEach((r, i) => {
+      replies.forEach((reply, i) => {
         const clientId = ids[i];
         try {
-          if (r.status === 'rejected') throw r.reason;
-          const reply = r.value as unknown[];
-          const status = scriptStatus('orphan-client', reply, { clientId });
+          if (reply instanceof BatchItemError) throw reply.cause;
+          const r = reply as unknown[];
+          const status = scriptStatus('orphan-client', r, { clientId });
+          if (status === 'fire' || (status === 'not_owner' && r.length > 1)) firing.push(this.fireSafely(fire, this.willFrom(r[1], num(r[2]))));
           if (status === 'not_owner') {
             moved.push(clientId);
             return;
           }
           orphaned.push(clientId);
-          if (status === 'fire') firing.push(this.fireSafely(fire, this.willFrom(reply[1], num(reply[2]))));
-          else if (status === 'scheduled') {
+          if (status === 'scheduled') {
             scheduled++;
-            due.push(num(reply[1]), this.o.keys.dueWillMember(clientId, num(reply[2])));
+            due.push(num(r[1]), this.o.keys.dueWillMember(clientId, num(r[2])));
           }
         } catch (err) {
           // the others of the batch still fire; the reaping reports the failure at the end
@@ -358,13 +339,73 @@ export class ClientRegistry {
         added.catch(() => undefined);
         indexing.push(added);
       }
-      await nextTurn();
+    };
+    // each promise left in flight gets a no-op handler: one left behind when a batch fails must not be an unhandled rejection
+    const read = (from: string) => {
+      const p = this.o.redis.client.sscan(setKey, from, 'COUNT', WILL_BATCH);
+      p.catch(() => undefined);
+      return p;
+    };
+    // Two batches at a time: while the wills of one reply are published, the next batch runs
+    // in Redis, and the ids of the one after are read. Redis's share of the work and its
+    // round trips are off the critical path; the reaper's core only publishes.
+    let scan = read(cursor);
+    let previous: { ids: readonly string[]; replies: Promise<unknown[]> } | undefined;
+    const take = async (b: { ids: readonly string[]; replies: Promise<unknown[]> }) => {
+      try {
+        settle(b.ids, await b.replies);
+      } catch (err) {
+        // the whole call failed: the other batches still go; the reaping reports it at the end
+        failure ??= err;
+      }
+    };
+    do {
+      const [next, found] = await scan;
+      cursor = next;
+      if (cursor !== '0') scan = read(cursor);
+      // SSCAN may return an id again (rehashing): a batch holds each once
+      const ids = found.length > 1 ? [...new Set(found)] : found;
+      if (ids.length === 0) continue;
+      clients += ids.length;
+      // a token per batch: ioredis re-sending it after its reply was lost gets the same answers;
+      // an id SSCAN returns again in a later batch has another token and is not_owner there
+      const replies = this.orphanBatch(deadMember, reaper, randomBytes(8).toString('hex'), ids);
+      replies.catch(() => undefined);
+      if (previous) {
+        await take(previous);
+        // the event loop gets a turn between batches: the reaper renews its lease, serves its clients
+        await nextTurn();
+      }
+      previous = { ids, replies };
     } while (cursor !== '0');
+    if (previous) await take(previous);
     await Promise.all(indexing);
     await Promise.all(firing);
     if (failure !== undefined) throw failure;
     await this.o.redis.client.del(setKey);
     return { clients, fired: firing.length, scheduled, orphaned, moved };
+  }
+
+  /**
+   * One batch of a dead member's clients moved to the reaper (orphan-client.lua): one call on
+   * one Redis, the reaper's index written in it; in a Redis Cluster one SADD acknowledged
+   * first (superset rule), then one call per client.
+   */
+  private async orphanBatch(deadMember: string, reaper: string, token: string, ids: readonly string[]): Promise<unknown[]> {
+    const { redis, keys } = this.o;
+    const head = [deadMember, reaper];
+    if (!redis.isCluster) {
+      const k: string[] = [keys.nodeClients(reaper)];
+      for (const id of ids) k.push(...this.orphanKeys(id));
+      return (await redis.run('orphanClient', k, [...head, 1, token, ...ids])) as unknown[];
+    }
+    await redis.client.sadd(keys.nodeClients(reaper), ...ids);
+    return oneByOne(ids, (id) => redis.run('orphanClient', this.orphanKeys(id), [...head, 0, token, id]));
+  }
+
+  /** A client's keys for orphan-client.lua: owner, will, will-claim marker. */
+  private orphanKeys(clientId: string): [string, string, string] {
+    return [...this.clientKeys(clientId), this.o.keys.clientWillClaim(clientId)];
   }
 
   async owner(clientId: string): Promise<{ node: string; epoch: number; online: boolean } | undefined> {

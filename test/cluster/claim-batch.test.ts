@@ -2,7 +2,8 @@
 // turn's claims are one claim-client.lua call, counted by Redis itself (INFO commandstats).
 // Batched or not, ownership holds: the same client id twice in a batch gets two epochs in
 // order, another identity's claim in the same batch is refused, Clean Start ends the stored
-// session in the claim. Also on a 3-master Redis Cluster, where each client is claimed alone.
+// session in the claim. A reaper moves a dead member's clients 250 to a call. Also on a
+// 3-master Redis Cluster, where each client is claimed (and orphaned) alone.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, startRedisCluster, type TestRedis, type TestRedisCluster } from '../helpers/redis.js';
@@ -10,6 +11,7 @@ import { ClientRegistry } from '../../src/cluster/registry.js';
 import type { RedisTarget } from '../../src/redis/connection.js';
 import { RedisSessionStore } from '../../src/store/redis/sessions.js';
 import { ClientIdHeldError, StaleEpochError } from '../../src/store/errors.js';
+import type { WillRecord } from '../../src/store/types.js';
 import { Closer, newKeys, will } from './support.js';
 
 /** Script calls Redis has run so far (EVAL the first time on a connection, EVALSHA after). */
@@ -50,6 +52,43 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
         for (const id of ids) assert.deepEqual(await registry.owner(id), { node: 'n/1', epoch: 1, online: false });
       });
     }
+
+    it('a reaper moves 600 clients of a dead member in batches (one orphan-client.lua call per 250 on one Redis): each will fired or scheduled once', async () => {
+      const { registry, redis, keys } = setup();
+      const fire = (into: string[]) => (w: WillRecord) => void into.push(w.clientId);
+      // the script is loaded on this connection (its first call would count twice: NOSCRIPT, then EVAL)
+      await registry.claim('warm', 'warm-dead/1', { cleanStart: true, sessionExpiryS: 0, owner: 'u' });
+      await registry.orphanClients('warm-dead/1', fire([]), 'reaper/1');
+      const dead = 'dead/1';
+      const ids = Array.from({ length: 600 }, (_, i) => `o-${i}`);
+      // one in three has a will delay (30 s): scheduled, not fired
+      const delayed = (i: number) => i % 3 === 0;
+      await Promise.all(ids.map((id, i) => registry.claim(id, dead, { cleanStart: true, will: will(id, delayed(i) ? 30 : 0), sessionExpiryS: 3600, owner: 'u' })));
+      await registry.claim('o-moved', dead, { cleanStart: true, will: will('o-moved', 0), sessionExpiryS: 0, owner: 'u' });
+      await registry.claim('o-moved', 'alive/1', { cleanStart: false, sessionExpiryS: 0, owner: 'u' }); // connected elsewhere since
+      const before = single ? await scriptCalls(single()) : 0;
+      const fired: string[] = [];
+      const report = await registry.orphanClients(dead, fire(fired), 'reaper/1');
+      if (single) {
+        // SSCAN's COUNT is a hint: a batch holds about 250, so 3 calls, maybe one more (601 one by one)
+        const calls = (await scriptCalls(single())) - before;
+        assert.ok(calls >= 3 && calls <= 5, `about one orphan-client.lua call per 250 clients, not one per client: ${calls} for 601`);
+      }
+      const firing = ids.filter((_, i) => !delayed(i));
+      assert.deepEqual(fired.sort(), firing.sort(), 'each delay-0 will fired once');
+      assert.deepEqual([report.clients, report.fired, report.scheduled, report.orphaned.length], [601, firing.length, 200, 600]);
+      assert.deepEqual(report.moved, ['o-moved']);
+      assert.equal(await redis.client.zcard(keys.dueWills), 200, 'every scheduled will in the due index');
+      const indexed = new Set(await redis.client.smembers(keys.nodeClients('reaper/1')));
+      assert.ok(ids.every((id) => indexed.has(id)), 'every orphaned client id in the reaper index');
+      for (const id of [ids[0], ids[1], ids[599]]) assert.deepEqual(await registry.owner(id), { node: 'reaper/1', epoch: 1, online: false });
+      assert.deepEqual(await registry.owner('o-moved'), { node: 'alive/1', epoch: 2, online: true });
+      // a second reaper's pass over the same index (re-created) finds nothing of the dead member's
+      await redis.client.sadd(keys.nodeClients(dead), ...ids);
+      const again: string[] = [];
+      const second = await registry.orphanClients(dead, fire(again), 'reaper/2');
+      assert.deepEqual([again.length, second.orphaned.length, second.moved.length], [0, 0, 600]);
+    });
 
     it('the same client id twice in one turn: two epochs in order, the later one owns it', async () => {
       const { registry } = setup();

@@ -2,8 +2,9 @@
 // on the next connection (autoResendUnfulfilledCommands), so Redis runs it twice and the
 // caller sees only the second answer. The claim of a dead member's reaping and of a due will
 // must answer the same claim as the first run did ("won", "fire"), or the member would stay
-// unreaped and the will unfired (the first run took the lease / the record). A real Redis
-// behind a TCP proxy that swallows the first reply and drops that connection.
+// unreaped and the will unfired (the first run took the lease / the record); so must a
+// reaper's batch of a dead member's clients (orphan-client.lua: a whole batch's wills). A
+// real Redis behind a TCP proxy that swallows the first reply and drops that connection.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -68,5 +69,51 @@ describe('claims re-sent by ioredis after a lost reply', { timeout: 60_000 }, ()
     assert.equal(claimed.kind, 'fire', 'the re-sent claim answers fire');
     assert.equal(claimed.kind === 'fire' && claimed.will.clientId, 'rw1');
     assert.equal((await direct.claimDueWill('rw1', epoch)).kind, 'none', 'another claim finds nothing');
+  });
+
+  test("a dead member's clients: the re-sent orphan batch still fires each will once and schedules the delayed ones", async () => {
+    const keys = newKeys('ro');
+    const conn = await proxied();
+    const registry = new ClientRegistry({ redis: conn, keys });
+    const directConn = closer.redis({ url: redis.url });
+    const direct = new ClientRegistry({ redis: directConn, keys });
+    const ids = Array.from({ length: 20 }, (_, i) => `ro${i}`);
+    const delayed = (i: number) => i % 4 === 0;
+    for (const [i, id] of ids.entries()) await direct.claim(id, 'dead/1', { cleanStart: true, will: will(id, delayed(i) ? 30 : 0), sessionExpiryS: 3600, owner: 'u' });
+    const fired: string[] = [];
+    const lost = proxy.cutOnReply('fire');
+    const report = await registry.orphanClients('dead/1', (w) => void fired.push(w.clientId), 'reaper/1');
+    await lost; // the first reply did die: the answers came from the re-sent script
+    assert.deepEqual(fired.sort(), ids.filter((_, i) => !delayed(i)).sort(), 'every delay-0 will fired, once');
+    assert.deepEqual([report.orphaned.length, report.scheduled, report.moved.length], [20, 5, 0]);
+    assert.equal(await directConn.client.zcard(keys.dueWills), 5, 'the delayed wills are in the due index');
+    // another reaper going over the same clients finds them the first reaper's
+    await directConn.client.sadd(keys.nodeClients('dead/1'), ...ids);
+    const again: string[] = [];
+    const other = await direct.orphanClients('dead/1', (w) => void again.push(w.clientId), 'reaper/2');
+    assert.deepEqual([again.length, other.moved.length], [0, 20]);
+  });
+
+  test('the same orphan claim run again after its client connected elsewhere: the will it took still fires, nothing else changes', async () => {
+    const keys = newKeys('rm');
+    const conn = closer.redis({ url: redis.url });
+    const registry = new ClientRegistry({ redis: conn, keys });
+    await registry.claim('rm1', 'dead/1', { cleanStart: true, will: will('rm1', 0), sessionExpiryS: 0, owner: 'u' });
+    await registry.claim('rm2', 'dead/1', { cleanStart: true, will: will('rm2', 30), sessionExpiryS: 3600, owner: 'u' });
+    // orphan-client.lua run twice with one token, as ioredis re-sends it; in between both clients reconnect
+    const call = () => conn.run('orphanClient', [keys.nodeClients('reaper/1'), ...['rm1', 'rm2'].flatMap((id) => [keys.clientOwner(id), keys.clientWill(id), keys.clientWillClaim(id)])], ['dead/1', 'reaper/1', 1, 'tok', 'rm1', 'rm2']) as Promise<Buffer[][]>;
+    const first = await call();
+    assert.deepEqual(first.map((r) => String(r[0])), ['fire', 'scheduled']);
+    const same = await call();
+    assert.deepEqual(same.map((r) => String(r[0])), ['fire', 'scheduled'], 'run again at once: the same answers');
+    assert.deepEqual(same[0][1], first[0][1], 'the same will record');
+    await registry.claim('rm1', 'alive/1', { cleanStart: false, sessionExpiryS: 0, owner: 'u' });
+    const back = await registry.claim('rm2', 'alive/1', { cleanStart: false, sessionExpiryS: 3600, owner: 'u' });
+    assert.equal(back.previousWill, 'cancelled', 'the reconnect within the delay cancels the scheduled will');
+    const later = await call();
+    assert.equal(String(later[0][0]), 'not_owner');
+    assert.deepEqual(later[0][1], first[0][1], 'the will the first run took is still handed out (nobody else has it)');
+    assert.deepEqual(later[1].map(String), ['not_owner'], 'the cancelled will stays cancelled');
+    assert.equal((await conn.run('orphanClient', [keys.nodeClients('reaper/2'), keys.clientOwner('rm1'), keys.clientWill('rm1'), keys.clientWillClaim('rm1')], ['dead/1', 'reaper/2', 1, 'other', 'rm1']) as Buffer[][])[0].length, 1, 'another claim gets no will');
   });
 });
