@@ -1,6 +1,7 @@
 // The floor of the connect storm: what Node itself costs per connection. A bare `net` server
 // that does only what any broker must for CONNECT → CONNACK → DISCONNECT: accept, read the
-// CONNECT, write a fixed CONNACK (3.1.1, accepted), end the socket on DISCONNECT or EOF.
+// CONNECT, write a fixed CONNACK (3.1.1, accepted), close the socket on DISCONNECT (as Vigil
+// and Mosquitto do: destroy(), a plain close(2), nothing is owed after it), end it on EOF.
 // No MQTT parsing, no session, no metrics. Not a broker: it answers every first chunk with
 // CONNACK whatever it holds. Same socket options as Vigil (noDelay, backlog 4096).
 // Usage: node bench/brokers/bare-node-floor.mjs <port> [host]
@@ -18,7 +19,7 @@ const server = createServer({ noDelay: true }, (socket) => {
       socket.write(CONNACK);
     }
     // DISCONNECT (0xe0 0x00) ends a chunk of a storm client; EOF ends the socket anyway
-    if (chunk.length >= 2 && chunk[chunk.length - 2] === 0xe0 && chunk[chunk.length - 1] === 0) socket.end();
+    if (chunk.length >= 2 && chunk[chunk.length - 2] === 0xe0 && chunk[chunk.length - 1] === 0) socket.destroy();
   });
   socket.on('error', () => undefined);
 });

@@ -54,12 +54,17 @@ function busyTicks(cpus) {
 function cpuSampler(procs, warmupMs, measureMs, ctx) {
   const brokerCpus = cpuList(ctx.brokerCpus);
   const genCpus = cpuList(ctx.genCpus);
-  const read = () => ({
-    broker: procs.reduce((a, p) => a + p.cpuSeconds(), 0),
-    brokerCpuBusy: busyTicks(brokerCpus) / 100,
-    genCpuBusy: busyTicks(genCpus) / 100,
-    at: Date.now(),
-  });
+  const read = () => {
+    const split = procs.map((p) => p.cpuSplit());
+    return {
+      broker: split.reduce((a, c) => a + c.user + c.system, 0),
+      brokerUser: split.reduce((a, c) => a + c.user, 0),
+      brokerSystem: split.reduce((a, c) => a + c.system, 0),
+      brokerCpuBusy: busyTicks(brokerCpus) / 100,
+      genCpuBusy: busyTicks(genCpus) / 100,
+      at: Date.now(),
+    };
+  };
   let start = null;
   let end = null;
   const timers = [];
@@ -71,16 +76,18 @@ function cpuSampler(procs, warmupMs, measureMs, ctx) {
     /** For runs without a fixed window: sample now as start / end. */
     begin() { start = read(); },
     finish() { end = read(); },
-    /** brokerCpuPct; brokerCpuBusyPct / genCpuBusyPct: total use of those CPUs, % of one core. */
+    /** brokerCpuPct (= brokerUserPct + brokerSystemPct); brokerCpuBusyPct / genCpuBusyPct: total use of those CPUs, % of one core. */
     stats() {
       for (const t of timers) clearTimeout(t);
       // the window's end timer can lose the race with a generator that exits on time (a busy
       // bench process fires timers late): the run has just ended, sample now
       if (start && !end) end = read();
-      if (!start || !end || end.at <= start.at) return { brokerCpuPct: NaN, brokerCpuBusyPct: NaN, genCpuBusyPct: NaN };
+      if (!start || !end || end.at <= start.at) return { brokerCpuPct: NaN, brokerUserPct: NaN, brokerSystemPct: NaN, brokerCpuBusyPct: NaN, genCpuBusyPct: NaN };
       const secs = (end.at - start.at) / 1000;
       return {
         brokerCpuPct: (100 * (end.broker - start.broker)) / secs,
+        brokerUserPct: (100 * (end.brokerUser - start.brokerUser)) / secs,
+        brokerSystemPct: (100 * (end.brokerSystem - start.brokerSystem)) / secs,
         brokerCpuBusyPct: (100 * (end.brokerCpuBusy - start.brokerCpuBusy)) / secs,
         genCpuBusyPct: (100 * (end.genCpuBusy - start.genCpuBusy)) / secs,
       };
@@ -788,8 +795,11 @@ async function cStormRun(ctx, b, { tokensTsv, tokenCount, procs = [b], genSide =
     accepted: r.accepted,
     refused: r.refused,
     errors: r.errors,
-    // broker CPU seconds per second / connections per second
+    // broker CPU seconds per second / connections per second; user and kernel apart (what the
+    // broker's own code costs, and for Node V8 and libuv, beside what the kernel does for it)
     brokerUsPerConn: (cpu.brokerCpuPct / 100) * 1e6 / connectsPerSec,
+    brokerUserUsPerConn: (cpu.brokerUserPct / 100) * 1e6 / connectsPerSec,
+    brokerSystemUsPerConn: (cpu.brokerSystemPct / 100) * 1e6 / connectsPerSec,
     ...(side ? { redisCpuPct: sidePct, redisUsPerConn: (sidePct / 100) * 1e6 / connectsPerSec } : {}),
     generator: 'c',
     // every token used before the window ended: the lanes stopped early, the window is short of load

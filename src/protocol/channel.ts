@@ -34,6 +34,12 @@ export interface ChannelIO {
   readonly bufferedBytes: number;
   /** Flush what is written, then close. */
   end(): void;
+  /**
+   * Close when nothing more is owed to the peer (it sent DISCONNECT): what is written is
+   * flushed, and a socket with nothing left to send may close at once instead of waiting
+   * for the peer's end. Otherwise the same as end().
+   */
+  endOwingNothing(): void;
   readonly remoteAddress: string;
   readonly listener: string;
   readonly certSubject?: string;
@@ -312,7 +318,7 @@ export class Channel implements SessionLink, LiveConnection {
    * Closes the connection; a 5.0 client that completed CONNECT gets DISCONNECT with the
    * reason first [MQTT-4.13.2-1], one still connecting gets CONNACK with it. The will follows the normal rules when the socket is gone.
    */
-  close(reasonCode: ReasonCode | undefined, why: string): void {
+  close(reasonCode: ReasonCode | undefined, why: string, owingNothing = false): void {
     if (this.state === 'closing' || this.state === 'closed') return;
     if (this.protocolVersion === 5 && reasonCode !== undefined) {
       if (this.connected) this.send({ cmd: 'disconnect', reasonCode, properties: this.reasonString(why) });
@@ -322,7 +328,8 @@ export class Channel implements SessionLink, LiveConnection {
     }
     this.closeReason = reasonCode === undefined ? why : reasonName(reasonCode);
     this.state = 'closing';
-    this.io.end();
+    if (owingNothing) this.io.endOwingNothing();
+    else this.io.end();
   }
 
   /** Another connection took this client id [MQTT-3.1.4-3]: close now and settle the session. */

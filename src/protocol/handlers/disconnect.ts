@@ -17,5 +17,8 @@ export function handleDisconnect(ch: Channel, packet: IDisconnectPacket): void {
     ch.normalDisconnect = true;
     if (ch.will && !ch.ctx.broker.cluster) ch.ctx.metrics.willsCancelledTotal.inc({ cause: 'normal' }); // the cluster registry counts its own
   }
-  ch.close(undefined, reason === 0 ? 'client_disconnect' : `client_disconnect_0x${reason.toString(16)}`);
+  // The server closes the connection (§3.14.4, both versions) owing the client nothing: the
+  // client closes too and sends nothing more [MQTT-3.14.4-1, MQTT-3.14.4-2], and nothing is
+  // sent after a client's DISCONNECT (a server DISCONNECT is for a close the server starts).
+  ch.close(undefined, reason === 0 ? 'client_disconnect' : `client_disconnect_0x${reason.toString(16)}`, true);
 }
