@@ -103,7 +103,8 @@ export class VigilServer {
         metrics: this.metrics,
         log: log.child({ component: 'cluster' }),
         hooks: {
-          fireWill: (will) => this.broker.wills.fire(will),
+          // called with Redis's reply to a claim: nothing else is in progress, decide at once
+          fireWill: (will) => this.broker.wills.fireNow(will),
           onOwnerChange: (owner, reason) => this.ownerChanged(owner, reason),
         },
       });

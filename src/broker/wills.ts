@@ -116,14 +116,39 @@ export class WillManager {
     });
   }
 
+  /**
+   * Decides the will (willAuthorizedAtFire) and publishes it or logs and counts the denial,
+   * after the caller's turn: a connection closing fires its will once its own teardown is done.
+   */
   async fire(record: WillRecord): Promise<void> {
-    let verdict: Verdict;
+    await undefined;
+    return this.fireNow(record);
+  }
+
+  /**
+   * fire(), deciding at once: a promise only while the verdict is computed off the main thread
+   * (a cached verdict, allow-all or connect-only decide synchronously). For callers with nothing
+   * of their own in progress — a reaper publishing 10,000 wills from Redis replies saves a
+   * promise and a microtask each. Exactly as fire() otherwise.
+   */
+  fireNow(record: WillRecord): void | Promise<void> {
+    let verdict: Verdict | Promise<Verdict>;
     try {
-      verdict = await willAuthorizedAtFire(record, this.deps);
+      verdict = willAuthorizedAtFire(record, this.deps);
     } catch (err) {
-      verdict = { allowed: false, reason: 'authorization_error' };
-      this.deps.log.error({ clientId: record.clientId, err: (err as Error).message }, 'will authorization failed');
+      verdict = Promise.reject(err);
     }
+    if (typeof (verdict as Promise<Verdict>).then !== 'function') return this.decided(record, verdict as Verdict);
+    return (verdict as Promise<Verdict>).then(
+      (v) => this.decided(record, v),
+      (err: unknown) => {
+        this.deps.log.error({ clientId: record.clientId, err: (err as Error).message }, 'will authorization failed');
+        this.decided(record, { allowed: false, reason: 'authorization_error' });
+      },
+    );
+  }
+
+  private decided(record: WillRecord, verdict: Verdict): void {
     const m = record.message;
     this.deps.onDecision?.(record, verdict);
     if (!verdict.allowed) {

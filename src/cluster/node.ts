@@ -161,7 +161,8 @@ export class ClusterNode {
       const willsAt = performance.now();
       // routes of the adopted sessions first, then the dead member's go: every node's mirror
       // hears of the new route before the old one leaves, so no publish finds neither
-      await this.side?.adoptSessions?.(report.orphaned);
+      // only the clients with a stored session: a fleet of clean sessions reads none
+      await this.side?.adoptSessions?.(report.withSession);
       await this.routes.purgeMember(member);
       const routesAt = performance.now();
       // what was forwarded to the dead node but not handled goes to the sessions adopted here
@@ -170,9 +171,9 @@ export class ClusterNode {
       await this.bus.purge(member);
       // how long each phase took: a slow failover says whether the claim, the wills or the rest was the long pole
       const phasesMs = { claim: Math.round(wonAt - startedAt), wills: Math.round(willsAt - wonAt), routes: Math.round(routesAt - willsAt), bus: Math.round(performance.now() - routesAt) };
-      this.o.log?.info({ member, clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.orphaned.length, phasesMs }, 'dead node reaped');
+      this.o.log?.info({ member, clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.withSession.length, phasesMs }, 'dead node reaped');
       // who reaped whom, for the console's cluster view
-      const reap = { reaper: this.member, member, at: new Date().toISOString(), clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.orphaned.length };
+      const reap = { reaper: this.member, member, at: new Date().toISOString(), clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.withSession.length };
       void recordReap(this.redis, this.keys, reap).catch((err: Error) => this.o.log?.warn({ err: err.message }, 'reap not recorded'));
       return true;
     } catch (err) {

@@ -44,8 +44,10 @@ export type DisconnectOutcome =
   | { readonly kind: 'scheduled'; readonly dueAtMs: number };
 
 export interface OrphanReport {
-  /** Client ids this reaper took over (offline); their persistent sessions are its to adopt. */
+  /** Client ids this reaper took over (offline). */
   readonly orphaned: readonly string[];
+  /** Those of them with a stored persistent session: the reaper's to adopt. */
+  readonly withSession: readonly string[];
   /** Client ids of the dead node that had already connected elsewhere. */
   readonly moved: readonly string[];
   readonly clients: number;
@@ -269,6 +271,7 @@ export class ClientRegistry {
     const notDue: (string | number)[] = [];
     const settled: string[] = [];
     const firing: Promise<void>[] = [];
+    let fired = 0;
     let failure: unknown;
     claims.forEach((c, i) => {
       if (c.status === 'rejected') {
@@ -281,14 +284,17 @@ export class ClientRegistry {
         return;
       }
       settled.push(entries[i]);
-      if (r.kind === 'fire') firing.push(this.fireSafely(fire, r.will));
+      if (r.kind !== 'fire') return;
+      fired++;
+      const done = this.fireSafely(fire, r.will);
+      if (done) firing.push(done);
     });
     const index: Promise<unknown>[] = [];
     if (notDue.length > 0) index.push(this.o.redis.client.zadd(key, ...notDue));
     if (settled.length > 0) index.push(this.o.redis.client.zrem(key, ...settled));
     await Promise.all([...firing, ...index]);
     if (failure !== undefined) throw failure;
-    return { fired: firing.length, seen: entries.length };
+    return { fired, seen: entries.length };
   }
 
   /**
@@ -302,8 +308,10 @@ export class ClientRegistry {
   async orphanClients(deadMember: string, fire: FireWill, reaper: string): Promise<OrphanReport> {
     const setKey = this.o.keys.nodeClients(deadMember);
     const orphaned: string[] = [];
+    const withSession: string[] = [];
     const moved: string[] = [];
     const firing: Promise<void>[] = [];
+    let fired = 0;
     let cursor = '0';
     let clients = 0;
     let scheduled = 0;
@@ -318,12 +326,17 @@ export class ClientRegistry {
           if (reply instanceof BatchItemError) throw reply.cause;
           const r = reply as unknown[];
           const status = scriptStatus('orphan-client', r, { clientId });
-          if (status === 'fire' || (status === 'not_owner' && r.length > 1)) firing.push(this.fireSafely(fire, this.willFrom(r[1], num(r[2]))));
+          if (status === 'fire' || (status === 'not_owner' && r.length > 1)) {
+            fired++;
+            const done = this.fireSafely(fire, this.willFrom(r[1], num(r[2])));
+            if (done) firing.push(done);
+          }
           if (status === 'not_owner') {
             moved.push(clientId);
             return;
           }
           orphaned.push(clientId);
+          if (num(status === 'none' ? r[1] : r[3]) === 1) withSession.push(clientId);
           if (status === 'scheduled') {
             scheduled++;
             due.push(num(r[1]), this.o.keys.dueWillMember(clientId, num(r[2])));
@@ -383,7 +396,7 @@ export class ClientRegistry {
     await Promise.all(firing);
     if (failure !== undefined) throw failure;
     await this.o.redis.client.del(setKey);
-    return { clients, fired: firing.length, scheduled, orphaned, moved };
+    return { clients, fired, scheduled, orphaned, withSession, moved };
   }
 
   /**
@@ -403,9 +416,9 @@ export class ClientRegistry {
     return oneByOne(ids, (id) => redis.run('orphanClient', this.orphanKeys(id), [...head, 0, token, id]));
   }
 
-  /** A client's keys for orphan-client.lua: owner, will, will-claim marker. */
-  private orphanKeys(clientId: string): [string, string, string] {
-    return [...this.clientKeys(clientId), this.o.keys.clientWillClaim(clientId)];
+  /** A client's keys for orphan-client.lua: owner, will, will-claim marker, session. */
+  private orphanKeys(clientId: string): [string, string, string, string] {
+    return [...this.clientKeys(clientId), this.o.keys.clientWillClaim(clientId), this.o.keys.session(clientId)];
   }
 
   async owner(clientId: string): Promise<{ node: string; epoch: number; online: boolean } | undefined> {
@@ -427,15 +440,23 @@ export class ClientRegistry {
   private willFrom(v: unknown, epoch: number): WillRecord {
     const b = buf(v);
     if (!b) throw new UnexpectedScriptReplyError('will', v);
-    return { ...decodeWill(b), epoch };
+    const will = decodeWill(b);
+    will.epoch = epoch;
+    return will;
   }
 
-  private async fireSafely(fire: FireWill, will: WillRecord): Promise<void> {
-    try {
-      await fire(will);
-    } catch (err) {
+  /** Fires; never rejects. A promise only while the fire hook is still at work (see WillManager.fire). */
+  private fireSafely(fire: FireWill, will: WillRecord): Promise<void> | undefined {
+    const lost = (err: unknown) => {
       // the record is gone: log loudly, this will is lost
       this.o.log?.error({ clientId: will.clientId, err: (err as Error).message }, 'publishing a claimed will failed');
+    };
+    try {
+      const done = fire(will);
+      return done ? done.catch(lost) : undefined;
+    } catch (err) {
+      lost(err);
+      return undefined;
     }
   }
 }

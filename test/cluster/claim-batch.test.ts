@@ -54,7 +54,7 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
     }
 
     it('a reaper moves 600 clients of a dead member in batches (one orphan-client.lua call per 250 on one Redis): each will fired or scheduled once', async () => {
-      const { registry, redis, keys } = setup();
+      const { registry, redis, keys, sessions } = setup();
       const fire = (into: string[]) => (w: WillRecord) => void into.push(w.clientId);
       // the script is loaded on this connection (its first call would count twice: NOSCRIPT, then EVAL)
       await registry.claim('warm', 'warm-dead/1', { cleanStart: true, sessionExpiryS: 0, owner: 'u' });
@@ -66,6 +66,9 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
       await Promise.all(ids.map((id, i) => registry.claim(id, dead, { cleanStart: true, will: will(id, delayed(i) ? 30 : 0), sessionExpiryS: 3600, owner: 'u' })));
       await registry.claim('o-moved', dead, { cleanStart: true, will: will('o-moved', 0), sessionExpiryS: 0, owner: 'u' });
       await registry.claim('o-moved', 'alive/1', { cleanStart: false, sessionExpiryS: 0, owner: 'u' }); // connected elsewhere since
+      // three of them have a stored persistent session: only those are the reaper's to load
+      const stored = [ids[5], ids[6], ids[400]];
+      for (const id of stored) await sessions.save({ clientId: id, epoch: 1, expiryIntervalS: 3600, subscriptions: [], pending: [], incomingQos2: [] });
       const before = single ? await scriptCalls(single()) : 0;
       const fired: string[] = [];
       const report = await registry.orphanClients(dead, fire(fired), 'reaper/1');
@@ -78,6 +81,7 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
       assert.deepEqual(fired.sort(), firing.sort(), 'each delay-0 will fired once');
       assert.deepEqual([report.clients, report.fired, report.scheduled, report.orphaned.length], [601, firing.length, 200, 600]);
       assert.deepEqual(report.moved, ['o-moved']);
+      assert.deepEqual([...report.withSession].sort(), [...stored].sort(), 'the clients with a stored session, and no other');
       assert.equal(await redis.client.zcard(keys.dueWills), 200, 'every scheduled will in the due index');
       const indexed = new Set(await redis.client.smembers(keys.nodeClients('reaper/1')));
       assert.ok(ids.every((id) => indexed.has(id)), 'every orphaned client id in the reaper index');

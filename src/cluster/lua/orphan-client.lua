@@ -4,34 +4,37 @@
 -- owner is still that member (it may have reconnected elsewhere). The client goes offline,
 -- owned (offline) by the reaper, which adopts its persistent session; its will is scheduled
 -- exactly as on an abnormal disconnect (an already scheduled one keeps its dueAt and is
--- re-reported, for the due index). The epoch does not change.
+-- re-reported, for the due index). The epoch does not change. Each reply says whether the
+-- client has a stored persistent session: the reaper loads only those (a fleet of clean
+-- sessions costs no session reads).
 -- The claim's token is kept in the owner record (with the epoch it took), and a fired will in
 -- the client's marker for a minute, so the same call run again (ioredis re-sends a script
 -- whose reply died with its connection) answers as the first run did instead of 'not_owner':
 -- otherwise the fired wills of the whole batch would be lost and the scheduled ones never
 -- enter the due index.
--- KEYS vary: ARGV[3] leading keys (0 or 1), then 3 per client, in the order of ARGV
+-- KEYS vary: ARGV[3] leading keys (0 or 1), then 4 per client, in the order of ARGV
 -- KEYS[1] (when ARGV[3] is 1) the reaper's own index SET: every client id is added first, so
 --   the index is a superset of what the reaper owns. A Redis Cluster keeps it in another slot
 --   than the clients': there the caller adds them before (ARGV[3] = 0)
--- then per client, from base b = ARGV[3] + 3 * (i - 1):
+-- then per client, from base b = ARGV[3] + 4 * (i - 1):
 --   KEYS[b+1] client owner HASH (node, epoch, online, identity; orphan = "<token>:<epoch>" of
 --     the last orphan claim)
 --   KEYS[b+2] client will HASH (rec, epoch, delayS, expiryS, dueAt)
 --   KEYS[b+3] client's will-claim marker HASH (orphan, orphanRec, orphanWillEpoch: the will
 --     this script fired; token and rec are claim-due-will's; expires)
+--   KEYS[b+4] session HASH (exists while a persistent session is stored; only read)
 -- ARGV[1] dead node member id
 -- ARGV[2] reaper member id
 -- ARGV[3] leading index keys: 1 or 0
 -- ARGV[4] claim token, unique per batch (one call)
 -- then per client, 1 value: ARGV[4 + i] client id
--- Returns one reply per client, in order, each
---   {'not_owner'} | {'none'} | {'fire', rec, willEpoch} | {'scheduled', dueAt, willEpoch}
+-- Returns one reply per client, in order, each (session: 1 when a persistent session is stored, else 0)
+--   {'not_owner'} | {'none', session} | {'fire', rec, willEpoch, session} | {'scheduled', dueAt, willEpoch, session}
 --   | {'not_owner', rec, willEpoch}: a re-sent claim whose client reconnected since the first
 --   run took its will: the caller still fires it (nobody else can)
 local dead, reaper, token = ARGV[1], ARGV[2], ARGV[4]
 local lead = tonumber(ARGV[3])
-local n = (#KEYS - lead) / 3
+local n = (#KEYS - lead) / 4
 if lead == 1 then
   local ids = {}
   for i = 1, n do ids[i] = ARGV[4 + i] end
@@ -43,6 +46,7 @@ local tokenAt = token .. ':'
 
 local function orphan(k)
   local owner, willKey, marker = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local function session() return redis.call('EXISTS', KEYS[k + 4]) end
   local o = redis.call('HMGET', owner, 'node', 'epoch', 'orphan')
   if o[1] ~= dead then
     -- not the dead member's: it connected elsewhere, or this claim ran before (o[3] is its token)
@@ -51,7 +55,7 @@ local function orphan(k)
     local same = o[1] == reaper and o[3] == tokenAt .. o[2]
     local m = redis.call('HMGET', marker, 'orphan', 'orphanRec', 'orphanWillEpoch')
     if m[1] == token and m[2] then
-      if same then return {'fire', m[2], m[3]} end
+      if same then return {'fire', m[2], m[3], session()} end
       return {'not_owner', m[2], m[3]}
     end
     if not same then return {'not_owner'} end
@@ -60,22 +64,22 @@ local function orphan(k)
     redis.call('HSET', owner, 'online', '0', 'node', reaper, 'orphan', tokenAt .. o[2])
   end
   local w = redis.call('HMGET', willKey, 'rec', 'epoch', 'delayS', 'expiryS', 'dueAt')
-  if not w[1] then return {'none'} end
-  if w[5] then return {'scheduled', tonumber(w[5]), w[2]} end
+  if not w[1] then return {'none', session()} end
+  if w[5] then return {'scheduled', tonumber(w[5]), w[2], session()} end
   local delay = math.min(tonumber(w[3]), tonumber(w[4]))
   if delay <= 0 then
     redis.call('DEL', willKey)
     redis.call('HSET', marker, 'orphan', token, 'orphanRec', w[1], 'orphanWillEpoch', w[2])
     redis.call('PEXPIRE', marker, 60000)
-    return {'fire', w[1], w[2]}
+    return {'fire', w[1], w[2], session()}
   end
   local due = now + delay * 1000
   redis.call('HSET', willKey, 'dueAt', due)
-  return {'scheduled', due, w[2]}
+  return {'scheduled', due, w[2], session()}
 end
 
 local replies = {}
 for i = 1, n do
-  replies[i] = orphan(lead + 3 * (i - 1))
+  replies[i] = orphan(lead + 4 * (i - 1))
 end
 return replies
