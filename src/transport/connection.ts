@@ -7,7 +7,7 @@ import type { Packet } from 'mqtt-packet';
 import type { Metrics } from '../metrics.js';
 import { Channel, type ChannelContext, type ChannelIO } from '../protocol/channel.js';
 import { RC } from '../protocol/reason-codes.js';
-import { strictParser, type FramingError } from './strict-parser.js';
+import { strictParser, type FramingError, type StrictMqttParser } from './strict-parser.js';
 
 /** Socket-like streams: net.Socket, tls.TLSSocket, or a WebSocket stream. */
 export type ByteStream = Duplex & { remoteAddress?: string; setNoDelay?(noDelay?: boolean): unknown; cork(): void; uncork(): void };
@@ -183,51 +183,98 @@ function uncork(io: StreamIO): void {
   io.flush();
 }
 
-export function attachConnection(stream: ByteStream, ctx: ChannelContext, listener: string, certSubject?: string): Channel {
-  const counters = listenerCounters(ctx.metrics, listener);
-  const io = new StreamIO(stream, counters, listener, certSubject);
-  const channel = new Channel(ctx, io);
-  const parser = strictParser();
-  const max = ctx.config.maxPacketSize;
-  counters.open.inc();
-  counters.opened.inc();
-  // a no-op when the server set it at accept (net.createServer({ noDelay: true }))
-  stream.setNoDelay?.(true);
+/** Where a stream's listeners find their connection; cleared when the stream closes. */
+const ATTACHED = Symbol('vigil.attached');
+type AttachedStream = ByteStream & { [ATTACHED]?: AttachedConnection };
 
-  let chunkAtMs = 0;
-  parser.onPacket = (packet: Packet) => {
-    if (packetSize(packet.length ?? 0) > max) return tooLarge(channel);
-    channel.handlePacket(packet, chunkAtMs);
-  };
-  parser.onError = (err: FramingError) => {
+/**
+ * One connection's transport state. The stream's listeners are shared functions that reach it
+ * through the stream (no closures per connection), and the stream lets go of it when it
+ * closes. Why: V8 may allocate sockets straight into the old generation (allocation-site
+ * pretenuring, which a storm's sockets trigger), where a dead socket stays until a major GC
+ * and keeps everything it points to alive through every scavenge. Closures in its listener
+ * table held the channel, session and parser, so a connect storm copied and promoted all of
+ * them (scavenges took 10-20 ms per ~1,200 connections).
+ */
+class AttachedConnection {
+  /** When the current chunk arrived: one clock read per chunk, not per packet. */
+  chunkAtMs = 0;
+
+  constructor(
+    readonly channel: Channel,
+    readonly io: StreamIO,
+    readonly parser: StrictMqttParser,
+    readonly counters: ListenerCounters,
+    private readonly max: number,
+  ) {}
+
+  packet(packet: Packet): void {
+    if (packetSize(packet.length ?? 0) > this.max) return tooLarge(this.channel);
+    this.channel.handlePacket(packet, this.chunkAtMs);
+  }
+
+  framingError(err: FramingError): void {
+    const channel = this.channel;
     if (channel.state === 'closing' || channel.state === 'closed') return;
     if (channel.state === 'awaiting-connect' && err.message === 'Invalid protocol version') return channel.refuseProtocolLevel();
     // a 5.0 CONNECT that fails to parse is answered in 5.0's form (CONNACK with the reason)
-    if (channel.state === 'awaiting-connect' && parser.connectVersion === 5) channel.protocolVersion = 5;
+    if (channel.state === 'awaiting-connect' && this.parser.connectVersion === 5) channel.protocolVersion = 5;
     channel.handleFramingError(err.message, err.reasonCode);
-  };
-  stream.on('data', (chunk: Buffer) => {
+  }
+
+  data(chunk: Buffer): void {
+    const channel = this.channel;
     if (channel.state === 'closing' || channel.state === 'closed') return;
-    chunkAtMs = ctx.clock.now();
-    counters.bytesIn.inc(chunk.length);
+    this.chunkAtMs = channel.ctx.clock.now();
+    this.counters.bytesIn.inc(chunk.length);
     try {
-      parser.parse(chunk);
+      this.parser.parse(chunk);
     } catch (err) {
       // mqtt-packet can throw on some malformed input instead of emitting 'error'
       channel.handleFramingError((err as Error).message);
       return;
     }
     // the header is parsed and the body is still coming: refuse before buffering it (MQTT 5 §3.2.2.3.6)
-    const pendingLength = parser.pendingLength;
-    if (pendingLength > 0 && packetSize(pendingLength) > max) tooLarge(channel);
-  });
-  stream.on('drain', () => channel.drained());
+    const pendingLength = this.parser.pendingLength;
+    if (pendingLength > 0 && packetSize(pendingLength) > this.max) tooLarge(channel);
+  }
+}
+
+function onData(this: AttachedStream, chunk: Buffer): void {
+  this[ATTACHED]?.data(chunk);
+}
+
+function onDrain(this: AttachedStream): void {
+  this[ATTACHED]?.channel.drained();
+}
+
+function onClose(this: AttachedStream): void {
+  const c = this[ATTACHED];
+  if (!c) return;
+  this[ATTACHED] = undefined;
+  c.counters.open.dec();
+  c.io.closed();
+  c.channel.closed();
+}
+
+export function attachConnection(stream: ByteStream, ctx: ChannelContext, listener: string, certSubject?: string): Channel {
+  const counters = listenerCounters(ctx.metrics, listener);
+  const io = new StreamIO(stream, counters, listener, certSubject);
+  const channel = new Channel(ctx, io);
+  const parser = strictParser();
+  counters.open.inc();
+  counters.opened.inc();
+  // a no-op when the server set it at accept (net.createServer({ noDelay: true }))
+  stream.setNoDelay?.(true);
+
+  const c = new AttachedConnection(channel, io, parser, counters, ctx.config.maxPacketSize);
+  parser.onPacket = (packet: Packet) => c.packet(packet);
+  parser.onError = (err: FramingError) => c.framingError(err);
+  (stream as AttachedStream)[ATTACHED] = c;
+  stream.on('data', onData);
+  stream.on('drain', onDrain);
   stream.on('error', ignore); // 'close' follows; nothing a peer does may crash the process
-  stream.on('close', () => {
-    counters.open.dec();
-    io.closed();
-    channel.closed();
-  });
+  stream.on('close', onClose);
   return channel;
 }
 

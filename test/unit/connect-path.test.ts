@@ -4,6 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Duplex } from 'node:stream';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import mqttPacket from 'mqtt-packet';
 import type { Packet } from 'mqtt-packet';
 import { createMetrics } from '../../src/metrics.js';
@@ -80,6 +82,34 @@ test('a connection that closes leaves the linger at once (closed sockets of a st
     assert.equal(lingeringStreams(), before, 'closed: no longer held');
     const outcomes = await t.ctx.metrics.connectOutcomesTotal.get();
     assert.equal(outcomes.values.find((v) => v.labels.code === 'success' && v.labels.version === '4')?.value, 1);
+  } finally {
+    t.close();
+  }
+});
+
+test('a closed stream that is still referenced keeps neither its channel nor its session alive', async () => {
+  // V8 may pretenure sockets: a dead socket in the old generation lives until a major GC, and
+  // whatever it points to is copied and promoted by every scavenge until then
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const t = createTestContext();
+  try {
+    const stream = new MemoryStream();
+    const refs = await (async () => {
+      const channel = attachConnection(stream, t.ctx, 'memory');
+      stream.feed(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'let-go-1', keepalive: 0 }));
+      await new Promise((r) => setImmediate(r));
+      assert.equal(channel.state, 'connected');
+      const closed = new Promise((r) => stream.once('close', r));
+      stream.feed(Buffer.from([0xe0, 0x00]));
+      await closed;
+      return { channel: new WeakRef(channel), session: new WeakRef(channel.session!) };
+    })();
+    await new Promise((r) => setImmediate(r)); // WeakRefs hold their target to the end of the job that made them
+    gc();
+    assert.ok(stream.listenerCount('data') > 0, 'the stream keeps its listeners (shared functions)');
+    assert.equal(refs.channel.deref(), undefined, 'the channel is garbage while the stream is alive');
+    assert.equal(refs.session.deref(), undefined, 'so is the session');
   } finally {
     t.close();
   }
