@@ -102,7 +102,7 @@ export class JwtAuthenticator implements Authenticator {
       this.options.metrics.authTokenCacheHitsTotal.inc();
       return this.admit(req, cached, 'cache');
     }
-    const failed = this.recentFailures.get(key);
+    const failed = this.recentFailures.size > 0 ? this.recentFailures.get(key) : undefined;
     if (failed && failed.untilMs > this.now()) return this.refuse(req, failed.reason);
 
     let verification = this.inflight.get(key);
@@ -178,7 +178,9 @@ export class JwtAuthenticator implements Authenticator {
     return o.pool.verifyToken({ token, alg, key, policy: this.policy, nowMs: now, submittedAtMs: preciseNowMs() }).then((result): Verification => {
       o.metrics.authVerifySeconds.observe(result.runMs / 1000);
       if (!result.ok) return { ok: false, reason: result.reason, checked: true };
-      return { ok: true, token: { ...result.fields, kid, keyThumbprint } };
+      const f = result.fields;
+      // a literal of one shape, not a spread of the cloned object: this is what the cache keeps
+      return { ok: true, token: { username: f.username, roles: f.roles, tokenAcl: f.tokenAcl, jti: f.jti, expiresAtMs: f.expiresAtMs, kid, keyThumbprint } };
     });
   }
 

@@ -83,10 +83,11 @@ export async function verifyTokens(input: VerifyTokensInput): Promise<VerifyToke
       }
       const verified = k.ok ? verifyWithKey(item.token, item.alg, k.key, policy, item.nowMs) : k;
       const fields = verified.ok ? identityFieldsFromClaims(verified.claims, policy.usernameClaim, policy.rolesClaim) : undefined;
-      const timing = { waitMs: Math.max(0, start - item.submittedAtMs), runMs: preciseNowMs() - start };
-      if (!verified.ok) result = { ok: false, reason: verified.reason, ...timing };
-      else if (!fields) result = { ok: false, reason: 'bad_claims', ...timing };
-      else result = { ok: true, fields, ...timing };
+      const waitMs = Math.max(0, start - item.submittedAtMs);
+      const runMs = preciseNowMs() - start;
+      if (!verified.ok) result = { ok: false, reason: verified.reason, waitMs, runMs };
+      else if (!fields) result = { ok: false, reason: 'bad_claims', waitMs, runMs };
+      else result = { ok: true, fields, waitMs, runMs };
     }
     out.push(result);
   }
