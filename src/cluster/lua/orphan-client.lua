@@ -52,7 +52,7 @@ local function orphan(k)
     -- not the dead member's: it connected elsewhere, or this claim ran before (o[3] is its token)
     if not o[3] or string.sub(o[3], 1, #tokenAt) ~= tokenAt then return {'not_owner'} end
     -- the same incarnation, still the reaper's: nothing happened since the first run
-    local same = o[1] == reaper and o[3] == tokenAt .. o[2]
+    local same = o[1] == reaper and o[3] == tokenAt .. (o[2] or '')
     local m = redis.call('HMGET', marker, 'orphan', 'orphanRec', 'orphanWillEpoch')
     if m[1] == token and m[2] then
       if same then return {'fire', m[2], m[3], session()} end
@@ -61,7 +61,7 @@ local function orphan(k)
     if not same then return {'not_owner'} end
     -- the first run's outcome again: the will record (or its absence) tells it
   else
-    redis.call('HSET', owner, 'online', '0', 'node', reaper, 'orphan', tokenAt .. o[2])
+    redis.call('HSET', owner, 'online', '0', 'node', reaper, 'orphan', tokenAt .. (o[2] or ''))
   end
   local w = redis.call('HMGET', willKey, 'rec', 'epoch', 'delayS', 'expiryS', 'dueAt')
   if not w[1] then return {'none', session()} end
