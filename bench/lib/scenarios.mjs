@@ -586,7 +586,7 @@ export const SCENARIOS = [
     // the monitor takes every will in one burst: its queue holds the burst (README "Wills").
     // Redis on the generator's CPU, as in fleet-reconnect: the survivor's core is the node's
     // alone (in production Redis has its own machine); the generator uses ~15 % of its core
-    run: (ctx) => cluster(ctx, ({ a, b }) => willRun(ctx, a, b, ctx.prof.fleetWills), { env: { VIGIL_MAX_QUEUED: String(2 * ctx.prof.fleetWills), VIGIL_LOG_LEVEL: 'info' }, redisCpus: ctx.genCpus }),
+    run: (ctx) => cluster(ctx, ({ a, b, redis }) => willRun(ctx, a, b, ctx.prof.fleetWills, redis), { env: { VIGIL_MAX_QUEUED: String(2 * ctx.prof.fleetWills), VIGIL_LOG_LEVEL: 'info' }, redisCpus: ctx.genCpus }),
   },
   {
     id: 'fleet-reconnect',
@@ -619,9 +619,10 @@ export const SCENARIOS = [
 ];
 
 /** Will failover: `clients` holders with wills on node a, one subscriber on node b, SIGKILL a. */
-async function willRun(ctx, a, b, clients) {
+async function willRun(ctx, a, b, clients, redis) {
   let killedAtMs = 0;
   let survivorCpuS = NaN;
+  let redisCpuS = NaN;
   const { results } = await runLoad({
     kind: 'will',
     shards: 1,
@@ -630,6 +631,7 @@ async function willRun(ctx, a, b, clients) {
     runTimeoutMs: NODE_TIMEOUT_MS + 25000,
     beforeGo: async () => {
       survivorCpuS = b.cpuSeconds();
+      redisCpuS = redis ? redis.cpuSeconds() : NaN;
       killedAtMs = Date.now();
       const killedAtUs = nowUs();
       a.kill9();
@@ -639,13 +641,16 @@ async function willRun(ctx, a, b, clients) {
   // the survivor's CPU from the kill to the last will (+0.5 s): what the failover cost it,
   // which a busy machine does not inflate as it does the wall-clock latencies
   survivorCpuS = b.cpuSeconds() - survivorCpuS;
+  // Redis's too (it runs on the generator CPU): whether it, not the survivor, is the long pole
+  redisCpuS = redis ? redis.cpuSeconds() - redisCpuS : NaN;
   const r = results[0];
   if (r.received < r.expected) throw new Error(`only ${r.received}/${r.expected} wills arrived within ${NODE_TIMEOUT_MS + 15000} ms`);
   if (r.duplicates > 0) throw new Error(`${r.duplicates} wills arrived twice`);
   // quantiles of the raw samples (the merged histogram's are bucket middles, ~2 % off)
   const { p50Us, p99Us, firstUs, lastUs } = r.exact;
   const survivorCpuUsPerWill = Math.round((survivorCpuS * 1e6) / r.received);
-  return { value: p99Us, p50Us, p99Us, firstUs, lastUs, wills: r.received, nodeTimeoutMs: NODE_TIMEOUT_MS, survivorCpuUsPerWill, ...reapTimeline(b, killedAtMs), ...genCpu(results) };
+  const redisCpuUsPerWill = Math.round((redisCpuS * 1e6) / r.received);
+  return { value: p99Us, p50Us, p99Us, firstUs, lastUs, wills: r.received, nodeTimeoutMs: NODE_TIMEOUT_MS, survivorCpuUsPerWill, redisCpuUsPerWill, ...reapTimeline(b, killedAtMs), ...genCpu(results) };
 }
 
 /**
