@@ -107,6 +107,13 @@ describe('decodeClaimsSet: the payload is a UTF-8 JSON object', () => {
     const badUtf8 = Buffer.concat([Buffer.from('{"sub":"'), Buffer.from([0xc3, 0x28]), Buffer.from('","exp":1}')]).toString('base64url');
     assert.equal(decodeClaimsSet(badUtf8), undefined);
   });
+  it('a payload as deep or as long as a 16 KiB token allows decodes without throwing', () => {
+    const deep = decodeClaimsSet(b64(`{"x":${'['.repeat(6000)}${']'.repeat(6000)},"exp":${NOW + 60}}`));
+    assert.equal(deep && check(deep), 'ok');
+    const wide = decodeClaimsSet(b64(JSON.stringify({ exp: NOW + 60, aud: Array.from({ length: 1500 }, (_, i) => `a${i}`) })));
+    assert.equal(wide && check(wide, { audience: 'a1499' }), 'ok');
+    assert.equal(decodeClaimsSet(b64(`{"exp":${'9'.repeat(400)}}`)) && check(decodeClaimsSet(b64(`{"exp":${'9'.repeat(400)}}`))!), 'bad_claims', 'a 400-digit exp is Infinity');
+  });
   it('__proto__ in the payload is an own property, not a prototype', () => {
     const claims = decodeClaimsSet(b64('{"__proto__":{"exp":1},"sub":"a"}'))!;
     assert.equal(check(claims), 'missing_exp');
