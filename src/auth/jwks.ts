@@ -65,6 +65,8 @@ const MAX_REFRESH_S = 3600;
 export class JwksStore {
   /** All known keys by thumbprint. */
   private readonly keys = new Map<string, JwksKey>();
+  /** No retired key stops verifying before this (Infinity: none retired); select() runs per CONNECT. */
+  private nextExpiryMs = Number.POSITIVE_INFINITY;
   private readonly removedListeners = new Set<(key: JwksKeyView) => void>();
   /** The last load that failed (the previous keys stayed), cleared by the next success; for the console. */
   lastError: { readonly atMs: number; readonly message: string } | undefined;
@@ -311,14 +313,21 @@ export class JwksStore {
 
   private expireRetired(): void {
     const now = this.now();
+    // the common case, no retired key due: a clock read, not a walk over the keys per CONNECT
+    if (now < this.nextExpiryMs) return;
     let changed = false;
+    let next = Number.POSITIVE_INFINITY;
     for (const [thumbprint, key] of this.keys) {
-      if (key.state === 'retired' && key.verifiesUntilMs !== undefined && key.verifiesUntilMs <= now) {
+      if (key.state !== 'retired' || key.verifiesUntilMs === undefined) continue;
+      if (key.verifiesUntilMs <= now) {
         this.keys.delete(thumbprint);
         this.emitRemoved(key);
         changed = true;
+      } else {
+        next = Math.min(next, key.verifiesUntilMs);
       }
     }
+    this.nextExpiryMs = next;
     if (changed) this.updateGauges();
   }
 
@@ -326,6 +335,7 @@ export class JwksStore {
     clearTimeout(this.retireTimer);
     const until = [...this.keys.values()].map((k) => k.verifiesUntilMs ?? Infinity);
     const next = Math.min(...until);
+    this.nextExpiryMs = next;
     if (!Number.isFinite(next) || this.closed) return;
     this.retireTimer = setTimeout(() => {
       this.expireRetired();
