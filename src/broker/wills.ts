@@ -160,7 +160,13 @@ export class WillManager {
     this.logPublished(record);
     // the Message Expiry Interval of a will counts from when it is published (MQTT 5 §3.1.3.2.4)
     const expiresAtMs = record.messageExpiryS === undefined ? undefined : this.deps.clock.now() + record.messageExpiryS * 1000;
-    this.deps.publish({ ...m, expiresAtMs }, record.epoch);
+    // a literal of the shape a client's PUBLISH gets (handlers/publish.ts), not a spread: the
+    // delivery path (routing, queue, encoder) then sees one object shape for both, where a
+    // spread copy, grown afterwards by the cluster's message id, cost a reaper per will
+    const message: StoredMessage = { topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain, properties: m.properties, expiresAtMs, origin: m.origin };
+    if (m.id !== undefined) message.id = m.id;
+    if (m.publisher !== undefined) message.publisher = m.publisher;
+    this.deps.publish(message, record.epoch);
   }
 
   /**

@@ -47,6 +47,8 @@ export class Forwarder implements RemoteRoutes {
     const match = routes.remote;
     if (!match) return;
     const shared = routes.remoteShared;
+    // no other node needs it (a reaper's wills to a monitor here): nothing to send or wait for
+    if (match.members.size === 0 && shared.length === 0 && (message.qos === 0 || this.node.routes.fresh)) return;
     if (message.qos === 0 && shared.length === 0) {
       // the common QoS 0 case: nothing to wait for, nothing allocated per message
       for (const member of match.members) this.node.bus.post(member, message, true);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { WillManager } from '../../src/broker/wills.js';
 import type { Verdict } from '../../src/auth/types.js';
 import { createMetrics } from '../../src/metrics.js';
-import type { WillRecord } from '../../src/store/types.js';
+import type { StoredMessage, WillRecord } from '../../src/store/types.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 
 function manager(opts: { check?: () => Verdict | Promise<Verdict>; revoked?: boolean } = {}) {
@@ -15,18 +15,23 @@ function manager(opts: { check?: () => Verdict | Promise<Verdict>; revoked?: boo
   const at = (level: string) => (o: { reason?: string }, msg: string) => void lines.push({ level, msg, reason: o.reason });
   const log = { info: at('info'), warn: at('warn'), error: at('error'), debug() {} };
   const published: string[] = [];
+  const messages: StoredMessage[] = [];
+  const clock = new FakeClock();
   const metrics = createMetrics('n', { processMetrics: false });
   const wills = new WillManager({
-    clock: new FakeClock(),
+    clock,
     log: log as never,
     metrics,
     authorizer: (opts.check ? { allowAll: false, check: opts.check } : { allowAll: true }) as never,
     authenticator: { isRevoked: () => opts.revoked === true } as never,
     willAuthz: 'fire',
-    publish: (m) => void published.push(m.topic),
+    publish: (m) => {
+      published.push(m.topic);
+      messages.push(m);
+    },
   });
   const denied = async (reason: string) => (await metrics.willsDeniedTotal.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
-  return { lines, published, wills, denied };
+  return { lines, published, messages, clock, wills, denied };
 }
 
 const will: WillRecord = {
@@ -77,4 +82,35 @@ test('fire() decides after the caller\'s turn, as before', async () => {
   assert.deepEqual(m.published, [], 'not within the call');
   await done;
   assert.deepEqual(m.published, ['fleet/srv-1/state']);
+});
+
+test('the published will is a copy with every field of the will message, its expiry counted from the fire', () => {
+  const m = manager();
+  const properties = { contentType: 'text/plain', correlationData: Buffer.from('c1'), userProperties: { site: 'a' } };
+  const record: WillRecord = {
+    ...will,
+    protocolVersion: 5,
+    messageExpiryS: 30,
+    message: { ...will.message, properties, publisher: 'srv-1', id: 'n1.7' },
+  };
+  m.clock.advance(5000);
+  m.wills.fireNow(record);
+  const [sent] = m.messages;
+  assert.notEqual(sent, record.message, 'not the record\'s own object');
+  assert.equal(sent.topic, 'fleet/srv-1/state');
+  assert.equal(sent.payload, record.message.payload);
+  assert.equal(sent.qos, 1);
+  assert.equal(sent.retain, true);
+  assert.equal(sent.origin, 'srv-1');
+  assert.equal(sent.publisher, 'srv-1');
+  assert.equal(sent.id, 'n1.7');
+  assert.equal(sent.properties, properties);
+  assert.equal(sent.expiresAtMs, m.clock.now() + 30_000);
+  assert.equal(record.message.expiresAtMs, undefined, 'the record is left as it was');
+
+  const plain = manager();
+  plain.wills.fireNow(will);
+  assert.equal(plain.messages[0].expiresAtMs, undefined);
+  assert.equal(plain.messages[0].publisher, undefined);
+  assert.equal(plain.messages[0].id, undefined);
 });
