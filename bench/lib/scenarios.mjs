@@ -621,7 +621,7 @@ export const SCENARIOS = [
 /** Will failover: `clients` holders with wills on node a, one subscriber on node b, SIGKILL a. */
 async function willRun(ctx, a, b, clients, redis) {
   let killedAtMs = 0;
-  let survivorCpuS = NaN;
+  let survivorCpu = { user: NaN, system: NaN };
   let redisCpuS = NaN;
   const { results } = await runLoad({
     kind: 'will',
@@ -630,7 +630,7 @@ async function willRun(ctx, a, b, clients, redis) {
     setupTimeoutMs: 30000 + clients * 10,
     runTimeoutMs: NODE_TIMEOUT_MS + 25000,
     beforeGo: async () => {
-      survivorCpuS = b.cpuSeconds();
+      survivorCpu = b.cpuSplit();
       redisCpuS = redis ? redis.cpuSeconds() : NaN;
       killedAtMs = Date.now();
       const killedAtUs = nowUs();
@@ -640,7 +640,9 @@ async function willRun(ctx, a, b, clients, redis) {
   });
   // the survivor's CPU from the kill to the last will (+0.5 s): what the failover cost it,
   // which a busy machine does not inflate as it does the wall-clock latencies
-  survivorCpuS = b.cpuSeconds() - survivorCpuS;
+  const survivorEnd = b.cpuSplit();
+  const survivorUserS = survivorEnd.user - survivorCpu.user;
+  const survivorSystemS = survivorEnd.system - survivorCpu.system;
   // Redis's too (it runs on the generator CPU): whether it, not the survivor, is the long pole
   redisCpuS = redis ? redis.cpuSeconds() - redisCpuS : NaN;
   const r = results[0];
@@ -648,9 +650,12 @@ async function willRun(ctx, a, b, clients, redis) {
   if (r.duplicates > 0) throw new Error(`${r.duplicates} wills arrived twice`);
   // quantiles of the raw samples (the merged histogram's are bucket middles, ~2 % off)
   const { p50Us, p99Us, firstUs, lastUs } = r.exact;
-  const survivorCpuUsPerWill = Math.round((survivorCpuS * 1e6) / r.received);
+  const survivorCpuUsPerWill = Math.round(((survivorUserS + survivorSystemS) * 1e6) / r.received);
+  // the split: user is Node's own (JS, GC, libuv), system the kernel's work for it (loopback TCP to the monitor and Redis)
+  const survivorUserUsPerWill = Math.round((survivorUserS * 1e6) / r.received);
+  const survivorSystemUsPerWill = Math.round((survivorSystemS * 1e6) / r.received);
   const redisCpuUsPerWill = Math.round((redisCpuS * 1e6) / r.received);
-  return { value: p99Us, p50Us, p99Us, firstUs, lastUs, wills: r.received, nodeTimeoutMs: NODE_TIMEOUT_MS, survivorCpuUsPerWill, redisCpuUsPerWill, ...reapTimeline(b, killedAtMs), ...genCpu(results) };
+  return { value: p99Us, p50Us, p99Us, firstUs, lastUs, wills: r.received, nodeTimeoutMs: NODE_TIMEOUT_MS, survivorCpuUsPerWill, survivorUserUsPerWill, survivorSystemUsPerWill, redisCpuUsPerWill, ...reapTimeline(b, killedAtMs), ...genCpu(results) };
 }
 
 /**
