@@ -19,6 +19,7 @@ import type { FleetObserver } from './fleet-events.js';
 import { sessionOwner } from '../auth/session-owner.js';
 
 export const NEVER_EXPIRES = 0xffffffff;
+const ONCE = { once: true } as const;
 const VERSION = '0.1.0';
 
 export class Broker {
@@ -75,7 +76,8 @@ export class Broker {
       authorizer: deps.authorizer,
       authenticator: deps.authenticator,
       willAuthz: deps.config.willAuthz,
-      publish: (m, epoch) => void this.publish(m, epoch),
+      // a will's topic is usually its client's own (fleet/<id>/state): published once
+      publish: (m, epoch) => void this.publish(m, epoch, true),
       onDecision: (record, verdict) => this.observer?.willDecided(record, verdict),
     });
   }
@@ -133,16 +135,17 @@ export class Broker {
    * cluster, forwards to the other nodes with matching subscriptions. A promise means QoS 1/2
    * copies are being stored (persistent sessions' journals, other nodes' bus streams):
    * acknowledge the publisher when it resolves, not before. `writerEpoch` is the publisher's
-   * session incarnation (retained fencing in the cluster).
+   * session incarnation (retained fencing in the cluster). `once`: a topic published once (a
+   * will), whose match the router does not remember.
    */
-  publish(message: StoredMessage, writerEpoch?: number): void | Promise<void> {
+  publish(message: StoredMessage, writerEpoch?: number, once?: boolean): void | Promise<void> {
     if (message.retain && this.deps.config.retainAvailable) {
       void this.deps.retained.set(message, writerEpoch);
       this.deps.metrics.retainedMessages.set(this.deps.retained.count());
     }
     const cluster = this.clusterSide;
     if (cluster && message.qos > 0) message.id ??= cluster.newMessageId();
-    const routes = this.router.route(message);
+    const routes = this.router.route(message, once ? ONCE : undefined);
     const stored = this.deliver(message, routes);
     if (!cluster) return stored;
     const writes = both(stored, cluster.forward(message, routes));

@@ -30,7 +30,8 @@ export interface RemoteMatch {
 export interface RemoteRoutes {
   /** This node's own member id: shared picks for it are delivered here. */
   readonly member: string;
-  route(topic: string): RemoteMatch;
+  /** `once`: a topic published once (a will), its match not remembered (TopicTrie.match). */
+  route(topic: string, once?: boolean): RemoteMatch;
 }
 
 export interface Routes {
@@ -87,23 +88,24 @@ export class Router {
 
   /**
    * Local sessions and remote members for a message. `onlyClients` limits the local part to
-   * some sessions; `remote: false` leaves the other nodes out (a message forwarded here).
+   * some sessions; `remote: false` leaves the other nodes out (a message forwarded here);
+   * `once` for a topic published once (a will): neither trie remembers its match.
    */
-  route(message: StoredMessage, opts: { onlyClients?: ReadonlySet<string>; remote?: boolean } = {}): Routes {
+  route(message: StoredMessage, opts: { onlyClients?: ReadonlySet<string>; remote?: boolean; once?: boolean } = {}): Routes {
     const r = this.result;
     this.clear();
     this.gen++;
     this.message = message;
     this.onlyClients = opts.onlyClients;
     try {
-      this.trie.match(message.topic, this.visit);
+      this.trie.match(message.topic, this.visit, opts.once !== true);
     } finally {
       this.message = undefined;
       this.onlyClients = undefined;
     }
     const remote = opts.remote === false ? undefined : this.remote;
     if (remote) {
-      const match = remote.route(message.topic);
+      const match = remote.route(message.topic, opts.once);
       r.remote = match;
       for (const pick of match.shared) (pick.member === remote.member ? this.localShared : this.remoteShared).push(pick);
     }

@@ -32,8 +32,8 @@ export class Forwarder implements RemoteRoutes {
     return this.node.member;
   }
 
-  route(topic: string): RemoteMatch {
-    return this.node.routes.route(topic);
+  route(topic: string, once?: boolean): RemoteMatch {
+    return this.node.routes.route(topic, once);
   }
 
   // ---- out --------------------------------------------------------------------------------

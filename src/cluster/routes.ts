@@ -177,11 +177,11 @@ export class RouteTable implements RemoteRoutes {
    * Members to forward a message to, and the member chosen for each matching shared group.
    * The result is valid until the next call (the per-publish path allocates nothing).
    */
-  route(topic: string): RemoteMatch {
+  route(topic: string, once = false): RemoteMatch {
     const r = this.scratch;
     r.members.clear();
     r.shared.length = 0;
-    this.trie.match(topic, this.visit);
+    this.trie.match(topic, this.visit, !once);
     return r;
   }
 

@@ -119,3 +119,18 @@ test('a visit that removes the last member of a shared group does not break the 
   assert.deepEqual(seen, ['a']);
   assert.deepEqual(matches(t, 's/1'), []);
 });
+
+test('a match not to be remembered (a will topic) answers the same and leaves the cache as it was', () => {
+  const t = new TopicTrie<Subscriber>({ topics: 2, entries: 100, topicChars: 1000 });
+  t.add(client('monitor'), sub('fleet/#'));
+  t.add(client('one'), sub('fleet/a/state'));
+  matches(t, 'fleet/x');
+  matches(t, 'fleet/y');
+  assert.equal(t.rememberedTopics, 2, 'the steady topics fill the cache');
+  const once: string[] = [];
+  t.match('fleet/a/state', (e) => once.push(`${e.subscriber.clientId}:${e.sub.filter}`), false);
+  assert.deepEqual(once.sort(), ['monitor:fleet/#', 'one:fleet/a/state']);
+  assert.equal(t.rememberedTopics, 2, 'not remembered, and the full cache was not emptied for it');
+  assert.deepEqual(matches(t, 'fleet/a/state'), ['monitor:fleet/#', 'one:fleet/a/state'], 'a remembered lookup of the same topic still answers');
+  assert.equal(t.rememberedTopics, 1, 'a third remembered topic empties the full cache, as before');
+});
