@@ -7,6 +7,9 @@
 import { readFileSync } from 'node:fs';
 import { RawClient, PublishTemplate, nowUs, setClockBase, loopbackSource, SEQ_OFFSET, PUB_OFFSET, TS_OFFSET } from './client.mjs';
 import { Histogram } from '../lib/histogram.mjs';
+import mqttPacket from 'mqtt-packet';
+
+const { generate } = mqttPacket;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -387,6 +390,40 @@ async function runRetained(p, shard) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Before the wills: the survivor serves traffic, as a node in production has long before a
+// peer dies. `p.warmup` QoS 1 publishes from a client on node B, each on its own topic
+// (bench/will/warm/<i>, like the wills' one topic per client), reach the monitor at QoS 1 and
+// are acknowledged: the publish, routing and QoS 1 delivery code the wills take is then
+// compiled, as on a node that has been running. Bounded: 100 in flight, 60 s.
+async function warmSurvivor(p, sub) {
+  const prefix = 'bench/will/warm/';
+  let delivered = 0;
+  const onPublish = sub.onPublish;
+  sub.onPublish = (buf, off, qos, id, now, len, topicStart, topicLen) => {
+    if (buf.toString('utf8', topicStart, topicStart + prefix.length) === prefix) delivered++;
+    else onPublish(buf, off, qos, id, now, len, topicStart, topicLen);
+  };
+  const pub = new RawClient({ port: p.portB, clientId: 'bench-will-warm' });
+  if ((await pub.connect()) !== 0) throw new Error('warm-up publisher refused');
+  let acked = 0;
+  pub.onPuback = () => { acked++; };
+  const payload = Buffer.from('up');
+  const deadline = Date.now() + 60000;
+  for (let sent = 0; sent < p.warmup && Date.now() < deadline;) {
+    const n = Math.min(100, p.warmup - sent);
+    const parts = [];
+    for (let i = 0; i < n; i++) parts.push(generate({ cmd: 'publish', topic: `${prefix}${sent + i}`, payload, qos: 1, retain: false, messageId: ((sent + i) % 65535) + 1 }));
+    pub.write(Buffer.concat(parts));
+    sent += n;
+    while (acked < sent && Date.now() < deadline) await sleep(1);
+  }
+  while (delivered < p.warmup && Date.now() < deadline) await sleep(5);
+  if (delivered < p.warmup) throw new Error(`warm-up: only ${delivered}/${p.warmup} delivered within 60 s`);
+  pub.disconnect();
+  sub.onPublish = onPublish;
+}
+
+// ---------------------------------------------------------------------------------------
 // Will failover: `clients` connections with wills on node A (portA), one subscriber on node B.
 // The orchestrator SIGKILLs node A and sends go {killedAtUs}; we time each will's arrival.
 // params: portA, portB, clients, timeoutMs
@@ -409,6 +446,7 @@ async function runWill(p, shard) {
     else duplicates++; // the monitor stays connected: a second copy is a will fired twice
   };
   if ((await sub.subscribe('bench/will/#', 1)) !== 1) throw new Error('will subscribe refused');
+  if (p.warmup > 0) await warmSurvivor(p, sub);
 
   // holders connect 100 at a time (10,000 one after another would take minutes)
   const holders = [];
