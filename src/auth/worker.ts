@@ -75,7 +75,8 @@ export async function verifyTokens(input: VerifyTokensInput): Promise<VerifyToke
       // a batch that names no key or policy is a bug on the main thread: refused, never verified without one
       result = { ok: false, reason: 'internal_error', waitMs: 0, runMs: 0 };
     } else {
-      const id = `${item.keyIndex}:${item.alg}`;
+      // usableKey's answer depends on the key, the alg and the policy's allow-list
+      const id = `${item.keyIndex}:${item.policyIndex}:${item.alg}`;
       let k = usable.get(id);
       if (!k) {
         k = await usableKey(key, item.alg, policy.algorithms);
