@@ -1,7 +1,7 @@
 // The bus's wire format: what one Redis stream entry holds. A publish (the hot path) is one
-// flat binary record, no JSON unless it carries rarely used parts (encodePublish); a kick is
+// flat binary record, no JSON unless it carries rarely used parts (BatchWriter.publish); a kick is
 // a codec frame {k, f, ...}. Several envelopes sent to one member in one event-loop turn go
-// as one entry (encodeBatch). The reader loop that moves these is bus.ts.
+// as one entry (BatchWriter, decodeEntry). The reader loop that moves these is bus.ts.
 import type { MessageProperties, StoredMessage } from '../store/types.js';
 import { decodeFramed, decodeMessage, encodeFramed, encodeMessage } from '../store/redis/codec.js';
 
@@ -40,16 +40,11 @@ interface Header {
   h?: number;
 }
 
+/** One envelope on its own (the value of an `m` entry). */
 export function encodeEnvelope(e: BusEnvelope): Buffer {
-  if (e.kind === 'kick') return encodeFramed({ k: 'k', f: e.from, c: e.clientId, e: e.epoch } satisfies Header, Buffer.alloc(0));
-  const flat = encodePublish(e);
-  if (flat) return flat;
-  const h: Header = { k: 'p', f: e.from };
-  if (e.normal) h.n = 1;
-  if (e.shared.length > 0) h.s = e.shared.map((s) => [s.group, s.filter]);
-  if (e.only) h.o = [...e.only];
-  if (e.hops) h.h = e.hops;
-  return encodeFramed(h, encodeMessage(e.message));
+  const w = new BatchWriter();
+  w.add(e);
+  return w.finish().body;
 }
 
 // A flat publish record:
@@ -64,6 +59,8 @@ const F_ID = 4;
 const F_EXPIRES = 8;
 const F_EXTRA = 16;
 const QOS_SHIFT = 5;
+/** The most a str field may hold; a longer string sends the envelope JSON-framed. */
+const STR_MAX = 0xffff;
 
 interface PublishExtra {
   s?: [string, string][];
@@ -72,124 +69,270 @@ interface PublishExtra {
   p?: Omit<MessageProperties, 'correlationData'> & { correlationData?: string };
 }
 
-/** The flat encoding of a publish envelope, or undefined when a string is too long for it. */
-function encodePublish(e: PublishEnvelope): Buffer | undefined {
+function publishExtra(e: PublishEnvelope): Buffer | undefined {
   const m = e.message;
-  let flags = (m.qos << QOS_SHIFT) | (e.normal ? F_NORMAL : 0) | (m.retain ? F_RETAIN : 0);
-  let extra: Buffer | undefined;
-  if (e.shared.length > 0 || e.only || e.hops || m.properties) {
-    const x: PublishExtra = {};
-    if (e.shared.length > 0) x.s = e.shared.map((s) => [s.group, s.filter]);
-    if (e.only) x.o = [...e.only];
-    if (e.hops) x.h = e.hops;
-    if (m.properties) {
-      const { correlationData, ...rest } = m.properties;
-      x.p = correlationData ? { ...rest, correlationData: correlationData.toString('base64') } : rest;
-    }
-    extra = Buffer.from(JSON.stringify(x), 'utf8');
-    flags |= F_EXTRA;
+  if (!(e.shared.length > 0 || e.only || e.hops || m.properties)) return undefined;
+  const x: PublishExtra = {};
+  if (e.shared.length > 0) x.s = e.shared.map((s) => [s.group, s.filter]);
+  if (e.only) x.o = [...e.only];
+  if (e.hops) x.h = e.hops;
+  if (m.properties) {
+    const { correlationData, ...rest } = m.properties;
+    x.p = correlationData ? { ...rest, correlationData: correlationData.toString('base64') } : rest;
   }
-  const fromLen = Buffer.byteLength(e.from);
-  const topicLen = Buffer.byteLength(m.topic);
-  const originLen = Buffer.byteLength(m.origin);
-  const idLen = m.id === undefined ? 0 : Buffer.byteLength(m.id);
-  if (fromLen > 0xffff || topicLen > 0xffff || originLen > 0xffff || idLen > 0xffff) return undefined;
-  let size = 2 + 2 + fromLen + 2 + topicLen + 2 + originLen + m.payload.length;
-  if (m.id !== undefined) {
-    flags |= F_ID;
-    size += 2 + idLen;
-  }
-  if (m.expiresAtMs !== undefined) {
-    flags |= F_EXPIRES;
-    size += 8;
-  }
-  if (extra) size += 4 + extra.length;
-  const out = Buffer.allocUnsafe(size);
-  out[0] = PUBLISH_FLAT;
-  out[1] = flags;
-  let at = out.writeUInt16BE(fromLen, 2);
-  at += out.write(e.from, at, 'utf8');
-  at = out.writeUInt16BE(topicLen, at);
-  at += out.write(m.topic, at, 'utf8');
-  at = out.writeUInt16BE(originLen, at);
-  at += out.write(m.origin, at, 'utf8');
-  if (m.id !== undefined) {
-    at = out.writeUInt16BE(idLen, at);
-    at += out.write(m.id, at, 'utf8');
-  }
-  if (m.expiresAtMs !== undefined) at = out.writeDoubleBE(m.expiresAtMs, at);
-  if (extra) {
-    at = out.writeUInt32BE(extra.length, at);
-    at += extra.copy(out, at);
-  }
-  m.payload.copy(out, at);
-  return out;
+  return Buffer.from(JSON.stringify(x), 'utf8');
 }
 
-function decodePublish(buf: Buffer): PublishEnvelope {
-  let at = 2;
-  const take = (n: number): number => {
-    if (at + n > buf.length) throw new Error('bus entry truncated');
-    const from = at;
-    at += n;
-    return from;
-  };
-  const str = (): string => {
-    const n = buf.readUInt16BE(take(2));
-    const from = take(n);
-    return buf.toString('utf8', from, from + n);
-  };
-  const flags = buf[1];
-  const from = str();
-  const message: StoredMessage = { topic: str(), payload: EMPTY, qos: ((flags >> QOS_SHIFT) & 3) as 0 | 1 | 2, retain: (flags & F_RETAIN) !== 0, origin: str() };
-  if (flags & F_ID) message.id = str();
-  if (flags & F_EXPIRES) message.expiresAtMs = buf.readDoubleBE(take(8));
-  let x: PublishExtra = {};
-  if (flags & F_EXTRA) {
-    const n = buf.readUInt32BE(take(4));
-    const start = take(n);
-    x = JSON.parse(buf.toString('utf8', start, start + n)) as PublishExtra;
+/** Whether a string's UTF-8 form fits a str field (no counting for the usual short strings). */
+function fitsStr(s: string): boolean {
+  // a UTF-16 unit is at most 3 UTF-8 bytes
+  return s.length * 3 <= STR_MAX || Buffer.byteLength(s) <= STR_MAX;
+}
+
+/**
+ * Envelopes for one member, written straight into one buffer in the batch format
+ * ([u32 length][envelope] repeated): no buffer per message and no copy into a batch afterwards.
+ * The usual publish (short ASCII strings) is written byte by byte: for strings of a few dozen
+ * characters that is cheaper than a call into Buffer.write.
+ */
+export class BatchWriter {
+  private buf: Buffer;
+  private at = 0;
+  private frames = 0;
+  /** The last from string and its bytes (a node sends every publish under its own member id). */
+  private fromStr = '';
+  private fromBuf = EMPTY;
+
+  constructor(sizeHint = 1024) {
+    this.buf = Buffer.allocUnsafe(Math.max(256, sizeHint));
   }
-  if (x.p) {
-    const { correlationData, ...rest } = x.p;
-    message.properties = correlationData !== undefined ? { ...rest, correlationData: Buffer.from(correlationData, 'base64') } : rest;
+
+  get count(): number {
+    return this.frames;
+  }
+
+  get size(): number {
+    return this.at;
+  }
+
+  add(e: BusEnvelope): void {
+    const start = this.at;
+    try {
+      this.ensure(4);
+      this.at += 4;
+      if (e.kind !== 'publish' || !this.publish(e)) {
+        const framed = encodeFramedEnvelope(e);
+        this.ensure(framed.length);
+        this.buf.set(framed, this.at);
+        this.at += framed.length;
+      }
+    } catch (err) {
+      this.at = start; // the batch stays whole without it
+      throw err;
+    }
+    this.buf.writeUInt32BE(this.at - start - 4, start);
+    this.frames++;
+  }
+
+  /** The stream entry: one envelope alone under field `m`, several as a batch under `b`. */
+  finish(): { field: 'm' | 'b'; body: Buffer } {
+    const body = this.frames === 1 ? this.buf.subarray(4, this.at) : this.buf.subarray(0, this.at);
+    // a body much smaller than its buffer would pin the rest while the command is queued
+    return { field: this.frames === 1 ? 'm' : 'b', body: body.length * 2 < this.buf.length ? Buffer.from(body) : body };
+  }
+
+  private ensure(n: number): void {
+    if (this.at + n <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.at + n));
+    this.buf.copy(grown, 0, 0, this.at);
+    this.buf = grown;
+  }
+
+  /** The flat record; false when a string is too long for it (the caller frames it as JSON). */
+  private publish(e: PublishEnvelope): boolean {
+    const m = e.message;
+    if (!fitsStr(e.from) || !fitsStr(m.topic) || !fitsStr(m.origin) || (m.id !== undefined && !fitsStr(m.id))) return false;
+    const extra = publishExtra(e);
+    let flags = (m.qos << QOS_SHIFT) | (e.normal ? F_NORMAL : 0) | (m.retain ? F_RETAIN : 0);
+    if (m.id !== undefined) flags |= F_ID;
+    if (m.expiresAtMs !== undefined) flags |= F_EXPIRES;
+    if (extra) flags |= F_EXTRA;
+    this.ensure(2);
+    this.buf[this.at++] = PUBLISH_FLAT;
+    this.buf[this.at++] = flags;
+    if (e.from !== this.fromStr) {
+      this.fromStr = e.from;
+      this.fromBuf = Buffer.from(e.from, 'utf8');
+    }
+    this.ensure(2 + this.fromBuf.length);
+    this.buf.writeUInt16BE(this.fromBuf.length, this.at);
+    this.buf.set(this.fromBuf, this.at + 2);
+    this.at += 2 + this.fromBuf.length;
+    this.str(m.topic);
+    this.str(m.origin);
+    if (m.id !== undefined) this.str(m.id);
+    if (m.expiresAtMs !== undefined) {
+      this.ensure(8);
+      this.at = this.buf.writeDoubleBE(m.expiresAtMs, this.at);
+    }
+    if (extra) {
+      this.ensure(4 + extra.length);
+      this.at = this.buf.writeUInt32BE(extra.length, this.at);
+      this.buf.set(extra, this.at);
+      this.at += extra.length;
+    }
+    this.ensure(m.payload.length);
+    this.buf.set(m.payload, this.at);
+    this.at += m.payload.length;
+    return true;
+  }
+
+  /** A str field (its length fits, checked by the caller). */
+  private str(s: string): void {
+    const n = s.length;
+    this.ensure(2 + 3 * n);
+    const buf = this.buf;
+    const at = this.at + 2;
+    let i = 0;
+    for (; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c > 0x7f) break;
+      buf[at + i] = c;
+    }
+    const len = i === n ? n : buf.write(s, at, 'utf8');
+    buf[this.at] = len >>> 8;
+    buf[this.at + 1] = len & 0xff;
+    this.at = at + len;
+  }
+}
+
+function encodeFramedEnvelope(e: BusEnvelope): Buffer {
+  if (e.kind === 'kick') return encodeFramed({ k: 'k', f: e.from, c: e.clientId, e: e.epoch } satisfies Header, Buffer.alloc(0));
+  const h: Header = { k: 'p', f: e.from };
+  if (e.normal) h.n = 1;
+  if (e.shared.length > 0) h.s = e.shared.map((s) => [s.group, s.filter]);
+  if (e.only) h.o = [...e.only];
+  if (e.hops) h.h = e.hops;
+  return encodeFramed(h, encodeMessage(e.message));
+}
+
+/**
+ * Strings the receiving node decodes again and again (the sending member, topics, publishers'
+ * client ids) come from a small table: no native call per string, and the same string object
+ * each time, whose hash the route cache's Map lookup has already computed. Direct-mapped by a
+ * hash of the bytes, compared byte for byte on a hit; only ASCII strings of up to 64 bytes.
+ */
+const INTERN_SLOTS = 512;
+const INTERN_MAX = 64;
+const internBytes: (Buffer | undefined)[] = new Array(INTERN_SLOTS);
+const internStrs: string[] = new Array(INTERN_SLOTS);
+
+function decodeStr(buf: Buffer, start: number, end: number): string {
+  const n = end - start;
+  if (n === 0) return '';
+  if (n > INTERN_MAX) return buf.toString('utf8', start, end);
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) {
+    const c = buf[i];
+    if (c > 0x7f) return buf.toString('utf8', start, end);
+    h = Math.imul(h ^ c, 0x01000193);
+  }
+  const slot = (h ^ (h >>> 15)) & (INTERN_SLOTS - 1);
+  const known = internBytes[slot];
+  if (known !== undefined && known.length === n) {
+    let i = 0;
+    while (i < n && known[i] === buf[start + i]) i++;
+    if (i === n) return internStrs[slot];
+  }
+  const s = buf.toString('latin1', start, end);
+  const copy = Buffer.allocUnsafeSlow(n);
+  buf.copy(copy, 0, start, end);
+  internBytes[slot] = copy;
+  internStrs[slot] = s;
+  return s;
+}
+
+/** Decodes the flat record in buf[start, end). */
+function decodePublish(buf: Buffer, start: number, end: number): PublishEnvelope {
+  let at = start + 2;
+  const flags = buf[start + 1];
+  // str fields: u16 length, then bytes; any field running past the end is a truncated entry
+  if (at + 2 > end) throw truncated();
+  let n = (buf[at] << 8) | buf[at + 1];
+  if ((at += 2) + n > end) throw truncated();
+  const from = decodeStr(buf, at, (at += n));
+  if (at + 2 > end) throw truncated();
+  n = (buf[at] << 8) | buf[at + 1];
+  if ((at += 2) + n > end) throw truncated();
+  const topic = decodeStr(buf, at, (at += n));
+  if (at + 2 > end) throw truncated();
+  n = (buf[at] << 8) | buf[at + 1];
+  if ((at += 2) + n > end) throw truncated();
+  const origin = decodeStr(buf, at, (at += n));
+  const message: StoredMessage = { topic, payload: EMPTY, qos: ((flags >> QOS_SHIFT) & 3) as 0 | 1 | 2, retain: (flags & F_RETAIN) !== 0, origin };
+  if (flags & F_ID) {
+    if (at + 2 > end) throw truncated();
+    n = (buf[at] << 8) | buf[at + 1];
+    if ((at += 2) + n > end) throw truncated();
+    // unique per message: not worth a table slot
+    message.id = buf.toString('utf8', at, (at += n));
+  }
+  if (flags & F_EXPIRES) {
+    if (at + 8 > end) throw truncated();
+    message.expiresAtMs = buf.readDoubleBE(at);
+    at += 8;
+  }
+  let x: PublishExtra | undefined;
+  if (flags & F_EXTRA) {
+    if (at + 4 > end) throw truncated();
+    n = buf.readUInt32BE(at);
+    if ((at += 4) + n > end) throw truncated();
+    x = JSON.parse(buf.toString('utf8', at, (at += n))) as PublishExtra;
+    if (x.p) {
+      const { correlationData, ...rest } = x.p;
+      message.properties = correlationData !== undefined ? { ...rest, correlationData: Buffer.from(correlationData, 'base64') } : rest;
+    }
   }
   // a copy: the entry is a view into a reply buffer that queued messages must not pin
-  message.payload = Buffer.from(buf.subarray(at));
-  const e: PublishEnvelope = { kind: 'publish', from, message, normal: (flags & F_NORMAL) !== 0, shared: (x.s ?? []).map(([group, filter]) => ({ group, filter })) };
-  return x.o ? { ...e, only: x.o, hops: x.h ?? 0 } : e;
+  if (end > at) {
+    message.payload = Buffer.allocUnsafe(end - at);
+    buf.copy(message.payload, 0, at, end);
+  }
+  const e: PublishEnvelope = { kind: 'publish', from, message, normal: (flags & F_NORMAL) !== 0, shared: x?.s ? x.s.map(([group, filter]) => ({ group, filter })) : NO_SHARED };
+  return x?.o ? { ...e, only: x.o, hops: x.h ?? 0 } : e;
 }
+
+const truncated = (): Error => new Error('bus entry truncated');
+const NO_SHARED: PublishEnvelope['shared'] = Object.freeze([]) as PublishEnvelope['shared'];
 
 const EMPTY = Buffer.alloc(0);
 
 export function decodeEnvelope(buf: Buffer): BusEnvelope {
-  if (buf[0] === PUBLISH_FLAT) return decodePublish(buf);
-  const { header: h, body } = decodeFramed<Header>(buf);
+  return decodeAt(buf, 0, buf.length);
+}
+
+function decodeAt(buf: Buffer, start: number, end: number): BusEnvelope {
+  if (buf[start] === PUBLISH_FLAT) return decodePublish(buf, start, end);
+  const { header: h, body } = decodeFramed<Header>(buf.subarray(start, end));
   if (h.k === 'k') return { kind: 'kick', from: h.f, clientId: h.c ?? '', epoch: h.e ?? 0 };
   const e: PublishEnvelope = { kind: 'publish', from: h.f, message: decodeMessage(body), normal: h.n === 1, shared: (h.s ?? []).map(([group, filter]) => ({ group, filter })) };
   return h.o ? { ...e, only: h.o, hops: h.h ?? 0 } : e;
 }
 
-/** Several envelopes in one stream entry: [u32 length][envelope] repeated. */
-export function encodeBatch(frames: readonly Buffer[]): Buffer {
-  let size = 0;
-  for (const f of frames) size += 4 + f.length;
-  const out = Buffer.allocUnsafe(size);
-  let at = 0;
-  for (const f of frames) {
-    out.writeUInt32BE(f.length, at);
-    f.copy(out, at + 4);
-    at += 4 + f.length;
-  }
-  return out;
-}
+const BATCH_FIELD = 0x62; // 'b'
 
-export function decodeBatch(buf: Buffer): Buffer[] {
-  const out: Buffer[] = [];
-  for (let at = 0; at + 4 <= buf.length; ) {
-    const n = buf.readUInt32BE(at);
-    out.push(buf.subarray(at + 4, at + 4 + n));
-    at += 4 + n;
+/**
+ * The envelopes of one stream entry, in order: field `m` holds one, field `b` a batch
+ * ([u32 length][envelope] repeated, BatchWriter). Throws on a damaged entry before returning any.
+ */
+export function decodeEntry(field: Buffer, body: Buffer): BusEnvelope[] {
+  if (!(field.length === 1 && field[0] === BATCH_FIELD)) return [decodeAt(body, 0, body.length)];
+  const out: BusEnvelope[] = [];
+  for (let at = 0; at + 4 <= body.length; ) {
+    const end = at + 4 + body.readUInt32BE(at);
+    if (end > body.length) throw truncated();
+    out.push(decodeAt(body, at + 4, end));
+    at = end;
   }
   return out;
 }

@@ -10,7 +10,7 @@ import type { Metrics } from '../metrics.js';
 import type { StoredMessage } from '../store/types.js';
 import type { ClusterKeys } from './keys.js';
 import type { RedisConnection, VigilRedis } from '../redis/connection.js';
-import { decodeBatch, decodeEnvelope, encodeBatch, encodeEnvelope, type BusEnvelope, type PublishEnvelope } from './bus-codec.js';
+import { BatchWriter, decodeEntry, type BusEnvelope, type PublishEnvelope } from './bus-codec.js';
 
 export type BusHandler = (envelope: BusEnvelope) => void | Promise<void>;
 
@@ -31,7 +31,7 @@ const NONE: PublishEnvelope['shared'] = [];
 
 /** What is sent to one member in one event-loop turn. */
 interface Batch {
-  frames: Buffer[];
+  envelopes: BatchWriter;
   /** send() callers, told whether the entry was stored. */
   waiters: { resolve(sent: boolean): void; reject(err: Error): void }[];
   /** post()ed QoS 0 publishes in it (counted when the entry cannot be stored). */
@@ -46,6 +46,8 @@ export class MessageBus {
   private loop?: Promise<void>;
   private handler?: BusHandler;
   private readonly outgoing = new Map<string, Batch>();
+  /** The largest batch of the last flush: a new batch's buffer starts at that size (rarely grown). */
+  private batchSizeHint = 1024;
 
   constructor(private readonly o: MessageBusOptions) {
     this.selfMember = o.member;
@@ -100,11 +102,7 @@ export class MessageBus {
     const out: PublishEnvelope[] = [];
     for (const [, fields] of entries) {
       if (!fields || fields.length < 2) continue;
-      const frames = fields[0].toString() === 'b' ? decodeBatch(fields[1]) : [fields[1]];
-      for (const frame of frames) {
-        const e = decodeEnvelope(frame);
-        if (e.kind === 'publish') out.push(e);
-      }
+      for (const e of decodeEntry(fields[0], fields[1])) if (e.kind === 'publish') out.push(e);
     }
     return out;
   }
@@ -116,7 +114,7 @@ export class MessageBus {
    */
   send(member: string, envelope: BusEnvelope): Promise<boolean> {
     const b = this.batchFor(member);
-    b.frames.push(encodeEnvelope(envelope));
+    b.envelopes.add(envelope);
     return new Promise<boolean>((resolve, reject) => b.waiters.push({ resolve, reject }));
   }
 
@@ -126,14 +124,14 @@ export class MessageBus {
    */
   post(member: string, message: StoredMessage, normal: boolean): void {
     const b = this.batchFor(member);
-    b.frames.push(encodeEnvelope({ kind: 'publish', from: this.selfMember, message, normal, shared: NONE }));
+    b.envelopes.add({ kind: 'publish', from: this.selfMember, message, normal, shared: NONE });
     b.posts++;
   }
 
   private batchFor(member: string): Batch {
     let batch = this.outgoing.get(member);
     if (!batch) {
-      batch = { frames: [], waiters: [], posts: 0 };
+      batch = { envelopes: new BatchWriter(this.batchSizeHint), waiters: [], posts: 0 };
       this.outgoing.set(member, batch);
       if (this.outgoing.size === 1) setImmediate(() => this.flush());
     }
@@ -143,13 +141,16 @@ export class MessageBus {
   private flush(): void {
     const all = [...this.outgoing];
     this.outgoing.clear();
+    this.batchSizeHint = 1024;
     for (const [member, batch] of all) {
-      const body = batch.frames.length === 1 ? batch.frames[0] : encodeBatch(batch.frames);
+      const count = batch.envelopes.count;
+      this.batchSizeHint = Math.max(this.batchSizeHint, batch.envelopes.size);
+      const { field, body } = batch.envelopes.finish();
       this.o.redis.client
-        .xadd(this.o.keys.nodeBus(member), 'NOMKSTREAM', 'MAXLEN', '~', this.o.maxLength ?? 100_000, '*', batch.frames.length === 1 ? 'm' : 'b', body)
+        .xadd(this.o.keys.nodeBus(member), 'NOMKSTREAM', 'MAXLEN', '~', this.o.maxLength ?? 100_000, '*', field, body)
         .then(
           (id) => {
-            if (id !== null) this.o.metrics?.crossNodeMessagesTotal.inc({ direction: 'out' }, batch.frames.length);
+            if (id !== null) this.o.metrics?.crossNodeMessagesTotal.inc({ direction: 'out' }, count);
             else if (batch.posts > 0) this.o.metrics?.messagesDroppedTotal.inc({ reason: 'node_gone' }, batch.posts);
             for (const w of batch.waiters) w.resolve(id !== null);
           },
@@ -242,11 +243,11 @@ export class MessageBus {
           continue;
         }
         try {
-          const frames = fields[0].toString() === 'b' ? decodeBatch(fields[1]) : [fields[1]];
-          this.o.metrics?.crossNodeMessagesTotal.inc({ direction: 'in' }, frames.length);
+          const envelopes = decodeEntry(fields[0], fields[1]);
+          this.o.metrics?.crossNodeMessagesTotal.inc({ direction: 'in' }, envelopes.length);
           const results: Promise<void>[] = [];
-          for (const frame of frames) {
-            const result = this.handler!(decodeEnvelope(frame));
+          for (const envelope of envelopes) {
+            const result = this.handler!(envelope);
             if (result instanceof Promise) results.push(result);
           }
           if (results.length > 0) waiting.push({ id, result: Promise.all(results).then(() => undefined) });

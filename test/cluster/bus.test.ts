@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { MessageBus } from '../../src/cluster/bus.js';
-import { decodeEnvelope, encodeEnvelope, type BusEnvelope } from '../../src/cluster/bus-codec.js';
+import { BatchWriter, decodeEntry, decodeEnvelope, encodeEnvelope, type BusEnvelope } from '../../src/cluster/bus-codec.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
 import { Closer, message, newKeys, sleep, waitFor } from './support.js';
 
@@ -57,6 +57,36 @@ describe('cross-node bus', { timeout: 60000 }, () => {
     // a cut-off entry is an error (the read loop leaves it pending), not a wrong message
     const whole = encodeEnvelope(cases[0]);
     assert.throws(() => decodeEnvelope(whole.subarray(0, 12)), /truncated/);
+  });
+
+  it('a batch written in one buffer reads back envelope by envelope, in the [u32 length][envelope] format', () => {
+    const sent: BusEnvelope[] = [];
+    // 2,000 distinct topics and publishers through the receiver's string table (512 slots),
+    // each seen twice: a slot taken over by another string never answers for the old one
+    for (let i = 0; i < 4000; i++) {
+      const n = i % 2000;
+      sent.push({ kind: 'publish', from: 'A/1', message: message(`fleet/${n}/state`, `p${i}`, { qos: 0, retain: false, origin: `dev-${n}` }), normal: true, shared: [] });
+    }
+    // same-length strings that differ in one byte, non-ASCII, one longer than the table takes
+    sent.push({ kind: 'publish', from: 'A/1', message: message('fleet/1/statf', 'x', { qos: 0, retain: false, origin: 'dev-1' }), normal: true, shared: [] });
+    sent.push({ kind: 'publish', from: 'Ä/2', message: message('ŝensoroj/ĉambro/1', '', { qos: 1, origin: 'ĉ-1', id: 'Ä/2.1' }), normal: true, shared: [] });
+    sent.push({ kind: 'publish', from: 'A/1', message: message(`t/${'x'.repeat(70)}`, 'y', { qos: 0, retain: false, origin: 'o'.repeat(65) }), normal: true, shared: [] });
+    // a topic too long for the flat record's u16 lengths goes JSON-framed in the same batch
+    sent.push({ kind: 'publish', from: 'A/1', message: message('é'.repeat(40000), 'z', { qos: 1, id: 'A/1.2' }), normal: false, shared: [{ group: 'g', filter: '#' }] });
+    sent.push({ kind: 'kick', from: 'A/1', clientId: 'c', epoch: 4 });
+    const w = new BatchWriter(64);
+    for (const e of sent) w.add(e);
+    const { field, body } = w.finish();
+    assert.equal(field, 'b');
+    assert.deepEqual(decodeEntry(Buffer.from(field), body), sent);
+    // the same bytes as envelopes encoded one by one and framed with their u32 lengths
+    assert.deepEqual(body, Buffer.concat(sent.map((e) => { const f = encodeEnvelope(e); const n = Buffer.alloc(4); n.writeUInt32BE(f.length); return Buffer.concat([n, f]); })));
+    // one envelope alone is an `m` entry without the length
+    const one = new BatchWriter();
+    one.add(sent[0]);
+    assert.deepEqual(one.finish(), { field: 'm', body: encodeEnvelope(sent[0]) });
+    // a batch cut off inside an envelope is an error for the whole entry (it stays pending)
+    assert.throws(() => decodeEntry(Buffer.from('b'), body.subarray(0, body.length - 3)), /truncated/);
   });
 
   it('delivers to the addressed node only, once each, in order', async () => {
