@@ -166,7 +166,11 @@ export function goals(summary) {
   {
     const r = get(summary, 'jwt-storm', 'vigil', 'ratioToVerify');
     const v = get(summary, 'jwt-storm', 'vigil', 'verifyPerSec');
-    g.push({ goal: 'JWT connect storm ≥ 0.5× raw RS256 verify rate', measured: Number.isFinite(r) ? `${fmtRatio(r)} (of ${fmt(v, 'verify/s')})` : '—', status: verdict(r, (x) => x >= 0.5) });
+    // bounded by the connect path itself: an anonymous storm on the same CPU, with no verify at
+    // all, is shown beside it (when it is below 0.5× of the verify rate, no verifier can meet this)
+    const anon = ratio(get(summary, 'connect-storm', 'vigil', 'connectsPerSec'), v);
+    const bound = Number.isFinite(anon) ? `; the anonymous storm, no verify at all, is ${fmtRatio(anon)} of it` : '';
+    g.push({ goal: 'JWT connect storm ≥ 0.5× raw RS256 verify rate', measured: Number.isFinite(r) ? `${fmtRatio(r)} (of ${fmt(v, 'verify/s')}${bound})` : '—', status: verdict(r, (x) => x >= 0.5) });
   }
   {
     const v = get(summary, 'idle-memory', 'vigil', 'bytesPerConn');
