@@ -387,12 +387,13 @@ export class Broker {
     // leave the map first: the cluster then drops only the routes, never the stored
     // subscriptions of a session that a fenced or superseded node gives up
     if (this.sessions.get(session.clientId) === session) this.sessions.delete(session.clientId);
-    for (const sub of session.subscriptions.values()) {
-      this.router.remove(session, sub);
-      this.clusterSide?.unsubscribed(session, sub);
-    }
-    // only a session that had subscriptions changes the router (most clean sessions had none)
-    if (session.subscriptions.size > 0) {
+    // only a session that had subscriptions changes the router (most clean sessions had none,
+    // and asking its map would make one: Session.subscriptions)
+    if (session.subscriptionCount > 0) {
+      for (const sub of session.subscriptions.values()) {
+        this.router.remove(session, sub);
+        this.clusterSide?.unsubscribed(session, sub);
+      }
       session.subscriptions.clear();
       this.deps.metrics.subscriptionsCurrent.set(this.router.size);
     }
@@ -426,7 +427,7 @@ export class Broker {
     for (const s of this.sessions.values()) {
       queued += s.queued;
       queuedBytes += s.queuedBytes;
-      inflight += s.inflight.size;
+      inflight += s.inflightCount;
       snapshots += s.snapshotsRunning;
     }
     // the sessions keep the budget as they go; the recount drops what ended sessions held

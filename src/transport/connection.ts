@@ -7,7 +7,7 @@ import type { Packet } from 'mqtt-packet';
 import type { Metrics } from '../metrics.js';
 import { Channel, type ChannelContext, type ChannelIO } from '../protocol/channel.js';
 import { RC } from '../protocol/reason-codes.js';
-import { strictParser, type FramingError, type StrictMqttParser } from './strict-parser.js';
+import { releaseParser, strictParser, type FramingError, type PacketSink, type StrictMqttParser } from './strict-parser.js';
 
 /** Socket-like streams: net.Socket, tls.TLSSocket, or a WebSocket stream. */
 export type ByteStream = Duplex & { remoteAddress?: string; setNoDelay?(noDelay?: boolean): unknown; cork(): void; uncork(): void };
@@ -42,7 +42,8 @@ function listenerCounters(metrics: Metrics, listener: string): ListenerCounters 
 }
 
 class StreamIO implements ChannelIO {
-  private corked = false;
+  /** Written to and not flushed yet. */
+  corked = false;
   private pendingBytesOut = 0;
 
   constructor(
@@ -66,12 +67,20 @@ class StreamIO implements ChannelIO {
   }
   private remote?: string;
 
+  /**
+   * Set while a received chunk is parsed: what its packets write is flushed when the chunk is
+   * done (AttachedConnection.data), the moment the nextTick would have come, without a
+   * nextTick (a tick object per CONNECT in a connect storm). Writes at any other time
+   * (deliveries, asynchronous steps, drain) flush on the next tick.
+   */
+  inChunk = false;
+
   write(bytes: Buffer): void {
     if (this.stream.destroyed) return;
     if (!this.corked) {
       this.corked = true;
       this.stream.cork();
-      process.nextTick(uncork, this);
+      if (!this.inChunk) process.nextTick(uncork, this);
     }
     this.pendingBytesOut += bytes.length;
     this.stream.write(bytes);
@@ -196,7 +205,7 @@ type AttachedStream = ByteStream & { [ATTACHED]?: AttachedConnection };
  * listener table held the channel, session and parser, so a storm copied and promoted all of
  * them (scavenges took 10-20 ms per ~1,200 connections).
  */
-class AttachedConnection {
+class AttachedConnection implements PacketSink {
   /** When the current chunk arrived: one clock read per chunk, not per packet. */
   chunkAtMs = 0;
 
@@ -227,12 +236,17 @@ class AttachedConnection {
     if (channel.state === 'closing' || channel.state === 'closed') return;
     this.chunkAtMs = channel.ctx.clock.now();
     this.counters.bytesIn.inc(chunk.length);
+    const io = this.io;
+    io.inChunk = true;
     try {
       this.parser.parse(chunk);
     } catch (err) {
       // mqtt-packet can throw on some malformed input instead of emitting 'error'
       channel.handleFramingError((err as Error).message);
       return;
+    } finally {
+      io.inChunk = false;
+      if (io.corked) io.flush();
     }
     // the header is parsed and the body is still coming: refuse before buffering it (MQTT 5 §3.2.2.3.6)
     const pendingLength = this.parser.pendingLength;
@@ -255,6 +269,9 @@ function onClose(this: AttachedStream): void {
   c.counters.open.dec();
   c.io.closed();
   c.channel.closed();
+  // nothing calls this connection's parser again (data() is reached through ATTACHED only);
+  // not from inside its own parse, should a stream close synchronously there
+  if (!c.io.inChunk) releaseParser(c.parser);
 }
 
 export function attachConnection(stream: ByteStream, ctx: ChannelContext, listener: string, certSubject?: string): Channel {
@@ -268,8 +285,7 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
   stream.setNoDelay?.(true);
 
   const c = new AttachedConnection(channel, io, parser, counters, ctx.config.maxPacketSize);
-  parser.onPacket = (packet: Packet) => c.packet(packet);
-  parser.onError = (err: FramingError) => c.framingError(err);
+  parser.sink = c;
   (stream as AttachedStream)[ATTACHED] = c;
   stream.on('data', onData);
   stream.on('drain', onDrain);

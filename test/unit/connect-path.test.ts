@@ -9,7 +9,7 @@ import { runInNewContext } from 'node:vm';
 import mqttPacket from 'mqtt-packet';
 import type { Packet } from 'mqtt-packet';
 import { createMetrics } from '../../src/metrics.js';
-import { strictParser } from '../../src/transport/strict-parser.js';
+import { releaseParser, strictParser } from '../../src/transport/strict-parser.js';
 import { attachConnection, lingeringStreams } from '../../src/transport/connection.js';
 import { createTestContext } from '../helpers/channel-context.js';
 import { MemoryStream } from '../helpers/memory-stream.js';
@@ -113,4 +113,81 @@ test('a closed stream that is still referenced keeps neither its channel nor its
   } finally {
     t.close();
   }
+});
+
+test("the CONNACK leaves when the CONNECT's chunk is parsed, not a tick later; writes outside a chunk still wait for the tick", async () => {
+  const t = createTestContext();
+  try {
+    const stream = new MemoryStream();
+    const channel = attachConnection(stream, t.ctx, 'memory');
+    await new Promise((r) => setImmediate(r)); // the stream flows: a push is a 'data' event at once
+    stream.feed(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'flush-1', keepalive: 0 }));
+    // no await: the chunk's packets have been handled and what they wrote is with the stream
+    assert.deepEqual(stream.packets().map((p) => p.cmd), ['connack']);
+    channel.io.write(Buffer.from([0xd0, 0x00]));
+    channel.io.write(Buffer.from([0xd0, 0x00]));
+    assert.equal(stream.written.length, 1, 'a write outside a chunk is corked until the tick');
+    await new Promise((r) => process.nextTick(r));
+    assert.equal(stream.written.length, 3, 'both once the tick came (a socket takes them in one writev)');
+    assert.deepEqual(stream.packets().map((p) => p.cmd), ['connack', 'pingresp', 'pingresp']);
+  } finally {
+    t.close();
+  }
+});
+
+test('a session that never subscribed nor had messages in flight makes no Maps, also when it ends and when the sweep counts it', async () => {
+  const t = createTestContext();
+  try {
+    const stream = new MemoryStream();
+    const channel = attachConnection(stream, t.ctx, 'memory');
+    stream.feed(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'no-maps-1', keepalive: 0 }));
+    await new Promise((r) => setImmediate(r));
+    const session = channel.session!;
+    const maps = () => Object.values(session).filter((v) => v instanceof Map).length;
+    assert.equal(maps(), 0, 'none at CONNECT');
+    t.ctx.broker.sweep(t.ctx.clock.now());
+    assert.equal(maps(), 0, 'none after the sweep counted the in-flight messages');
+    const closed = new Promise((r) => stream.once('close', r));
+    stream.feed(Buffer.from([0xe0, 0x00]));
+    await closed;
+    assert.equal(t.ctx.broker.sessions.get('no-maps-1'), undefined, 'the clean session ended');
+    assert.equal(maps(), 0, 'none when it ended');
+    // made on first use, and then the same map
+    assert.equal(session.subscriptions, session.subscriptions);
+    assert.equal(session.subscriptionCount, 0);
+    assert.equal(maps(), 1);
+  } finally {
+    t.close();
+  }
+});
+
+test('a released parser serves the next connection as a new one would: level 4, nothing buffered, no sink, no listeners', () => {
+  const v5 = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, clientId: 'old-5', keepalive: 0, properties: { sessionExpiryInterval: 10 } });
+  const half = mqttPacket.generate({ cmd: 'publish', topic: 'left/over', payload: Buffer.alloc(100, 1), qos: 0, retain: false, dup: false }, { protocolVersion: 5 });
+  const used = strictParser();
+  const oldPackets: Packet[] = [];
+  used.sink = { packet: (p) => oldPackets.push(p), framingError: () => undefined };
+  used.on('packet', () => assert.fail('a listener of the old connection'));
+  used.parse(Buffer.concat([v5, half.subarray(0, 40)]));
+  assert.deepEqual(oldPackets.map((p) => p.cmd), ['connect']);
+  releaseParser(used);
+
+  const next = strictParser();
+  assert.equal(next, used, 'the released parser is the next one handed out');
+  assert.equal(next.sink, undefined);
+  const stream = Buffer.concat([
+    mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'new-4', keepalive: 0 }),
+    mqttPacket.generate({ cmd: 'publish', topic: 'a/b', payload: Buffer.from('x'), qos: 1, messageId: 3, retain: false, dup: false }),
+  ]);
+  const fresh = strictParser();
+  const parsed = (p: typeof next, cut: number) => {
+    const out: Packet[] = [];
+    p.sink = { packet: (packet) => out.push(packet), framingError: (err) => assert.fail(err.message) };
+    p.parse(stream.subarray(0, cut));
+    p.parse(stream.subarray(cut));
+    return out;
+  };
+  // 3.1.1 reads the PUBLISH without properties: a parser left at level 5 would misread it
+  assert.deepEqual(parsed(next, 5), parsed(fresh, 5));
+  assert.equal(next.listenerCount('packet'), 0);
 });

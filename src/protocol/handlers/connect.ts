@@ -44,8 +44,16 @@ export function handleConnect(ch: Channel, packet: IConnectPacket): void {
   ch.state = 'authenticating';
   ch.connectReceivedAtMs = clock.now();
   const outcome = ch.ctx.authenticator.authenticate(new ConnectAuthRequest(ch, packet, version, verificationsLimited));
-  if (outcome instanceof Promise) ch.waitFor(outcome, (o) => authenticated(ch, packet, o));
+  if (outcome instanceof Promise) authenticateLater(ch, packet, outcome);
   else authenticated(ch, packet, outcome);
+}
+
+// The steps that wait (authentication, the will's authorization, the cluster's claim) make
+// their closures in functions of their own: a closure over a step's parameters makes V8
+// allocate a context on every call of the step, also for the many CONNECTs that never wait.
+
+function authenticateLater(ch: Channel, packet: IConnectPacket, outcome: Promise<AuthOutcome>): void {
+  ch.waitFor(outcome, (o) => authenticated(ch, packet, o));
 }
 
 /**
@@ -171,15 +179,16 @@ function authenticated(ch: Channel, packet: IConnectPacket, outcome: AuthOutcome
     return refuse(ch, { code: RC.CLIENT_IDENTIFIER_NOT_VALID, reason: 'client id not allowed for this identity' });
   }
   const will = packet.will;
-  if (will && ch.ctx.config.willAuthz !== 'fire' && !ch.ctx.authorizer.allowAll) {
-    // VIGIL_WILL_AUTHZ: the client learns at once that its will could never be published
-    const verdict = ch.ctx.authorizer.check(outcome.identity, 'publish', will.topic);
-    const decide = (allowed: boolean) => (allowed ? accept(ch, packet) : refuse(ch, { code: RC.NOT_AUTHORIZED, reason: 'will topic not allowed' }));
-    if (verdict instanceof Promise) ch.waitFor(verdict, (v) => ch.state === 'authenticating' && decide(v.allowed));
-    else decide(verdict.allowed);
-    return;
-  }
+  // VIGIL_WILL_AUTHZ: the client learns at once that its will could never be published
+  if (will && ch.ctx.config.willAuthz !== 'fire' && !ch.ctx.authorizer.allowAll) return authorizeWill(ch, packet, outcome.identity, will.topic);
   accept(ch, packet);
+}
+
+function authorizeWill(ch: Channel, packet: IConnectPacket, identity: Identity, topic: string): void {
+  const verdict = ch.ctx.authorizer.check(identity, 'publish', topic);
+  const decide = (allowed: boolean) => (allowed ? accept(ch, packet) : refuse(ch, { code: RC.NOT_AUTHORIZED, reason: 'will topic not allowed' }));
+  if (verdict instanceof Promise) ch.waitFor(verdict, (v) => ch.state === 'authenticating' && decide(v.allowed));
+  else decide(verdict.allowed);
 }
 
 function accept(ch: Channel, packet: IConnectPacket): void {
@@ -188,6 +197,10 @@ function accept(ch: Channel, packet: IConnectPacket): void {
     openSession(ch, packet, undefined);
     return;
   }
+  acceptInTurn(ch, packet, gate);
+}
+
+function acceptInTurn(ch: Channel, packet: IConnectPacket, gate: ConcurrencyGate): void {
   // Cluster: the claim waits its turn (VIGIL_CLUSTER_CONNECTS_IN_FLIGHT). Meanwhile the CONNECT
   // stays 'authenticating': later packets wait in the backlog, the admission timeout runs.
   gate.enter(() => {
@@ -223,19 +236,20 @@ function openSession(ch: Channel, packet: IConnectPacket, gate: ConcurrencyGate 
   const cleanStart = packet.clean !== false;
   const will = packet.will ? willRecord(ch, packet, ch.identity!, 0) : undefined;
   const opened = broker.connectSession(ch.clientId, cleanStart, expiryS, will, owner);
-  const then = (result: OpenResult) => {
-    if ('refused' in result) return refuse(ch, { code: result.refused, reason: result.reason });
-    if (will) {
-      will.epoch = result.session.epoch;
-      if (!broker.cluster) metrics.willsRegisteredTotal.inc(); // the cluster registry counts its own
-    }
-    ch.will = will;
-    connected(ch, result.session, result.present, expiryS, requested);
-  };
   if (!(opened instanceof Promise)) {
-    then(opened);
+    sessionOpened(ch, opened, will, expiryS, requested);
     return false;
   }
+  claimed(ch, opened, gate, will, expiryS, requested);
+  return true;
+}
+
+/**
+ * Cluster: the claim is under way. Apart from openSession so that its closures (and their
+ * context) are made only here, not for every CONNECT.
+ */
+function claimed(ch: Channel, opened: Promise<OpenResult>, gate: ConcurrencyGate | undefined, will: WillRecord | undefined, expiryS: number, requested: number): void {
+  const broker = ch.ctx.broker;
   // the socket may close while the cluster claims the client: the claimed session must then
   // be settled like any other lost connection, or it would stay "online" with nobody on it
   const settled = opened.then((result) => {
@@ -249,8 +263,18 @@ function openSession(ch: Channel, packet: IConnectPacket, gate: ConcurrencyGate 
     const leave = () => gate.leave();
     settled.then(leave, leave);
   }
-  ch.waitFor(settled, then);
-  return true;
+  ch.waitFor(settled, (result) => sessionOpened(ch, result, will, expiryS, requested));
+}
+
+/** The session is open (or refused): CONNACK. A function, not a closure: most CONNECTs get here synchronously. */
+function sessionOpened(ch: Channel, result: OpenResult, will: WillRecord | undefined, expiryS: number, requested: number): void {
+  if ('refused' in result) return refuse(ch, { code: result.refused, reason: result.reason });
+  if (will) {
+    will.epoch = result.session.epoch;
+    if (!ch.ctx.broker.cluster) ch.ctx.metrics.willsRegisteredTotal.inc(); // the cluster registry counts its own
+  }
+  ch.will = will;
+  connected(ch, result.session, result.present, expiryS, requested);
 }
 
 function connected(ch: Channel, session: Session, present: boolean, expiryS: number, requested: number): void {
