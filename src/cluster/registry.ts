@@ -104,6 +104,15 @@ function claimArgs(c: QueuedClaim): RedisArg[] {
  */
 const WILL_BATCH = 250;
 
+/** A reaper's first orphan-client call: the first wills go out after a short call, not a 250-client one. */
+const FIRST_ORPHAN_BATCH = 50;
+/** orphan-client calls a reaper has issued and not yet settled (the one it publishes and the ones Redis runs meanwhile). */
+const ORPHAN_CALLS_IN_FLIGHT = 3;
+/** Wills of a reply a reaper publishes in one turn of the event loop. */
+const SETTLE_SLICE = 50;
+/** SSCAN COUNT of a reaper's reads of the dead member's index (a hint: about as many ids). */
+const ORPHAN_SCAN_COUNT = 4 * WILL_BATCH;
+
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export class ClientRegistry {
@@ -300,10 +309,11 @@ export class ClientRegistry {
   /**
    * After winning reap(deadMember): every client it owned goes offline and its will is
    * fired (delay 0) or scheduled. Safe to repeat: a client owned elsewhere is left alone.
-   * Clients go in batches of WILL_BATCH: on one Redis one orphan-client.lua call per batch
-   * (the reaper's index written in it), one ZADD for the wills it scheduled; the wills it
-   * fires are published as the reply arrives, while the next batch is in Redis. In a Redis
-   * Cluster each client is its own call (its keys in its slot), after one SADD for the batch.
+   * Clients go in batches of WILL_BATCH (the first FIRST_ORPHAN_BATCH): on one Redis one
+   * orphan-client.lua call per batch (the reaper's index written in it), one ZADD for the wills
+   * it scheduled; the wills it fires are published as the reply arrives, while the next
+   * batches are in Redis. In a Redis Cluster each client is its own call (its keys in its
+   * slot), after one SADD for the batch.
    */
   async orphanClients(deadMember: string, fire: FireWill, reaper: string): Promise<OrphanReport> {
     const setKey = this.o.keys.nodeClients(deadMember);
@@ -312,17 +322,16 @@ export class ClientRegistry {
     const moved: string[] = [];
     const firing: Promise<void>[] = [];
     let fired = 0;
-    let cursor = '0';
     let clients = 0;
     let scheduled = 0;
     let failure: unknown;
     const indexing: Promise<unknown>[] = [];
-    // the wills of one batch's reply fired, the scheduled ones indexed
-    const settle = (ids: readonly string[], replies: readonly unknown[]) => {
-      const due: (string | number)[] = [];
-      replies.forEach((reply, i) => {
+    // replies[from, to) of one batch: the wills fired, the scheduled ones collected in `due`
+    const settle = (ids: readonly string[], replies: readonly unknown[], from: number, to: number, due: (string | number)[]) => {
+      for (let i = from; i < to; i++) {
         const clientId = ids[i];
         try {
+          const reply = replies[i];
           if (reply instanceof BatchItemError) throw reply.cause;
           const r = reply as unknown[];
           const status = scriptStatus('orphan-client', r, { clientId });
@@ -333,7 +342,7 @@ export class ClientRegistry {
           }
           if (status === 'not_owner') {
             moved.push(clientId);
-            return;
+            continue;
           }
           orphaned.push(clientId);
           if (num(status === 'none' ? r[1] : r[3]) === 1) withSession.push(clientId);
@@ -345,7 +354,73 @@ export class ClientRegistry {
           // the others of the batch still fire; the reaping reports the failure at the end
           failure ??= err;
         }
-      });
+      }
+    };
+    // The dead member's ids are read ahead of the calls (SSCAN COUNT ORPHAN_SCAN_COUNT): a read
+    // written behind the calls in flight is answered after them, and must not hold up the next
+    // call. SSCAN may return an id again (rehashing): each id goes into one call only.
+    const seen = new Set<string>();
+    const ids: string[] = [];
+    let cursor: string | undefined = '0'; // undefined once the index is read (or a read failed)
+    let reading: Promise<void> | undefined;
+    const readAhead = () => {
+      if (reading || cursor === undefined || ids.length >= ORPHAN_CALLS_IN_FLIGHT * WILL_BATCH) return;
+      reading = this.o.redis.client.sscan(setKey, cursor, 'COUNT', ORPHAN_SCAN_COUNT).then(
+        ([next, found]) => {
+          reading = undefined;
+          cursor = next === '0' ? undefined : next;
+          for (const id of found) {
+            if (seen.has(id)) continue;
+            seen.add(id);
+            ids.push(id);
+          }
+          readAhead();
+        },
+        (err: unknown) => {
+          // the calls in flight are still settled; the reaping reports the failure at the end
+          reading = undefined;
+          cursor = undefined;
+          failure ??= err;
+        },
+      );
+    };
+    // ORPHAN_CALLS_IN_FLIGHT calls issued at a time: while the reaper publishes the wills of the
+    // oldest reply, Redis has the next ones to run (with two, Redis sat idle from the end of
+    // one call until the reaper had published the reply before it). The first call is small,
+    // so the first wills go out while Redis runs the larger ones behind it.
+    const calls: { ids: readonly string[]; replies: Promise<unknown[]> }[] = [];
+    let size = FIRST_ORPHAN_BATCH;
+    const issue = () => {
+      while (calls.length < ORPHAN_CALLS_IN_FLIGHT && ids.length > 0 && (ids.length >= size || cursor === undefined)) {
+        const batch = ids.splice(0, size);
+        size = WILL_BATCH;
+        clients += batch.length;
+        // a token per call: ioredis re-sending it after its reply was lost gets the same answers
+        const replies = this.orphanBatch(deadMember, reaper, randomBytes(8).toString('hex'), batch);
+        // each promise left in flight gets a no-op handler: one left behind when a batch fails must not be an unhandled rejection
+        replies.catch(() => undefined);
+        calls.push({ ids: batch, replies });
+      }
+      readAhead();
+    };
+    const take = async (b: { ids: readonly string[]; replies: Promise<unknown[]> }) => {
+      let replies: unknown[];
+      try {
+        replies = await b.replies;
+      } catch (err) {
+        // the whole call failed: the other batches still go; the reaping reports it at the end
+        failure ??= err;
+        return;
+      }
+      // published SETTLE_SLICE at a time, a turn of the event loop between: the reaper never
+      // waits for Redis now, and a whole batch in one turn (hundreds of ms on a busy machine)
+      // held up its lease renewal (a renewal and its survey take several turns) and the
+      // deliveries of what it had published
+      const due: (string | number)[] = [];
+      for (let from = 0; from < replies.length; from += SETTLE_SLICE) {
+        if (from > 0) await nextTurn();
+        settle(b.ids, replies, from, Math.min(replies.length, from + SETTLE_SLICE), due);
+      }
       // awaited at the end: the next batch need not wait for it
       if (due.length > 0) {
         const added = this.o.redis.client.zadd(this.o.keys.dueWills, ...due);
@@ -353,45 +428,20 @@ export class ClientRegistry {
         indexing.push(added);
       }
     };
-    // each promise left in flight gets a no-op handler: one left behind when a batch fails must not be an unhandled rejection
-    const read = (from: string) => {
-      const p = this.o.redis.client.sscan(setKey, from, 'COUNT', WILL_BATCH);
-      p.catch(() => undefined);
-      return p;
-    };
-    // Two batches at a time: while the wills of one reply are published, the next batch runs
-    // in Redis, and the ids of the one after are read. Redis's share of the work and its
-    // round trips are off the critical path; the reaper's core only publishes.
-    let scan = read(cursor);
-    let previous: { ids: readonly string[]; replies: Promise<unknown[]> } | undefined;
-    const take = async (b: { ids: readonly string[]; replies: Promise<unknown[]> }) => {
-      try {
-        settle(b.ids, await b.replies);
-      } catch (err) {
-        // the whole call failed: the other batches still go; the reaping reports it at the end
-        failure ??= err;
-      }
-    };
-    do {
-      const [next, found] = await scan;
-      cursor = next;
-      if (cursor !== '0') scan = read(cursor);
-      // SSCAN may return an id again (rehashing): a batch holds each once
-      const ids = found.length > 1 ? [...new Set(found)] : found;
-      if (ids.length === 0) continue;
-      clients += ids.length;
-      // a token per batch: ioredis re-sending it after its reply was lost gets the same answers;
-      // an id SSCAN returns again in a later batch has another token and is not_owner there
-      const replies = this.orphanBatch(deadMember, reaper, randomBytes(8).toString('hex'), ids);
-      replies.catch(() => undefined);
-      if (previous) {
-        await take(previous);
+    readAhead();
+    for (;;) {
+      issue();
+      const oldest = calls.shift();
+      if (oldest) {
+        await take(oldest);
         // the event loop gets a turn between batches: the reaper renews its lease, serves its clients
         await nextTurn();
+      } else if (reading) {
+        await reading;
+      } else {
+        break;
       }
-      previous = { ids, replies };
-    } while (cursor !== '0');
-    if (previous) await take(previous);
+    }
     await Promise.all(indexing);
     await Promise.all(firing);
     if (failure !== undefined) throw failure;

@@ -94,6 +94,49 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
       assert.deepEqual([again.length, second.orphaned.length, second.moved.length], [0, 0, 600]);
     });
 
+    if (single) {
+      it('a reaper keeps three orphan-client calls in Redis, the first one small, and publishes 50 wills a turn: when the first will fires the next two calls are sent', async () => {
+        const { registry, redis } = setup();
+        const fire = (into: string[]) => (w: WillRecord) => void into.push(w.clientId);
+        await registry.claim('warm', 'warm-dead/2', { cleanStart: true, sessionExpiryS: 0, owner: 'u' });
+        await registry.orphanClients('warm-dead/2', fire([]), 'reaper/1');
+        const ids = Array.from({ length: 900 }, (_, i) => `p-${i}`);
+        await Promise.all(ids.map((id) => registry.claim(id, 'dead/2', { cleanStart: true, will: will(id, 0), sessionExpiryS: 0, owner: 'u' })));
+        // what the reaper sends, as it sends it: the clients of each orphan-client call
+        const sent: number[] = [];
+        const run = redis.run.bind(redis);
+        redis.run = (command, k, args) => {
+          if (command === 'orphanClient') sent.push(args.length - 4); // dead, reaper, lead, token, then the ids
+          return run(command, k, args);
+        };
+        // turns of the event loop, counted by a setImmediate chain while the reaper works
+        let turns = 0;
+        let counting = true;
+        const tick = () => {
+          turns++;
+          if (counting) setImmediate(tick);
+        };
+        setImmediate(tick);
+        const perTurn = new Map<number, number>();
+        let sentAtFirstFire = -1;
+        const fired: string[] = [];
+        const report = await registry.orphanClients('dead/2', (w) => {
+          if (fired.length === 0) sentAtFirstFire = sent.length;
+          fired.push(w.clientId);
+          perTurn.set(turns, (perTurn.get(turns) ?? 0) + 1);
+        }, 'reaper/1');
+        counting = false;
+        redis.run = run;
+        assert.deepEqual([...fired].sort(), [...ids].sort(), 'each will fired once');
+        assert.equal(report.clients, 900);
+        assert.ok(sent[0] <= 50, `the first call is small (the first wills go out sooner): ${sent[0]} clients`);
+        assert.equal(sentAtFirstFire, 3, 'the first reply is published while the next two calls are in Redis');
+        assert.equal(sent.reduce((a, b) => a + b, 0), 900, 'each client in one call');
+        // a whole 250-client reply in one turn held up the reaper's lease renewal on a busy machine
+        assert.ok(Math.max(...perTurn.values()) <= 50, `at most 50 wills published per turn of the event loop: ${Math.max(...perTurn.values())}`);
+      });
+    }
+
     it('the same client id twice in one turn: two epochs in order, the later one owns it', async () => {
       const { registry } = setup();
       const [first, second] = await Promise.all([
