@@ -47,6 +47,16 @@ export interface Routes {
   readonly remoteShared: readonly SharedPick[];
 }
 
+/**
+ * Empties a reused scratch array. `length = 0` is a call into the V8 runtime, ~100 ns even on
+ * an empty array, and routing empties four per publish: ~5 % of a cross-node receiver's CPU
+ * in a profile. A few pops are a few ns each.
+ */
+export function emptyScratch(list: unknown[]): void {
+  if (list.length > 16) list.length = 0;
+  else while (list.length !== 0) list.pop();
+}
+
 export class Router {
   private readonly trie = new TopicTrie<Session>();
   /** Set when the node is part of a cluster. */
@@ -113,10 +123,10 @@ export class Router {
   }
 
   private clear(): void {
-    this.sessions.length = 0;
-    this.shared.length = 0;
-    this.localShared.length = 0;
-    this.remoteShared.length = 0;
+    emptyScratch(this.sessions);
+    emptyScratch(this.shared);
+    emptyScratch(this.localShared);
+    emptyScratch(this.remoteShared);
     this.result.remote = undefined;
   }
 

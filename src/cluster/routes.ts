@@ -18,7 +18,7 @@ import type { ClusterKeys } from './keys.js';
 import type { RedisConnection, VigilRedis } from '../redis/connection.js';
 import { closeConnection, num, str } from '../redis/connection.js';
 import { scriptStatus } from '../store/errors.js';
-import type { RemoteMatch, RemoteRoutes, SharedPick } from '../broker/router.js';
+import { emptyScratch, type RemoteMatch, type RemoteRoutes, type SharedPick } from '../broker/router.js';
 import { parseShared, sharedName } from '../protocol/topics.js';
 
 export interface RouteTableOptions {
@@ -179,8 +179,8 @@ export class RouteTable implements RemoteRoutes {
    */
   route(topic: string, once = false): RemoteMatch {
     const r = this.scratch;
-    r.members.clear();
-    r.shared.length = 0;
+    if (r.members.size !== 0) r.members.clear(); // a runtime call, ~90 ns, even when empty
+    emptyScratch(r.shared);
     this.trie.match(topic, this.visit, !once);
     return r;
   }
