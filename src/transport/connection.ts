@@ -42,8 +42,7 @@ function listenerCounters(metrics: Metrics, listener: string): ListenerCounters 
 }
 
 class StreamIO implements ChannelIO {
-  /** Written to and not flushed yet. */
-  corked = false;
+  private corked = false;
   private pendingBytesOut = 0;
 
   constructor(
@@ -68,27 +67,56 @@ class StreamIO implements ChannelIO {
   private remote?: string;
 
   /**
-   * Set while a received chunk is parsed: what its packets write is flushed when the chunk is
-   * done (AttachedConnection.data), the moment the nextTick would have come, without a
-   * nextTick (a tick object per CONNECT in a connect storm). Writes at any other time
-   * (deliveries, asynchronous steps, drain) flush on the next tick.
+   * Set while a received chunk is parsed: what its packets write goes out when the chunk is
+   * done (chunkDone), the moment the nextTick would have come, without a nextTick (a tick
+   * object per CONNECT in a connect storm). Writes at any other time (deliveries,
+   * asynchronous steps, drain) are corked until the next tick.
    */
   inChunk = false;
+  /**
+   * A chunk's first write, held until the chunk is done or writes again: a chunk that writes
+   * once (the CONNACK of a CONNECT, a PUBACK) goes straight to the stream, without the
+   * cork, the buffered entry and the uncork's flush (~300 bytes per CONNECT). A second write
+   * corks both, as before: one writev for everything the chunk produced.
+   */
+  private held?: Buffer;
 
   write(bytes: Buffer): void {
     if (this.stream.destroyed) return;
+    this.pendingBytesOut += bytes.length;
     if (!this.corked) {
+      if (this.inChunk && this.held === undefined) {
+        this.held = bytes;
+        return;
+      }
       this.corked = true;
       this.stream.cork();
       if (!this.inChunk) process.nextTick(uncork, this);
     }
-    this.pendingBytesOut += bytes.length;
+    const held = this.held;
+    if (held !== undefined) {
+      this.held = undefined;
+      this.stream.write(held);
+    }
     this.stream.write(bytes);
   }
 
+  /** The received chunk is parsed: what it wrote goes out now. */
+  chunkDone(): void {
+    this.inChunk = false;
+    if (this.corked || this.held !== undefined) this.flush();
+  }
+
   flush(): void {
-    this.corked = false;
-    this.stream.uncork();
+    const held = this.held;
+    if (held !== undefined) {
+      this.held = undefined;
+      if (!this.stream.destroyed) this.stream.write(held);
+    }
+    if (this.corked) {
+      this.corked = false;
+      this.stream.uncork();
+    }
     if (this.pendingBytesOut > 0) {
       this.counters.bytesOut.inc(this.pendingBytesOut);
       this.pendingBytesOut = 0;
@@ -96,12 +124,12 @@ class StreamIO implements ChannelIO {
   }
 
   get bufferedBytes(): number {
-    return this.stream.writableLength;
+    return this.stream.writableLength + (this.held?.length ?? 0);
   }
 
   end(): void {
     if (this.stream.destroyed) return;
-    if (this.corked) this.flush();
+    if (this.corked || this.held !== undefined) this.flush();
     this.stream.end();
     // a peer that never reads must not keep the socket open
     this.lingerSlot = lingering.add(this.stream);
@@ -117,7 +145,7 @@ class StreamIO implements ChannelIO {
    */
   endOwingNothing(): void {
     if (this.stream.destroyed) return;
-    if (this.corked) this.flush();
+    if (this.corked || this.held !== undefined) this.flush();
     if (this.plainTcp && this.stream.writableLength === 0) this.stream.destroy();
     else this.end();
   }
@@ -245,8 +273,7 @@ class AttachedConnection implements PacketSink {
       channel.handleFramingError((err as Error).message);
       return;
     } finally {
-      io.inChunk = false;
-      if (io.corked) io.flush();
+      io.chunkDone();
     }
     // the header is parsed and the body is still coming: refuse before buffering it (MQTT 5 §3.2.2.3.6)
     const pendingLength = this.parser.pendingLength;

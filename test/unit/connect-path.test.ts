@@ -191,3 +191,37 @@ test('a released parser serves the next connection as a new one would: level 4, 
   assert.deepEqual(parsed(next, 5), parsed(fresh, 5));
   assert.equal(next.listenerCount('packet'), 0);
 });
+
+test("a chunk that writes once writes straight to the stream, uncorked; one that writes more gets them in one writev", async () => {
+  class Counting extends MemoryStream {
+    corks = 0;
+    readonly batches: number[] = [];
+    override cork(): void {
+      this.corks++;
+      super.cork();
+    }
+    override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+      this.batches.push(chunks.length);
+      for (const c of chunks) this.written.push(c.chunk);
+      cb();
+    }
+  }
+  const t = createTestContext();
+  try {
+    const stream = new Counting();
+    attachConnection(stream, t.ctx, 'memory');
+    await new Promise((r) => setImmediate(r));
+    stream.feed(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'straight-1', keepalive: 0 }));
+    assert.equal(stream.corks, 0, 'the CONNACK alone: no cork');
+    assert.deepEqual(stream.packets().map((p) => p.cmd), ['connack']);
+    const ping = mqttPacket.generate({ cmd: 'pingreq' });
+    stream.feed(Buffer.concat([ping, ping, ping]));
+    assert.equal(stream.corks, 1, 'three answers: corked once');
+    assert.deepEqual(stream.batches, [3], 'and written in one writev');
+    assert.deepEqual(stream.packets().map((p) => p.cmd), ['connack', 'pingresp', 'pingresp', 'pingresp']);
+    const bytesOut = (await t.ctx.metrics.bytesOutTotal.get()).values.reduce((n, v) => n + v.value, 0);
+    assert.equal(bytesOut, 4 + 3 * 2, 'every byte counted once');
+  } finally {
+    t.close();
+  }
+});
