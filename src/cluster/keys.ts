@@ -45,6 +45,32 @@ export class ClusterKeys extends StoreKeys {
     return this.client(clientId, 'willclaim');
   }
 
+  /** A client's keys for orphan-client.lua: owner, will, will-claim marker, session. */
+  orphanClientKeys(clientId: string): [string, string, string, string] {
+    return [this.clientOwner(clientId), this.clientWill(clientId), this.clientWillClaim(clientId), this.session(clientId)];
+  }
+  /**
+   * orphanClientKeys as the text before the client id (the same in all four) and the four
+   * endings after it, space-separated: on one Redis orphan-client.lua builds a batch's keys
+   * from the ids (head .. id .. ending), so a call carries each client once, not its four keys.
+   */
+  get orphanClientKeyParts(): { readonly head: string; readonly ends: string } {
+    if (this.orphanParts) return this.orphanParts;
+    // a marker no prefix holds (prefixes are brace-free) and that no key text before the id contains
+    const marker = '{}';
+    const whole = this.orphanClientKeys(marker);
+    const head = whole[0].slice(0, whole[0].indexOf(marker));
+    const ends = whole.map((k) => {
+      if (!k.startsWith(head + marker)) throw new Error(`orphan-client keys do not share a head: ${k}`);
+      const end = k.slice(head.length + marker.length);
+      if (/\s/.test(end) || end === '') throw new Error(`orphan-client key ending unfit for a space-separated list: ${JSON.stringify(end)}`);
+      return end;
+    });
+    this.orphanParts = { head, ends: ends.join(' ') };
+    return this.orphanParts;
+  }
+  private orphanParts?: { readonly head: string; readonly ends: string };
+
   get nodeLeases(): string {
     return this.global('nodes', 'leases');
   }

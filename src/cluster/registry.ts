@@ -456,19 +456,15 @@ export class ClientRegistry {
    */
   private async orphanBatch(deadMember: string, reaper: string, token: string, ids: readonly string[]): Promise<unknown[]> {
     const { redis, keys } = this.o;
-    const head = [deadMember, reaper];
     if (!redis.isCluster) {
-      const k: string[] = [keys.nodeClients(reaper)];
-      for (const id of ids) k.push(...this.orphanKeys(id));
-      return (await redis.run('orphanClient', k, [...head, 1, token, ...ids])) as unknown[];
+      // the clients' keys built by the script from their ids: ioredis encodes 250 + 7
+      // arguments, not 1,250 (about 4.5 µs of the reaper's CPU per client, 0.7 µs of Redis's)
+      const { head, ends } = keys.orphanClientKeyParts;
+      return (await redis.run('orphanClient', [keys.nodeClients(reaper)], [deadMember, reaper, 1, token, head, ends, ...ids])) as unknown[];
     }
     await redis.client.sadd(keys.nodeClients(reaper), ...ids);
-    return oneByOne(ids, (id) => redis.run('orphanClient', this.orphanKeys(id), [...head, 0, token, id]));
-  }
-
-  /** A client's keys for orphan-client.lua: owner, will, will-claim marker, session. */
-  private orphanKeys(clientId: string): [string, string, string, string] {
-    return [...this.clientKeys(clientId), this.o.keys.clientWillClaim(clientId), this.o.keys.session(clientId)];
+    // a Redis Cluster routes a call by its declared keys: each client's are in KEYS
+    return oneByOne(ids, (id) => redis.run('orphanClient', keys.orphanClientKeys(id), [deadMember, reaper, 0, token, '', '', id]));
   }
 
   async owner(clientId: string): Promise<{ node: string; epoch: number; online: boolean } | undefined> {

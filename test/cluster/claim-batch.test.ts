@@ -100,13 +100,19 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
         const fire = (into: string[]) => (w: WillRecord) => void into.push(w.clientId);
         await registry.claim('warm', 'warm-dead/2', { cleanStart: true, sessionExpiryS: 0, owner: 'u' });
         await registry.orphanClients('warm-dead/2', fire([]), 'reaper/1');
-        const ids = Array.from({ length: 900 }, (_, i) => `p-${i}`);
+        // ids the script must not mangle as it builds their keys (braces, spaces, Lua pattern characters, non-ASCII)
+        const odd = ['p-{x}', 'p }:owner x', 'p-%s.*', 'p-ünï-☃'];
+        const ids = [...Array.from({ length: 896 }, (_, i) => `p-${i}`), ...odd];
         await Promise.all(ids.map((id) => registry.claim(id, 'dead/2', { cleanStart: true, will: will(id, 0), sessionExpiryS: 0, owner: 'u' })));
         // what the reaper sends, as it sends it: the clients of each orphan-client call
         const sent: number[] = [];
+        const keysPerCall = new Set<number>();
         const run = redis.run.bind(redis);
         redis.run = (command, k, args) => {
-          if (command === 'orphanClient') sent.push(args.length - 4); // dead, reaper, lead, token, then the ids
+          if (command === 'orphanClient') {
+            sent.push(args.length - 6); // dead, reaper, lead, token, key head, key endings, then the ids
+            keysPerCall.add(k.length);
+          }
           return run(command, k, args);
         };
         // turns of the event loop, counted by a setImmediate chain while the reaper works
@@ -132,6 +138,8 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
         assert.ok(sent[0] <= 50, `the first call is small (the first wills go out sooner): ${sent[0]} clients`);
         assert.equal(sentAtFirstFire, 3, 'the first reply is published while the next two calls are in Redis');
         assert.equal(sent.reduce((a, b) => a + b, 0), 900, 'each client in one call');
+        assert.deepEqual([...keysPerCall], [1], 'a call declares the reaper index only: the script builds the clients\' keys from their ids');
+        for (const id of [...odd, ids[0]]) assert.deepEqual(await registry.owner(id), { node: 'reaper/1', epoch: 1, online: false }, `${id}: the keys the script built are keys.ts's`);
         // a whole 250-client reply in one turn held up the reaper's lease renewal on a busy machine
         assert.ok(Math.max(...perTurn.values()) <= 50, `at most 50 wills published per turn of the event loop: ${Math.max(...perTurn.values())}`);
       });

@@ -12,11 +12,12 @@
 -- whose reply died with its connection) answers as the first run did instead of 'not_owner':
 -- otherwise the fired wills of the whole batch would be lost and the scheduled ones never
 -- enter the due index.
--- KEYS vary: ARGV[3] leading keys (0 or 1), then 4 per client, in the order of ARGV
+-- KEYS vary: ARGV[3] leading keys (0 or 1), then, when ARGV[5] is '' (a Redis Cluster: one
+-- client per call, its keys declared for routing), 4 per client in the order of the ids
 -- KEYS[1] (when ARGV[3] is 1) the reaper's own index SET: every client id is added first, so
 --   the index is a superset of what the reaper owns. A Redis Cluster keeps it in another slot
 --   than the clients': there the caller adds them before (ARGV[3] = 0)
--- then per client, from base b = ARGV[3] + 4 * (i - 1):
+-- then per client, from base b = ARGV[3] + 4 * (i - 1) (or built as ARGV[5] .. id .. ending):
 --   KEYS[b+1] client owner HASH (node, epoch, online, identity; orphan = "<token>:<epoch>" of
 --     the last orphan claim)
 --   KEYS[b+2] client will HASH (rec, epoch, delayS, expiryS, dueAt)
@@ -27,26 +28,44 @@
 -- ARGV[2] reaper member id
 -- ARGV[3] leading index keys: 1 or 0
 -- ARGV[4] claim token, unique per batch (one call)
--- then per client, 1 value: ARGV[4 + i] client id
+-- ARGV[5] '' (the clients' keys are in KEYS), or on one Redis the text of each client key
+--   before the client id (keys.ts orphanClientKeyParts): the script builds the keys, so a
+--   batch of 250 clients is 257 arguments, not 1,257
+-- ARGV[6] with ARGV[5]: the four keys' endings after the client id, space-separated, in the
+--   order above (owner, will, marker, session); else ''
+-- then per client, 1 value: ARGV[6 + i] client id
 -- Returns one reply per client, in order, each (session: 1 when a persistent session is stored, else 0)
 --   {'not_owner'} | {'none', session} | {'fire', rec, willEpoch, session} | {'scheduled', dueAt, willEpoch, session}
 --   | {'not_owner', rec, willEpoch}: a re-sent claim whose client reconnected since the first
 --   run took its will: the caller still fires it (nobody else can)
 local dead, reaper, token = ARGV[1], ARGV[2], ARGV[4]
 local lead = tonumber(ARGV[3])
-local n = (#KEYS - lead) / 4
+local head = ARGV[5]
+local ends = {}
+for e in string.gmatch(ARGV[6], '%S+') do ends[#ends + 1] = e end
+local n = #ARGV - 6
 if lead == 1 then
   local ids = {}
-  for i = 1, n do ids[i] = ARGV[4 + i] end
+  for i = 1, n do ids[i] = ARGV[6 + i] end
   redis.call('SADD', KEYS[1], unpack(ids))
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tokenAt = token .. ':'
 
-local function orphan(k)
-  local owner, willKey, marker = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local function session() return redis.call('EXISTS', KEYS[k + 4]) end
+-- the i-th client's keys: owner, will, will-claim marker, session
+local function keysOf(i)
+  if head ~= '' then
+    local base = head .. ARGV[6 + i]
+    return base .. ends[1], base .. ends[2], base .. ends[3], base .. ends[4]
+  end
+  local b = lead + 4 * (i - 1)
+  return KEYS[b + 1], KEYS[b + 2], KEYS[b + 3], KEYS[b + 4]
+end
+
+local function orphan(i)
+  local owner, willKey, marker, sessionKey = keysOf(i)
+  local function session() return redis.call('EXISTS', sessionKey) end
   local o = redis.call('HMGET', owner, 'node', 'epoch', 'orphan')
   if o[1] ~= dead then
     -- not the dead member's: it connected elsewhere, or this claim ran before (o[3] is its token)
@@ -80,6 +99,6 @@ end
 
 local replies = {}
 for i = 1, n do
-  replies[i] = orphan(lead + 4 * (i - 1))
+  replies[i] = orphan(i)
 end
 return replies
