@@ -60,6 +60,7 @@ export class ClusterBridge implements BrokerCluster {
   replicated(writes: Promise<void>): Promise<void> {
     // the writes were all issued in this turn, on the main connection: once they are answered,
     // one WAIT (shared with the turn's other publishes) covers them before the PUBACK / PUBREC
+    if (!this.node.redis.waitsForReplicas) return writes;
     const since = this.node.redis.generation;
     return writes.then(() => this.node.redis.replicated(since));
   }

@@ -36,6 +36,9 @@ interface Batch {
   waiters: { resolve(sent: boolean): void; reject(err: Error): void }[];
   /** post()ed QoS 0 publishes in it (counted when the entry cannot be stored). */
   posts: number;
+  /** store()d publishes in it, and the one promise they all wait on. */
+  stores: number;
+  stored?: { promise: Promise<void>; resolve(): void; reject(err: Error): void };
 }
 type StreamReply = [Buffer, [Buffer, Buffer[]][]][] | null;
 
@@ -128,10 +131,32 @@ export class MessageBus {
     b.posts++;
   }
 
+  /**
+   * A publish whose sender waits until it is stored (QoS 1/2): resolves once the entry is in
+   * the member's stream, rejects when it is not (no stream: counted dropped, node_gone; or the
+   * command failed). Every publish of one batch shares one promise: no promise, waiter or
+   * callback of its own per message.
+   */
+  store(member: string, message: StoredMessage, normal: boolean): Promise<void> {
+    const b = this.batchFor(member);
+    b.envelopes.add({ kind: 'publish', from: this.selfMember, message, normal, shared: NONE });
+    b.stores++;
+    if (!b.stored) {
+      let resolve!: () => void;
+      let reject!: (err: Error) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      b.stored = { promise, resolve, reject };
+    }
+    return b.stored.promise;
+  }
+
   private batchFor(member: string): Batch {
     let batch = this.outgoing.get(member);
     if (!batch) {
-      batch = { envelopes: new BatchWriter(this.batchSizeHint), waiters: [], posts: 0 };
+      batch = { envelopes: new BatchWriter(this.batchSizeHint), waiters: [], posts: 0, stores: 0 };
       this.outgoing.set(member, batch);
       if (this.outgoing.size === 1) setImmediate(() => this.flush());
     }
@@ -151,12 +176,16 @@ export class MessageBus {
         .then(
           (id) => {
             if (id !== null) this.o.metrics?.crossNodeMessagesTotal.inc({ direction: 'out' }, count);
-            else if (batch.posts > 0) this.o.metrics?.messagesDroppedTotal.inc({ reason: 'node_gone' }, batch.posts);
+            else if (batch.posts + batch.stores > 0) this.o.metrics?.messagesDroppedTotal.inc({ reason: 'node_gone' }, batch.posts + batch.stores);
             for (const w of batch.waiters) w.resolve(id !== null);
+            // not stored, so not acknowledged
+            if (id !== null) batch.stored?.resolve();
+            else batch.stored?.reject(new Error(`no bus stream for ${member}`));
           },
           (err: Error) => {
             if (batch.posts > 0) this.o.log?.warn({ member, messages: batch.posts, err: err.message }, 'QoS 0 forward failed');
             for (const w of batch.waiters) w.reject(err);
+            batch.stored?.reject(err);
           },
         );
     }

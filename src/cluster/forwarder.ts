@@ -54,6 +54,10 @@ export class Forwarder implements RemoteRoutes {
       for (const member of match.members) this.node.bus.post(member, message, true);
       return;
     }
+    if (shared.length === 0 && match.members.size === 1 && this.node.routes.fresh) {
+      // the common QoS 1/2 case, one other node: the publisher waits for that node's batch
+      for (const member of match.members) return this.node.bus.store(member, message, true);
+    }
     const sharedFor = new Map<string, { group: string; filter: string }[]>();
     for (const pick of shared) {
       let list = sharedFor.get(pick.member);

@@ -6,6 +6,7 @@ import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { MessageBus } from '../../src/cluster/bus.js';
 import { BatchWriter, decodeEntry, decodeEnvelope, encodeEnvelope, type BusEnvelope } from '../../src/cluster/bus-codec.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
+import { createMetrics } from '../../src/metrics.js';
 import { Closer, message, newKeys, sleep, waitFor } from './support.js';
 
 describe('cross-node bus', { timeout: 60000 }, () => {
@@ -158,6 +159,27 @@ describe('cross-node bus', { timeout: 60000 }, () => {
     assert.equal(await sender.forward('B/1', message('t', 'after'), { normal: true }), true);
     await waitFor(() => got.length === 2, 15_000, 'both delivered');
     assert.deepEqual(got, ['lost-reply', 'after'], 'in stream order');
+  });
+
+  it('stored publishes of one turn wait for their batch: resolved once it is in the stream, in order; rejected and counted node_gone for a reaped member', async () => {
+    const keys = newKeys();
+    const metrics = createMetrics('test', { processMetrics: false });
+    const a = new MessageBus({ redis: closer.redis({ url: redis.url }), keys, member: 'A/1', blockMs: 200, metrics });
+    await a.start(() => {});
+    closer.add(a, (x) => x.stop());
+    const got: string[] = [];
+    const b = await bus(keys, 'B/1', (e) => void got.push(e.kind === 'publish' ? e.message.payload.toString() : e.kind));
+    const writes = Array.from({ length: 20 }, (_, i) => a.store('B/1', message('t', `m${i}`, { qos: 1, id: `A/1.${i}` }), true));
+    assert.equal(new Set(writes).size, 1, 'one promise for the batch');
+    await Promise.all(writes);
+    await waitFor(() => got.length === 20, 5000, 'all delivered');
+    assert.deepEqual(got, Array.from({ length: 20 }, (_, i) => `m${i}`));
+    await b.stop();
+    await a.purge('B/1');
+    const lost = [a.store('B/1', message('t', 'x', { qos: 1 }), true), a.store('B/1', message('t', 'y', { qos: 2 }), true)];
+    for (const w of lost) await assert.rejects(w, /no bus stream for B\/1/);
+    const dropped = (await metrics.messagesDroppedTotal.get()).values.find((v) => v.labels.reason === 'node_gone');
+    assert.equal(dropped?.value, 2);
   });
 
   it('sends to a reaped member report false instead of piling up', async () => {
