@@ -20,7 +20,7 @@ export interface FramingError extends Error {
 }
 
 interface ParserInternals {
-  packet: { cmd?: string; length: number; protocolVersion?: number };
+  packet: { cmd?: string | null; length: number; protocolVersion?: number; retain?: boolean; qos?: number; dup?: boolean; topic?: string | null; payload?: unknown };
   settings: { protocolVersion?: number };
   _stateCounter: number;
   parse(buf: Buffer): number;
@@ -58,6 +58,9 @@ const FIELDED = new Set(['connect', 'puback', 'pubrec', 'pubrel', 'pubcomp', 'su
 
 /** The acknowledgements by their first byte, with the flags the specs require [MQTT-2.2.2-1] (PUBREL 0b0010). */
 const CONFIRMATIONS: Record<number, string | undefined> = { 0x40: 'puback', 0x50: 'pubrec', 0x62: 'pubrel', 0x70: 'pubcomp' };
+
+/** A released parser's settings until its CONNECT: mqtt-packet and this class replace settings, never write into them. */
+const LEVEL_4 = Object.freeze({ protocolVersion: 4 });
 
 /** The `_list` of a parser that has buffered nothing yet (length 0; appended to never). */
 const NO_BYTES = Object.freeze(new BufferList());
@@ -116,17 +119,31 @@ function protocolName(buf: Buffer): 'MQTT' | 'MQIsdp' | undefined {
   return undefined;
 }
 
+/** A Packet as mqtt-packet's constructor leaves it. */
+function untouched(p: ParserInternals['packet']): boolean {
+  return p.cmd === null && p.length === -1 && p.retain === false && p.qos === 0 && p.dup === false && p.topic === null && p.payload === null;
+}
+
 class StrictParser extends Base {
   constructor() {
     super();
     this.parser({ protocolVersion: 4 });
   }
 
-  /** As new: level 4, nothing buffered, no error, no sink, no listeners (releaseParser). */
+  /**
+   * As new: level 4, nothing buffered, no error, no sink, no listeners (releaseParser). The
+   * packet under construction is kept when the state machine never started one (the whole-
+   * packet paths make their own): nothing is allocated to release a parser.
+   */
   reuse(): void {
     this.sink = undefined;
-    this.settings = { protocolVersion: 4 };
-    this._resetState();
+    this.settings = LEVEL_4;
+    if (!untouched(this.packet)) this._resetState();
+    else {
+      this.error = null;
+      this._list = NO_BYTES;
+      this._stateCounter = 0;
+    }
     this._pos = 0;
     if (this.listenerCount('packet') + this.listenerCount('error') > 0) this.removeAllListeners();
   }

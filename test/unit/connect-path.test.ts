@@ -190,6 +190,13 @@ test('a released parser serves the next connection as a new one would: level 4, 
   // 3.1.1 reads the PUBLISH without properties: a parser left at level 5 would misread it
   assert.deepEqual(parsed(next, 5), parsed(fresh, 5));
   assert.equal(next.listenerCount('packet'), 0);
+  // released after whole packets only (the state machine's packet untouched): new again
+  const whole = strictParser();
+  assert.deepEqual(parsed(whole, stream.length).map((p) => p.cmd), ['connect', 'publish']);
+  releaseParser(whole);
+  const again = strictParser();
+  assert.equal(again, whole);
+  assert.deepEqual(parsed(again, 9), parsed(strictParser(), 9));
 });
 
 test("a chunk that writes once writes straight to the stream, uncorked; one that writes more gets them in one writev", async () => {
