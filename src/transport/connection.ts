@@ -1,6 +1,7 @@
 // The transport: bytes in, packets to the channel; packets out, batched per event-loop
-// turn (cork/uncork gives one writev for everything a turn produced). Oversized packets are
-// refused from the fixed header, before their body is buffered.
+// turn (cork/uncork gives one writev for everything a turn produced; what a received chunk's
+// packets write goes out as soon as the chunk is parsed, a single write uncorked). Oversized
+// packets are refused from the fixed header, before their body is buffered.
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Packet } from 'mqtt-packet';
