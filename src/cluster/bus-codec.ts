@@ -293,11 +293,11 @@ function decodePublish(buf: Buffer, start: number, end: number): PublishEnvelope
       message.properties = correlationData !== undefined ? { ...rest, correlationData: Buffer.from(correlationData, 'base64') } : rest;
     }
   }
-  // a copy: the entry is a view into a reply buffer that queued messages must not pin
-  if (end > at) {
-    message.payload = Buffer.allocUnsafe(end - at);
-    buf.copy(message.payload, 0, at, end);
-  }
+  // A view into the Redis reply, not a copy, as a PUBLISH's payload is a view into its socket
+  // chunk: a message kept for long (queued for a subscriber, retained) gets bytes of its own
+  // there (store/own-payload.ts). Copying here cost a pool allocation and a copy per message,
+  // and a queued message was then copied a second time.
+  if (end > at) message.payload = buf.subarray(at, end);
   const e: PublishEnvelope = { kind: 'publish', from, message, normal: (flags & F_NORMAL) !== 0, shared: x?.s ? x.s.map(([group, filter]) => ({ group, filter })) : NO_SHARED };
   return x?.o ? { ...e, only: x.o, hops: x.h ?? 0 } : e;
 }

@@ -10,6 +10,7 @@ import mqttPacket from 'mqtt-packet';
 import { attachConnection } from '../../src/transport/connection.js';
 import { createTestContext } from '../helpers/channel-context.js';
 import { MemoryStream } from '../helpers/memory-stream.js';
+import { BatchWriter, decodeEntry } from '../../src/cluster/bus-codec.js';
 
 /** A 10-byte payload inside a 64 KiB "socket chunk". */
 function fromChunk(topic: string, retain = false): StoredMessage {
@@ -55,4 +56,17 @@ test("a CONNECT's will keeps only its own bytes, not the socket chunk the CONNEC
   } finally {
     t.close();
   }
+});
+
+test('a message read from a bus entry and queued keeps only its own bytes, not the Redis reply', () => {
+  const w = new BatchWriter();
+  for (let i = 0; i < 500; i++) w.add({ kind: 'publish', from: 'A/1', message: { topic: `fleet/${i}/state`, payload: Buffer.alloc(100, 0x61 + (i % 26)), qos: 1, retain: false, origin: `dev-${i}` }, normal: true, shared: [] });
+  const { field, body } = w.finish();
+  const entry = decodeEntry(Buffer.from(field), body)[7];
+  assert.ok(entry.kind === 'publish');
+  const session = new Session('away-bus', 300, { maxQueued: 100, maxQueuedBytes: 1 << 20, budget: { limit: 1 << 24, used: 0 }, overflow: 'drop-oldest' }, { dropped() {}, sent() {}, snapshotEnded() {} } as never, { receiveVerdicts: () => null } as never);
+  session.deliver(new OutgoingPublish(entry.message, 0), 1, false, undefined);
+  const [queued] = [...session.pendingMessages()];
+  assert.equal(queued.message.payload.toString(), 'h'.repeat(100));
+  assert.equal(queued.message.payload.buffer.byteLength, 100, `the ${body.buffer.byteLength}-byte entry is not kept alive`);
 });
