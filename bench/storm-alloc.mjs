@@ -14,7 +14,7 @@
 // Bounded: a warm-up storm of 5,000 and two storms of --connections, each with a 60 s
 // deadline; the broker is stopped at the end. Compare two builds by running it in each.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -56,6 +56,12 @@ const exited = new Promise((r) => child.on('exit', () => ((dead = true), r())));
 await waitForPort(port, 15000, () => dead);
 const pause = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Waits (at most 15 s) for the sampler to write a profile. */
+async function written(file) {
+  for (let i = 0; i < 150 && !existsSync(file); i++) await pause(100);
+  await pause(200);
+}
+
 function storm(total) {
   const r = spawnSync('taskset', ['-c', o['gen-cpus'], loadgen, '--port', String(port), '--scenario', 'connect', '--concurrency', '100', '--total', String(total), '--rate', o.rate, '--warmup-ms', '0', '--duration-ms', '60000'], { encoding: 'utf8', timeout: 90000 });
   const result = JSON.parse(r.stdout.trim().split('\n').pop());
@@ -90,7 +96,9 @@ function bySite(file, count) {
   const sites = new Map();
   let total = 0;
   for (const s of p.samples) {
-    const { node, parent } = nodes.get(s.nodeId);
+    const at = nodes.get(s.nodeId);
+    if (!at) continue; // a sample whose stack the profile left out
+    const { node, parent } = at;
     const key = parent ? `${name(node)} < ${name(parent)}` : name(node);
     sites.set(key, (sites.get(key) ?? 0) + s.size);
     total += s.size;
@@ -110,7 +118,7 @@ try {
   console.log(`storm 1 (${o.broker}, ${path.resolve(o.dir)}), ${n1} connections at ${o.rate}/s, load ${os.loadavg()[0].toFixed(2)}`);
   console.log(gcFigures(mark, n1));
   child.kill('SIGUSR2');
-  await pause(1000);
+  await written(path.join(tmp, 'heap.all.json'));
   console.log(`allocated, sampled: ${bySite(path.join(tmp, 'heap.all.json'), n1)}`);
   mark = gcLog.length;
   const n2 = storm(n);
@@ -121,4 +129,5 @@ try {
   child.kill('SIGTERM');
   await Promise.race([exited, pause(10000)]);
 }
+await written(path.join(tmp, 'heap.major.json'));
 console.log(`freed by major GCs (promoted, then dead) or still alive, sampled: ${bySite(path.join(tmp, 'heap.major.json'), n)}`);

@@ -13,12 +13,19 @@ if (isMainThread && process.env.HEAP_SAMPLER_OUT) {
   session.connect();
   const post = (method, params) => new Promise((resolve, reject) => session.post(method, params, (err, r) => (err ? reject(err) : resolve(r))));
   const start = (minor) => post('HeapProfiler.startSampling', { samplingInterval: 512, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: minor });
-  const save = async (name) => writeFileSync(`${out}.${name}.json`, JSON.stringify((await post('HeapProfiler.stopSampling')).profile));
+  // the callback runs before post() returns (a session on the main thread answers at once):
+  // the file is written before a broker's own SIGTERM handler exits (the bare floor's does)
+  const saveNow = (name, then) =>
+    session.post('HeapProfiler.stopSampling', (err, r) => {
+      if (!err) writeFileSync(`${out}.${name}.json`, JSON.stringify(r.profile));
+      then();
+    });
+  const save = (name) => new Promise((resolve) => saveNow(name, resolve));
   let phase = 0;
   process.on('SIGUSR2', () => {
     phase++;
     if (phase === 1) void post('HeapProfiler.enable').then(() => start(true));
     else if (phase === 2) void save('all').then(() => start(false));
   });
-  process.on('SIGTERM', () => void save('major').finally(() => process.exit(0)));
+  process.on('SIGTERM', () => saveNow('major', () => process.exit(0)));
 }
