@@ -16,11 +16,10 @@
 // Prints each storm, then the median and minimum per side and the load average it ran at.
 // Bounded: every storm has a fixed count and a 60 s deadline; both brokers are stopped at the end.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { freePort, waitForPort } from './lib/brokers.mjs';
+import { buildLoadgen, freePort, waitForPort } from './lib/brokers.mjs';
 
 const { values: o } = parseArgs({
   options: {
@@ -42,15 +41,8 @@ if (!o.a || !o.b) {
   process.exit(2);
 }
 
-const loadgen = o.loadgen ?? buildLoadgen();
+const loadgen = o.loadgen ?? buildLoadgen('storm-ab-');
 
-function buildLoadgen() {
-  const bin = path.join(mkdtempSync(path.join(os.tmpdir(), 'storm-ab-')), 'loadgen');
-  const src = new URL('./gen/loadgen.c', import.meta.url).pathname;
-  const r = spawnSync('gcc', ['-O2', '-Wall', '-Wextra', '-o', bin, src], { encoding: 'utf8', timeout: 60000 });
-  if (r.status !== 0) throw new Error(`gcc failed: ${r.stderr || r.error}`);
-  return bin;
-}
 
 async function start(dir, nodeArgs) {
   const port = await freePort();

@@ -1,9 +1,10 @@
 // Starting, probing and stopping the brokers under test. Every broker process is started
 // through `taskset -c <broker CPUs>` (taskset execs, so the pid is the broker's own) and is
 // a fresh process per run.
-import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync, closeSync } from 'node:fs';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, closeSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -252,3 +253,12 @@ export function vigilVersion() {
 }
 
 export const vigilBuilt = () => existsSync(VIGIL_CLI);
+
+/** bench/gen/loadgen.c built with gcc into a fresh temp directory (the A/B scripts' generator). */
+export function buildLoadgen(prefix) {
+  const bin = path.join(mkdtempSync(path.join(os.tmpdir(), prefix)), 'loadgen');
+  const src = path.join(ROOT, 'bench', 'gen', 'loadgen.c');
+  const r = spawnSync('gcc', ['-O2', '-Wall', '-Wextra', '-o', bin, src], { encoding: 'utf8', timeout: 60000 });
+  if (r.status !== 0) throw new Error(`gcc failed: ${r.stderr || r.error}`);
+  return bin;
+}
