@@ -296,13 +296,22 @@ function decodePublish(buf: Buffer, start: number, end: number): PublishEnvelope
   // A view into the Redis reply, not a copy, as a PUBLISH's payload is a view into its socket
   // chunk: a message kept for long (queued for a subscriber, retained) gets bytes of its own
   // there (store/own-payload.ts). Copying here cost a pool allocation and a copy per message,
-  // and a queued message was then copied a second time.
-  if (end > at) message.payload = buf.subarray(at, end);
+  // and a queued message was then copied a second time. But a message in flight to a
+  // subscriber that never acknowledges is kept too, and a bus entry is a whole turn's batch
+  // (one buffer of its own size when the reply spanned socket reads): the view is kept only
+  // while what it pins is no larger than a socket chunk, else the payload is copied, so a
+  // held message never pins more than a PUBLISH read from a socket does.
+  if (end > at) {
+    const view = buf.subarray(at, end);
+    message.payload = view.buffer.byteLength <= VIEW_PIN_MAX ? view : Buffer.from(view);
+  }
   const e: PublishEnvelope = { kind: 'publish', from, message, normal: (flags & F_NORMAL) !== 0, shared: x?.s ? x.s.map(([group, filter]) => ({ group, filter })) : NO_SHARED };
   return x?.o ? { ...e, only: x.o, hops: x.h ?? 0 } : e;
 }
 
 const truncated = (): Error => new Error('bus entry truncated');
+/** The most memory a payload view into a bus entry may keep alive: a socket read's chunk (64 KiB). */
+const VIEW_PIN_MAX = 64 * 1024;
 const NO_SHARED: PublishEnvelope['shared'] = Object.freeze([]) as PublishEnvelope['shared'];
 
 const EMPTY = Buffer.alloc(0);

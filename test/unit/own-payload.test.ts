@@ -70,3 +70,25 @@ test('a message read from a bus entry and queued keeps only its own bytes, not t
   assert.equal(queued.message.payload.toString(), 'h'.repeat(100));
   assert.equal(queued.message.payload.buffer.byteLength, 100, `the ${body.buffer.byteLength}-byte entry is not kept alive`);
 });
+
+test('a payload decoded from a bus entry pins no more than a socket chunk would: a view into a small entry, a copy out of a large one', () => {
+  const entryOf = (count: number) => {
+    const w = new BatchWriter();
+    for (let i = 0; i < count; i++) w.add({ kind: 'publish', from: 'A/1', message: { topic: `fleet/${i}/state`, payload: Buffer.alloc(100, 0x61 + (i % 26)), qos: 1, retain: false, origin: `dev-${i}` }, normal: true, shared: [] });
+    // a reply that spanned socket reads is one buffer of the entry's own size
+    const { field, body } = w.finish();
+    const own = Buffer.allocUnsafeSlow(body.length);
+    body.copy(own);
+    return decodeEntry(Buffer.from(field), own);
+  };
+  // ~40 KiB: held in flight as a view, as a PUBLISH's payload is held in its chunk
+  const small = entryOf(250)[3];
+  assert.ok(small.kind === 'publish');
+  assert.equal(small.message.payload.toString(), 'd'.repeat(100));
+  assert.ok(small.message.payload.buffer.byteLength > 100 && small.message.payload.buffer.byteLength <= 64 * 1024, 'a view into the small entry');
+  // ~1.6 MB: a message a subscriber never acknowledges must not keep the whole batch alive
+  const large = entryOf(10_000)[3];
+  assert.ok(large.kind === 'publish');
+  assert.equal(large.message.payload.toString(), 'd'.repeat(100));
+  assert.ok(large.message.payload.buffer.byteLength <= 64 * 1024, `the payload pins ${large.message.payload.buffer.byteLength} bytes, not the whole entry`);
+});
