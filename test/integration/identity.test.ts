@@ -65,7 +65,7 @@ describe('the seed scenario: a will survives key rotation and token expiry', () 
         protocolVersion: version,
         clientId: USER,
         username: USER,
-        password: Buffer.from(await serverToken(keyA, 2)),
+        password: Buffer.from(await serverToken(keyA, 3)), // 2-3 s of life (exp counts from the current whole second)
         will: { topic: STATE, payload: Buffer.from('down'), qos: 1, retain: true },
       });
       await server.mqtt.publishAsync(STATE, 'up', { qos: 1, retain: true });
@@ -84,7 +84,7 @@ describe('the seed scenario: a will survives key rotation and token expiry', () 
           return true;
         }
       }, 8000, 'JWKS reload');
-      await sleep(2200); // past the token's exp; tokenExpiry=ignore keeps the connection
+      await sleep(3200); // past the token's exp; tokenExpiry=ignore keeps the connection
       assert.equal(server.mqtt.connected, true);
 
       server.mqtt.stream.destroy(); // the machine dies
@@ -225,17 +225,19 @@ describe('MQTT 5 re-authentication', () => {
 
   test('a new token extends the connection past the first token\'s exp', async () => {
     await jwtBroker({ tokenExpiry: 'disconnect' });
-    const c = await jwtConnect(await serverToken(keyA, 2));
+    const c = await jwtConnect(await serverToken(keyA, 3)); // 2-3 s of life
     await reauthenticate(c.mqtt, await serverToken(keyB, 3600));
-    await sleep(3200);
+    await sleep(3200); // past the first token's exp, which is at most 3 s after it was signed
     assert.equal(c.mqtt.connected, true, 'still connected after the first token expired');
     await c.mqtt.publishAsync(STATE, 'still up', { qos: 1 });
   });
 
   test('without re-authentication the connection ends at exp', async () => {
     await jwtBroker({ tokenExpiry: 'disconnect' });
-    const c = await jwtConnect(await serverToken(keyA, 1));
-    const d = await c.waitForDisconnect(4000);
+    // exp is in whole seconds from the current second: 3 s leaves the token 2-3 s of life, so a
+    // busy machine's CONNECT still arrives before it (with 1 s it could have had 1 ms)
+    const c = await jwtConnect(await serverToken(keyA, 3));
+    const d = await c.waitForDisconnect(20000);
     assert.equal(d.reasonCode, 0x87);
   });
 
