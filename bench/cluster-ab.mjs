@@ -19,7 +19,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildLoadgen, freePort, waitForPort } from './lib/brokers.mjs';
+import { buildLoadgen, freePort, processCpu, waitForPort } from './lib/brokers.mjs';
 
 const { values: o } = parseArgs({
   options: {
@@ -47,9 +47,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** utime + stime in seconds. */
 function cpuSeconds(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
+  const { user, system } = processCpu(pid);
+  return user + system;
 }
 
 async function launch(cpus, command, args, env, cwd, stdout = 'ignore') {

@@ -10,11 +10,10 @@
 //
 //   npx tsc -p . && node bench/reaper-micro.mjs [--clients 10000] [--runs 3] [--other DIR]
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { freePort, processCpu, waitForPort } from './lib/brokers.mjs';
 
 const { values: args } = parseArgs({ options: { clients: { type: 'string', default: '10000' }, runs: { type: 'string', default: '3' }, other: { type: 'string' } } });
 const N = Math.min(100000, Number(args.clients));
@@ -22,34 +21,16 @@ const runs = Math.min(20, Number(args.runs));
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const builds = [here, ...(args.other ? [path.resolve(args.other)] : [])];
 
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 const port = await freePort();
 const redisProc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
 const redisCpuUs = () => {
-  const f = readFileSync(`/proc/${redisProc.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(f[11]) + Number(f[12])) * 10000; // clock ticks of 10 ms
+  const { user, system } = processCpu(redisProc.pid);
+  return (user + system) * 1e6;
 };
-for (let i = 0; ; i++) {
-  const up = await new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => resolve(false));
-  });
-  if (up) break;
-  if (i === 100) throw new Error('redis-server did not start within 10 s');
-  await new Promise((r) => setTimeout(r, 100));
-}
+let redisDead = false;
+redisProc.on('exit', () => (redisDead = true));
+await waitForPort(port, 10000, () => redisDead);
 
 const loaded = [];
 for (const root of builds) {

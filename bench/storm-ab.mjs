@@ -15,11 +15,11 @@
 // bare-node-floor.mjs). The same checkout twice with different --*-node-args compares V8 flags.
 // Prints each storm, then the median and minimum per side and the load average it ran at.
 // Bounded: every storm has a fixed count and a 60 s deadline; both brokers are stopped at the end.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildLoadgen, freePort, waitForPort } from './lib/brokers.mjs';
+import { buildLoadgen, connectStorm, freePort, processCpu, waitForPort } from './lib/brokers.mjs';
 
 const { values: o } = parseArgs({
   options: {
@@ -56,27 +56,14 @@ async function start(dir, nodeArgs) {
   return { child, port, dir };
 }
 
-/** utime, stime in USER_HZ (100 per second). */
-function cpuTicks(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { user: Number(f[11]), system: Number(f[12]) };
-}
-
-function storm(port, total) {
-  const r = spawnSync('taskset', ['-c', o['gen-cpus'], loadgen, '--port', String(port), '--scenario', 'connect', '--concurrency', '100', '--total', String(total), '--rate', o.rate, '--warmup-ms', '0', '--duration-ms', '60000'], { encoding: 'utf8', timeout: 90000 });
-  const line = r.stdout.trim().split('\n').pop();
-  const result = JSON.parse(line);
-  if (!result.acceptedTotal) throw new Error(`storm to ${port} failed: ${line}`);
-  return result.acceptedTotal;
-}
+const storm = (port, total) => connectStorm(loadgen, o['gen-cpus'], port, total, o.rate);
 
 function measure(b) {
-  const t0 = cpuTicks(b.child.pid);
+  const t0 = processCpu(b.child.pid);
   const n = storm(b.port, Number(o.connections));
-  const t1 = cpuTicks(b.child.pid);
-  const user = ((t1.user - t0.user) * 1e4) / n;
-  const kernel = ((t1.system - t0.system) * 1e4) / n;
+  const t1 = processCpu(b.child.pid);
+  const user = ((t1.user - t0.user) * 1e6) / n;
+  const kernel = ((t1.system - t0.system) * 1e6) / n;
   return { user, kernel, total: user + kernel, load: readFileSync('/proc/loadavg', 'utf8').split(' ')[0] };
 }
 

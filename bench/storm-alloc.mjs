@@ -13,12 +13,12 @@
 //
 // Bounded: a warm-up storm of 5,000 and two storms of --connections, each with a 60 s
 // deadline; the broker is stopped at the end. Compare two builds by running it in each.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { freePort, waitForPort } from './lib/brokers.mjs';
+import { buildLoadgen, connectStorm, freePort, waitForPort } from './lib/brokers.mjs';
 
 const { values: o } = parseArgs({
   options: {
@@ -34,15 +34,8 @@ const { values: o } = parseArgs({
 });
 const n = Number(o.connections);
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'storm-alloc-'));
-const loadgen = o.loadgen ?? buildLoadgen();
+const loadgen = o.loadgen ?? buildLoadgen('storm-alloc-');
 
-function buildLoadgen() {
-  const bin = path.join(tmp, 'loadgen');
-  const src = new URL('./gen/loadgen.c', import.meta.url).pathname;
-  const r = spawnSync('gcc', ['-O2', '-Wall', '-Wextra', '-o', bin, src], { encoding: 'utf8', timeout: 60000 });
-  if (r.status !== 0) throw new Error(`gcc failed: ${r.stderr || r.error}`);
-  return bin;
-}
 
 const port = await freePort();
 const entry = o.broker === 'floor' ? ['bench/brokers/bare-node-floor.mjs', String(port), '127.0.0.1'] : ['dist/src/cli.js'];
@@ -62,12 +55,7 @@ async function written(file) {
   await pause(200);
 }
 
-function storm(total) {
-  const r = spawnSync('taskset', ['-c', o['gen-cpus'], loadgen, '--port', String(port), '--scenario', 'connect', '--concurrency', '100', '--total', String(total), '--rate', o.rate, '--warmup-ms', '0', '--duration-ms', '60000'], { encoding: 'utf8', timeout: 90000 });
-  const result = JSON.parse(r.stdout.trim().split('\n').pop());
-  if (!result.acceptedTotal) throw new Error(`storm failed: ${r.stdout}`);
-  return result.acceptedTotal;
-}
+const storm = (total) => connectStorm(loadgen, o['gen-cpus'], port, total, o.rate);
 
 /** V8's figures for the GCs logged since `from`, per connection. */
 function gcFigures(from, count) {

@@ -36,6 +36,16 @@ export function freePort() {
   });
 }
 
+/**
+ * A process's CPU seconds so far, all threads, as /proc/<pid>/stat counts them: user and
+ * system (utime, stime in USER_HZ, 100 per second). Throws when the process is gone.
+ */
+export function processCpu(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
+}
+
 export function waitForPort(port, timeoutMs, isDead) {
   const deadline = Date.now() + timeoutMs;
   return new Promise((resolve, reject) => {
@@ -97,9 +107,7 @@ class Proc {
    */
   cpuSplit() {
     try {
-      const stat = readFileSync(`/proc/${this.pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 }; // utime, stime in USER_HZ (100)
+      return processCpu(this.pid);
     } catch {
       return { user: NaN, system: NaN };
     }
@@ -253,6 +261,20 @@ export function vigilVersion() {
 }
 
 export const vigilBuilt = () => existsSync(VIGIL_CLI);
+
+/**
+ * A connect storm of `total` anonymous connections at `rate` per second (loadgen --scenario
+ * connect, 100 lanes) against 127.0.0.1:port, the generator pinned to `cpus`; the number of
+ * CONNACKs it got. Bounded: the storm's own 60 s window, 90 s for the process.
+ */
+export function connectStorm(loadgen, cpus, port, total, rate) {
+  const args = ['-c', cpus, loadgen, '--port', String(port), '--scenario', 'connect', '--concurrency', '100', '--total', String(total), '--rate', String(rate), '--warmup-ms', '0', '--duration-ms', '60000'];
+  const r = spawnSync('taskset', args, { encoding: 'utf8', timeout: 90000 });
+  const line = (r.stdout ?? '').trim().split('\n').pop();
+  const result = line ? JSON.parse(line) : {};
+  if (!result.acceptedTotal) throw new Error(`storm to ${port} failed: ${line || r.stderr || r.error}`);
+  return result.acceptedTotal;
+}
 
 /** bench/gen/loadgen.c built with gcc into a fresh temp directory (the A/B scripts' generator). */
 export function buildLoadgen(prefix) {
