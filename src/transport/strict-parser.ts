@@ -130,20 +130,11 @@ class StrictParser extends Base {
     this.parser({ protocolVersion: 4 });
   }
 
-  /**
-   * As new: level 4, nothing buffered, no error, no sink, no listeners (releaseParser). The
-   * packet under construction is kept when the state machine never started one (the whole-
-   * packet paths make their own): nothing is allocated to release a parser.
-   */
+  /** As new: level 4, nothing buffered, no error, no sink, no listeners (releaseParser). */
   reuse(): void {
     this.sink = undefined;
     this.settings = LEVEL_4;
-    if (!untouched(this.packet)) this._resetState();
-    else {
-      this.error = null;
-      this._list = NO_BYTES;
-      this._stateCounter = 0;
-    }
+    this._resetState();
     this._pos = 0;
     if (this.listenerCount('packet') + this.listenerCount('error') > 0) this.removeAllListeners();
   }
@@ -154,9 +145,12 @@ class StrictParser extends Base {
    * paid on every CONNECT. The parser only uses bl's BufferList methods: a plain BufferList,
    * made when the state machine first needs one (a connection whose packets all arrive
    * whole never does). Until then `_list` is the shared empty one, which is never written.
+   * The packet under construction is kept when the state machine never started one (the
+   * whole-packet paths make their own): a released parser allocates nothing (reuse).
    */
   override _resetState(): void {
-    this.packet = new Packet();
+    // (undefined when mqtt-packet's constructor calls this)
+    if (this.packet === undefined || !untouched(this.packet)) this.packet = new Packet();
     this.error = null;
     this._list = NO_BYTES;
     this._stateCounter = 0;
