@@ -8,14 +8,17 @@
 // Redis's (/proc/<pid>/stat), per client. With --other DIR the runs alternate between this
 // checkout's build and DIR's (another checkout, built), A B A B, for A/B on a busy machine.
 //
-//   npx tsc -p . && node bench/reaper-micro.mjs [--clients 10000] [--runs 3] [--other DIR]
+// With --prefetch the wills are first read ahead (ClientRegistry.prefetchWills, as a survivor
+// does while the member is overdue), timed on their own: the reaping then decodes none.
+//
+//   npx tsc -p . && node bench/reaper-micro.mjs [--clients 10000] [--runs 3] [--other DIR] [--prefetch]
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { freePort, processCpu, waitForPort } from './lib/brokers.mjs';
 
-const { values: args } = parseArgs({ options: { clients: { type: 'string', default: '10000' }, runs: { type: 'string', default: '3' }, other: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { clients: { type: 'string', default: '10000' }, runs: { type: 'string', default: '3' }, other: { type: 'string' }, prefetch: { type: 'boolean', default: false } } });
 const N = Math.min(100000, Number(args.clients));
 const runs = Math.min(20, Number(args.runs));
 const here = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -53,16 +56,28 @@ async function once(b) {
     }));
   }
   let fired = 0;
+  let prefetch;
+  let ahead = '';
+  if (args.prefetch && registry.prefetchWills) {
+    const p0 = redisCpuUs();
+    const c0 = process.cpuUsage();
+    const w0 = performance.now();
+    prefetch = registry.prefetchWills(dead);
+    await prefetch.done;
+    const cpu = process.cpuUsage(c0);
+    ahead = `; read ahead first: ${((cpu.user + cpu.system) / N).toFixed(1)} µs/client, Redis ${((redisCpuUs() - p0) / N).toFixed(1)}, ${(performance.now() - w0).toFixed(0)} ms`;
+  }
   const r0 = redisCpuUs();
   const c0 = process.cpuUsage();
   const w0 = performance.now();
-  await registry.orphanClients(dead, () => void fired++, 'reaper/1');
+  const report = await registry.orphanClients(dead, () => void fired++, 'reaper/1', prefetch);
+  if (prefetch && report.prefetched !== N) throw new Error(`${report.prefetched} of ${N} wills read ahead`);
   const cpu = process.cpuUsage(c0);
   const wallMs = performance.now() - w0;
   const redisUs = redisCpuUs() - r0;
   if (fired !== N) throw new Error(`${fired} of ${N} wills fired`);
   await b.redis.client.flushdb();
-  return { reaper: (cpu.user + cpu.system) / N, redis: redisUs / N, wallMs };
+  return { reaper: (cpu.user + cpu.system) / N, redis: redisUs / N, wallMs, ahead };
 }
 
 try {
@@ -72,7 +87,7 @@ try {
     for (const b of loaded) {
       const x = await once(b);
       results.get(b.root).push(x);
-      console.log(`${b.root === here ? 'this ' : 'other'} reaper ${x.reaper.toFixed(1)} µs/client, Redis ${x.redis.toFixed(1)} µs/client, ${x.wallMs.toFixed(0)} ms for ${N}`);
+      console.log(`${b.root === here ? 'this ' : 'other'} reaper ${x.reaper.toFixed(1)} µs/client, Redis ${x.redis.toFixed(1)} µs/client, ${x.wallMs.toFixed(0)} ms for ${N}${x.ahead}`);
     }
   }
   for (const [root, xs] of results) {

@@ -678,13 +678,20 @@ function reapTimeline(b, killedAtMs) {
   const out = {};
   try {
     for (const line of readFileSync(b.logFile, 'utf8').split('\n')) {
-      if (!line.includes('dead node') && !(out.firstFiredMs === undefined && line.includes('will published'))) continue;
+      if (!line.includes('dead node') && !line.includes('overdue node') && !(out.firstFiredMs === undefined && line.includes('will published'))) continue;
       const rec = JSON.parse(line);
+      if (rec.time < killedAtMs) continue;
       if (rec.msg === 'reaping dead node') out.reapStartMs = rec.time - killedAtMs;
+      else if (rec.msg === 'reading the wills of an overdue node ahead') out.readAheadStartMs = rec.time - killedAtMs;
+      else if (rec.msg === 'wills of an overdue node read ahead') {
+        out.readAheadEndMs = rec.time - killedAtMs;
+        out.readAheadWills = rec.wills;
+      }
       else if (rec.msg === 'will published') out.firstFiredMs = rec.time - killedAtMs;
       else if (rec.msg === 'dead node reaped') {
         out.reapEndMs = rec.time - killedAtMs;
         if (rec.phasesMs) out.reapPhasesMs = rec.phasesMs;
+        if (rec.prefetched !== undefined) out.prefetchedWills = rec.prefetched;
       }
     }
   } catch {

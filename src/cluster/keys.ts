@@ -71,6 +71,17 @@ export class ClusterKeys extends StoreKeys {
   }
   private orphanParts?: { readonly head: string; readonly ends: string };
 
+  /** clientWill as the text before the client id and after it: read-wills-ahead.lua builds a batch's will keys from the ids. */
+  get willKeyParts(): { readonly head: string; readonly end: string } {
+    if (this.willParts) return this.willParts;
+    const marker = '{}';
+    const whole = this.clientWill(marker);
+    const at = whole.indexOf(marker);
+    this.willParts = { head: whole.slice(0, at), end: whole.slice(at + marker.length) };
+    return this.willParts;
+  }
+  private willParts?: { readonly head: string; readonly end: string };
+
   get nodeLeases(): string {
     return this.global('nodes', 'leases');
   }

@@ -43,6 +43,12 @@ export interface MembershipEvents {
   rejoined: [member: string, previous: string];
   /** Members whose lease has expired (candidates for reap()). Emitted on every heartbeat that sees some. */
   lapsed: [members: string[]];
+  /**
+   * Members whose lease still runs but whose renewal is late (last renewed more than
+   * overdueAfterMs ago), with the members renewing in time (this one included). Nobody is
+   * dead yet: a survivor may read what a reaping would need (ClientRegistry.prefetchWills).
+   */
+  overdue: [members: string[], renewing: string[]];
 }
 
 export function newMemberId(nodeId: string): string {
@@ -78,6 +84,14 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** True while this node may own clients (lease confirmed recently enough). */
   get owner(): boolean {
     return this.isOwner;
+  }
+
+  /**
+   * How long after its last renewal a member counts as overdue: a heartbeat and a half, so a
+   * renewal merely late by a busy event loop or a slow round trip is not one.
+   */
+  get overdueAfterMs(): number {
+    return this.o.heartbeatMs * 1.5;
   }
 
   /** Ms before the lease could expire at which ownership is given up. */
@@ -234,6 +248,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private async survey(nowMs: number): Promise<void> {
     const flat = await this.o.redis.client.zrange(this.o.keys.nodeLeases, 0, -1, 'WITHSCORES');
     const lapsed: string[] = [];
+    const overdue: string[] = [];
+    const renewing: string[] = [];
+    // a lease renewed at T expires at T + nodeTimeoutMs: one expiring sooner than this was last renewed over overdueAfterMs ago
+    const overdueBelowMs = this.o.nodeTimeoutMs - this.overdueAfterMs;
     let live = 0;
     let earliest = Number.POSITIVE_INFINITY;
     for (let i = 0; i + 1 < flat.length; i += 2) {
@@ -244,6 +262,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
         continue;
       }
       live++;
+      if (member !== this.currentMember && expiresAt - nowMs < overdueBelowMs) overdue.push(member);
+      else renewing.push(member);
       if (member !== this.currentMember && expiresAt < earliest) earliest = expiresAt;
     }
     this.o.metrics?.clusterNodes.set(live);
@@ -255,6 +275,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       this.expiryTimer.unref();
     }
     if (lapsed.length > 0) this.emit('lapsed', lapsed);
+    if (overdue.length > 0) this.emit('overdue', overdue, renewing);
   }
 
   private async expiryDue(): Promise<void> {

@@ -11,7 +11,7 @@ import { RedisSessionStore } from '../store/redis/sessions.js';
 import { ClusterKeys } from './keys.js';
 import { VigilRedis, redisTargetFromConfig, type RedisTargetConfig } from '../redis/connection.js';
 import { Membership, type OwnerChangeReason } from './membership.js';
-import { ClientRegistry } from './registry.js';
+import { ClientRegistry, type WillPrefetch } from './registry.js';
 import { RouteTable } from './routes.js';
 import { MessageBus, type BusHandler } from './bus.js';
 import type { PublishEnvelope } from './bus-codec.js';
@@ -66,6 +66,8 @@ export class ClusterNode {
   bus!: MessageBus;
   private sweepTimer?: NodeJS.Timeout;
   private readonly reaping = new Set<string>();
+  /** Wills read ahead for members whose renewal is overdue, by member (at most one reading each). */
+  private readonly prefetches = new Map<string, WillPrefetch>();
   private sweeping?: Promise<number>;
   /** When this node last became owner (start, rejoin, or a lease renewed after it was unconfirmed). */
   private ownerSinceMs = 0;
@@ -128,6 +130,29 @@ export class ClusterNode {
       if (!this.membership.owner || Date.now() - this.ownerSinceMs < this.o.config.nodeTimeoutMs) return;
       for (const m of members) void this.reapMember(m);
     });
+    this.membership.on('overdue', (members, renewing) => {
+      // Not dead yet (it may renew): what its reaping would decode is read now, while this
+      // node waits out the node timeout, instead of inside the reaping, where it delays every
+      // will behind it. By one survivor, the first renewing member: every survivor reading
+      // every record would multiply Redis's work by the cluster's size. Only while this node
+      // would reap (as 'lapsed' below).
+      if (!this.membership.owner || Date.now() - this.ownerSinceMs < this.o.config.nodeTimeoutMs) return;
+      if (!renewing.includes(this.member) || renewing.reduce((a, b) => (b < a ? b : a)) !== this.member) return;
+      for (const m of members) {
+        if (m === this.member || this.reaping.has(m) || this.prefetches.has(m)) continue;
+        const prefetch = this.registry.prefetchWills(m);
+        this.prefetches.set(m, prefetch);
+        log?.info({ member: m }, 'reading the wills of an overdue node ahead');
+        // a false alarm (it renewed) or a reaping won elsewhere: what was read is let go
+        const dropAfter = setTimeout(() => {
+          if (this.prefetches.get(m) !== prefetch) return;
+          prefetch.stop();
+          this.prefetches.delete(m);
+        }, 2 * this.o.config.nodeTimeoutMs);
+        dropAfter.unref();
+        void prefetch.done.then(() => log?.info({ member: m, wills: prefetch.size }, 'wills of an overdue node read ahead'));
+      }
+    });
     this.membership.on('rejoined', (member, previous) => {
       // announce the routes and open the stream first: nothing routed to the sessions kept
       // here finds no route while the reaper purges the old member's
@@ -155,9 +180,12 @@ export class ClusterNode {
     this.reaping.add(member);
     try {
       const startedAt = performance.now();
+      const prefetch = this.prefetches.get(member);
+      this.prefetches.delete(member);
+      prefetch?.stop();
       if (!(await this.membership.reap(member))) return false;
       const wonAt = performance.now();
-      const report = await this.registry.orphanClients(member, this.o.hooks.fireWill, this.member);
+      const report = await this.registry.orphanClients(member, this.o.hooks.fireWill, this.member, prefetch);
       const willsAt = performance.now();
       // routes of the adopted sessions first, then the dead member's go: every node's mirror
       // hears of the new route before the old one leaves, so no publish finds neither
@@ -171,7 +199,7 @@ export class ClusterNode {
       await this.bus.purge(member);
       // how long each phase took: a slow failover says whether the claim, the wills or the rest was the long pole
       const phasesMs = { claim: Math.round(wonAt - startedAt), wills: Math.round(willsAt - wonAt), routes: Math.round(routesAt - willsAt), bus: Math.round(performance.now() - routesAt) };
-      this.o.log?.info({ member, clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.withSession.length, phasesMs }, 'dead node reaped');
+      this.o.log?.info({ member, clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.withSession.length, prefetched: report.prefetched, phasesMs }, 'dead node reaped');
       // who reaped whom, for the console's cluster view
       const reap = { reaper: this.member, member, at: new Date().toISOString(), clients: report.clients, fired: report.fired, scheduled: report.scheduled, adopted: report.withSession.length };
       void recordReap(this.redis, this.keys, reap).catch((err: Error) => this.o.log?.warn({ err: err.message }, 'reap not recorded'));

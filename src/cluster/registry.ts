@@ -53,6 +53,55 @@ export interface OrphanReport {
   readonly clients: number;
   readonly fired: number;
   readonly scheduled: number;
+  /** Fired wills whose record was decoded ahead of the reaping (prefetchWills), not in it. */
+  readonly prefetched: number;
+}
+
+/**
+ * Will records of a member read and decoded while it was overdue but not yet dead
+ * (ClientRegistry.prefetchWills), for its reaping: a claimed record that is byte for byte the
+ * one read ahead is not decoded again. Nothing is claimed or fired by reading ahead; the
+ * orphan-client call still decides, on the record it returns, what fires.
+ */
+export class WillPrefetch {
+  private readonly records = new Map<string, { readonly bytes: Buffer; readonly will: WillRecord }>();
+  private stopped = false;
+  /** Taken records that matched / that had changed since they were read. */
+  used = 0;
+  changed = 0;
+  /** Settles once the reading stopped (read all, the limit, stop(), or a failure: it never rejects). */
+  done: Promise<void> = Promise.resolve();
+
+  /** Records read so far. */
+  get size(): number {
+    return this.records.size;
+  }
+
+  get reading(): boolean {
+    return !this.stopped;
+  }
+
+  /** No more reads: the reaping has begun (it must not queue behind them) or the member renewed. */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  add(clientId: string, bytes: Buffer, will: WillRecord): void {
+    this.records.set(clientId, { bytes, will });
+  }
+
+  /** The will decoded ahead for this client if its record is still `bytes`, at most once (the decoded object becomes the fired will). */
+  take(clientId: string, bytes: Buffer): WillRecord | undefined {
+    const known = this.records.get(clientId);
+    if (known === undefined) return undefined;
+    this.records.delete(clientId);
+    if (!known.bytes.equals(bytes)) {
+      this.changed++;
+      return undefined;
+    }
+    this.used++;
+    return known.will;
+  }
 }
 
 export interface RegistryOptions {
@@ -112,6 +161,13 @@ const ORPHAN_CALLS_IN_FLIGHT = 3;
 const SETTLE_SLICE = 50;
 /** SSCAN COUNT of a reaper's reads of the dead member's index (a hint: about as many ids). */
 const ORPHAN_SCAN_COUNT = 4 * WILL_BATCH;
+
+/**
+ * Most will records one survivor reads ahead for an overdue member (prefetchWills): the memory
+ * a false alarm can hold for a while (a decoded will is ~1 KB), while a fleet-sized node's
+ * wills are all read ahead.
+ */
+const PREFETCH_MAX_WILLS = 20000;
 
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -315,7 +371,50 @@ export class ClientRegistry {
    * batches are in Redis. In a Redis Cluster each client is its own call (its keys in its
    * slot), after one SADD for the batch.
    */
-  async orphanClients(deadMember: string, fire: FireWill, reaper: string): Promise<OrphanReport> {
+  /**
+   * Reads and decodes, ahead of its reaping, the wills a member whose renewal is overdue would
+   * fire (delay 0, not scheduled): the reaper then skips the decoding of those still the same
+   * (orphanClients' `prefetch`). Read-only: the member is not dead, and may renew. The same
+   * order as the reaping's (SSCAN of its index from the start), in reads of ~1,000 and
+   * decodes of WILL_BATCH a turn; stops at PREFETCH_MAX_WILLS or stop().
+   */
+  prefetchWills(member: string, limit = PREFETCH_MAX_WILLS): WillPrefetch {
+    const { redis, keys } = this.o;
+    const prefetch = new WillPrefetch();
+    // a Redis Cluster: the records are in other slots than the index, one command each would
+    // cost the survivor more than decoding them in the reaping does; nothing is read ahead
+    if (redis.isCluster) {
+      prefetch.stop();
+      return prefetch;
+    }
+    const { head, end } = keys.willKeyParts;
+    const read = async () => {
+      let cursor = '0';
+      do {
+        const reply = (await redis.run('readWillsAhead', [keys.nodeClients(member)], [cursor, ORPHAN_SCAN_COUNT, head, end])) as unknown[];
+        cursor = str(reply[0]);
+        for (let i = 1; i + 1 < reply.length; i += 2) {
+          if (i > 1 && (i - 1) % (2 * WILL_BATCH) === 0) await nextTurn();
+          if (!prefetch.reading || prefetch.size >= limit) return;
+          const rec = buf(reply[i + 1]);
+          if (!rec) continue;
+          try {
+            prefetch.add(str(reply[i]), rec, decodeWill(rec));
+          } catch {
+            // not kept: if the reaping claims it, it decodes it again and reports what is wrong
+          }
+        }
+      } while (cursor !== '0' && prefetch.reading);
+    };
+    prefetch.done = read()
+      .catch((err: Error) => this.o.log?.warn({ member, err: err.message }, 'reading wills ahead failed'))
+      .finally(() => prefetch.stop());
+    return prefetch;
+  }
+
+  async orphanClients(deadMember: string, fire: FireWill, reaper: string, prefetch?: WillPrefetch): Promise<OrphanReport> {
+    // no more reads ahead: they would queue in front of the calls
+    prefetch?.stop();
     const setKey = this.o.keys.nodeClients(deadMember);
     const orphaned: string[] = [];
     const withSession: string[] = [];
@@ -337,7 +436,7 @@ export class ClientRegistry {
           const status = scriptStatus('orphan-client', r, { clientId });
           if (status === 'fire' || (status === 'not_owner' && r.length > 1)) {
             fired++;
-            const done = this.fireSafely(fire, this.willFrom(r[1], num(r[2])));
+            const done = this.fireSafely(fire, this.willFrom(r[1], num(r[2]), prefetch, clientId));
             if (done) firing.push(done);
           }
           if (status === 'not_owner') {
@@ -446,7 +545,7 @@ export class ClientRegistry {
     await Promise.all(firing);
     if (failure !== undefined) throw failure;
     await this.o.redis.client.del(setKey);
-    return { clients, fired, scheduled, orphaned, withSession, moved };
+    return { clients, fired, scheduled, orphaned, withSession, moved, prefetched: prefetch?.used ?? 0 };
   }
 
   /**
@@ -483,10 +582,10 @@ export class ClientRegistry {
     return { kind: 'none' };
   }
 
-  private willFrom(v: unknown, epoch: number): WillRecord {
+  private willFrom(v: unknown, epoch: number, prefetch?: WillPrefetch, clientId?: string): WillRecord {
     const b = buf(v);
     if (!b) throw new UnexpectedScriptReplyError('will', v);
-    const will = decodeWill(b);
+    const will = (prefetch && clientId !== undefined ? prefetch.take(clientId, b) : undefined) ?? decodeWill(b);
     will.epoch = epoch;
     return will;
   }

@@ -48,6 +48,33 @@ describe('membership leases', { timeout: 60000 }, () => {
     assert.equal(a.owner, false);
   });
 
+  it('a member whose renewal is late is reported overdue before its lease lapses, with those renewing', async () => {
+    const keys = newKeys();
+    const dead = node(keys, 'dead', { autoRenew: false });
+    const survivor = node(keys, 'survivor');
+    const joined = Date.now();
+    await dead.start();
+    await survivor.start();
+    let overdueAt = 0;
+    let renewing: string[] = [];
+    let lapsedAt = 0;
+    survivor.on('overdue', (members, live) => {
+      if (!overdueAt && members.includes(dead.member)) {
+        overdueAt = Date.now();
+        renewing = live;
+      }
+    });
+    survivor.on('lapsed', (members) => {
+      if (!lapsedAt && members.includes(dead.member)) lapsedAt = Date.now();
+    });
+    await waitFor(() => lapsedAt > 0, 5000, 'lapse detected');
+    assert.ok(overdueAt > 0, 'reported overdue');
+    assert.ok(overdueAt <= lapsedAt, 'before it lapsed');
+    // its only lease was written after `joined`: overdue means renewed over 1.5 heartbeats ago
+    assert.ok(overdueAt - joined >= survivor.overdueAfterMs - 5, `overdue too early (${overdueAt - joined} ms)`);
+    assert.deepEqual(renewing, [survivor.member], 'the members renewing in time, not the overdue one');
+  });
+
   it('a survivor looks again when the earliest lease it saw expires, not at its next heartbeat', async () => {
     const keys = newKeys();
     const dead = node(keys, 'dead', { autoRenew: false });
