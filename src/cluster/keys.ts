@@ -29,6 +29,12 @@
 // Channels: P:routes:events, P:revocations:events.
 import { StoreKeys } from '../store/redis/keys.js';
 
+/** A client's keys of one script as head .. clientId .. ending (ends: space-separated, in the script's order). */
+export interface KeyParts {
+  readonly head: string;
+  readonly ends: string;
+}
+
 export class ClusterKeys extends StoreKeys {
   private member(member: string, what: string): string {
     return this.global(`n:${member}`, what);
@@ -54,22 +60,35 @@ export class ClusterKeys extends StoreKeys {
    * endings after it, space-separated: on one Redis orphan-client.lua builds a batch's keys
    * from the ids (head .. id .. ending), so a call carries each client once, not its four keys.
    */
-  get orphanClientKeyParts(): { readonly head: string; readonly ends: string } {
-    if (this.orphanParts) return this.orphanParts;
+  get orphanClientKeyParts(): KeyParts {
+    return (this.orphanParts ??= this.keyParts((id) => this.orphanClientKeys(id)));
+  }
+  private orphanParts?: KeyParts;
+
+  /** A client's keys for claim-client.lua: owner, will, then its session's (sessionKeys). */
+  claimClientKeys(clientId: string): string[] {
+    return [this.clientOwner(clientId), this.clientWill(clientId), ...this.sessionKeys(clientId)];
+  }
+  /** claimClientKeys as a head and endings (see orphanClientKeyParts): claim-client.lua builds them on one Redis. */
+  get claimClientKeyParts(): KeyParts {
+    return (this.claimParts ??= this.keyParts((id) => this.claimClientKeys(id)));
+  }
+  private claimParts?: KeyParts;
+
+  /** A client's keys (as `keysOf` builds them) as the text before the client id, shared by all, and the endings after it. */
+  private keyParts(keysOf: (clientId: string) => readonly string[]): KeyParts {
     // a marker no prefix holds (prefixes are brace-free) and that no key text before the id contains
     const marker = '{}';
-    const whole = this.orphanClientKeys(marker);
+    const whole = keysOf(marker);
     const head = whole[0].slice(0, whole[0].indexOf(marker));
     const ends = whole.map((k) => {
-      if (!k.startsWith(head + marker)) throw new Error(`orphan-client keys do not share a head: ${k}`);
+      if (!k.startsWith(head + marker)) throw new Error(`client keys do not share a head: ${k}`);
       const end = k.slice(head.length + marker.length);
-      if (/\s/.test(end) || end === '') throw new Error(`orphan-client key ending unfit for a space-separated list: ${JSON.stringify(end)}`);
+      if (/\s/.test(end) || end === '') throw new Error(`client key ending unfit for a space-separated list: ${JSON.stringify(end)}`);
       return end;
     });
-    this.orphanParts = { head, ends: ends.join(' ') };
-    return this.orphanParts;
+    return { head, ends: ends.join(' ') };
   }
-  private orphanParts?: { readonly head: string; readonly ends: string };
 
   /** clientWill as the text before the client id and after it: read-wills-ahead.lua builds a batch's will keys from the ids. */
   get willKeyParts(): { readonly head: string; readonly end: string } {

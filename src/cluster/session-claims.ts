@@ -70,6 +70,10 @@ export class SessionClaims {
     // VIGIL_REDIS_WAIT_REPLICAS: the CONNACK waits until replicas have the claim, the will and
     // the session written below (writes from here on, on this connection)
     const since = node.redis.generation;
+    // a persistent session this node holds no usable copy of: the claim fences, loads and keeps
+    // the stored one in the same call (claim-client.lua), no three round trips of its own after
+    const held = broker.sessions.get(clientId);
+    const resume = !cleanStart && expiryIntervalS > 0 && (!held || held.movedAway || this.heldAtLeaseLoss.has(clientId));
     let claim;
     try {
       claim = await node.registry.claim(clientId, node.member, {
@@ -78,6 +82,7 @@ export class SessionClaims {
         sessionExpiryS: expiryIntervalS,
         owner,
         takeoverAcrossIdentities: broker.deps.config.sessionTakeover === 'any',
+        resume,
       });
     } catch (err) {
       if (err instanceof ClientIdHeldError) {
@@ -108,10 +113,17 @@ export class SessionClaims {
     }
     try {
       let snapshot: SessionSnapshot | undefined;
+      // the claim stored the session as resumed here (new epoch and expiry, no time to live)
+      let storedByClaim = false;
       if (cleanStart) {
         // the claim ended the stored session (claim-client.lua)
         if (local) broker.endSession(local);
         local = undefined;
+      } else if (!local && claim.stored !== undefined) {
+        // the claim fenced and loaded it (claim-client.lua): as below, in the same step
+        if (claim.stored === 'stale') throw new StaleEpochError(clientId, epoch);
+        snapshot = claim.stored === 'none' ? undefined : claim.stored;
+        storedByClaim = true;
       } else if (!local) {
         // fence first: a copy of this session still held by another node can no longer
         // append to it, so nothing lands between this load and the save below. Both keys share
@@ -131,8 +143,13 @@ export class SessionClaims {
         session.journal = this.journal;
         session.seen ??= this.recentIds(snapshot);
         // the save, then its expiry lifted while connected: one slot, sent together, run in
-        // order (the PERSIST sees the epoch just saved), one round trip
-        await Promise.all([this.journal.saveWhole(session), node.sessions.setExpiry(clientId, epoch, undefined)]);
+        // order (the PERSIST sees the epoch just saved), one round trip. The claim stored a
+        // session that is here as loaded already; one with pending messages or incoming QoS 2
+        // ids is saved whole still: restoring it may renumber what was in flight, and the
+        // journal addresses its messages by the seqs of a save
+        if (!storedByClaim || (snapshot && (snapshot.pending.length > 0 || snapshot.incomingQos2.length > 0))) {
+          await Promise.all([this.journal.saveWhole(session), node.sessions.setExpiry(clientId, epoch, undefined)]);
+        }
       } else {
         session.journal = undefined;
         session.seen = undefined;

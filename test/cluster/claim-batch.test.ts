@@ -7,7 +7,8 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, startRedisCluster, type TestRedis, type TestRedisCluster } from '../helpers/redis.js';
-import { ClientRegistry } from '../../src/cluster/registry.js';
+import { ClientRegistry, type ClaimResult } from '../../src/cluster/registry.js';
+import { decodeWill } from '../../src/store/redis/codec.js';
 import type { RedisTarget } from '../../src/redis/connection.js';
 import { RedisSessionStore } from '../../src/store/redis/sessions.js';
 import { ClientIdHeldError, StaleEpochError } from '../../src/store/errors.js';
@@ -189,6 +190,118 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
       await sessions.save({ clientId: 'kept', epoch: third.epoch, expiryIntervalS: 300, subscriptions: [], pending: [], incomingQos2: [] });
       await registry.claim('kept', 'n/1', { cleanStart: false, sessionExpiryS: 300, owner: 'u' });
       assert.ok(await sessions.load('kept'), 'a claim without Clean Start leaves the session');
+    });
+
+    /** A persistent session stored by node n/A for `id`, offline (a TTL), with its will scheduled. */
+    async function storedOffline(t: ReturnType<typeof setup>, id: string, owner: string): Promise<number> {
+      const first = await t.registry.claim(id, 'n/A', { cleanStart: false, will: will(id, 30, `old-${id}`), sessionExpiryS: 300, owner });
+      const sub = { filter: `t/${id}/#`, qos: 1 as const, noLocal: false, retainAsPublished: false, retainHandling: 0 as const };
+      await t.sessions.save({ clientId: id, epoch: first.epoch, expiryIntervalS: 300, subscriptions: [sub], pending: [], incomingQos2: [] });
+      await t.sessions.appendPending(id, first.epoch, { message: { topic: `t/${id}/m`, payload: Buffer.from(`for-${id}`), qos: 1, retain: false, origin: 'x', id: `m-${id}` }, qos: 1, retainFlag: false });
+      assert.equal((await t.registry.abnormalDisconnect(id, first.epoch, 300)).kind, 'scheduled');
+      await t.sessions.setExpiry(id, first.epoch, 300_000);
+      return first.epoch;
+    }
+
+    /** The will record stored for a client: its epoch and payload. */
+    async function storedWill(t: ReturnType<typeof setup>, id: string): Promise<{ epoch: number; payload: string } | undefined> {
+      const rec = await t.redis.client.hgetBuffer(t.keys.clientWill(id), 'rec');
+      if (!rec) return undefined;
+      return { epoch: Number(await t.redis.client.hget(t.keys.clientWill(id), 'epoch')), payload: decodeWill(rec).message.payload.toString() };
+    }
+
+    it('40 resumes of one turn on another node: one claim call; each gets its own stored session, fenced at its new epoch and kept (new expiry, no time to live), and its own new will', async () => {
+      const t = setup();
+      const { registry, sessions, redis, keys } = t;
+      const ids = Array.from({ length: 40 }, (_, i) => `r-${i}`);
+      const epochs = await Promise.all(ids.map((id, i) => storedOffline(t, id, `owner-${i}`)));
+      await registry.claim('warm', 'n/B', { cleanStart: true, sessionExpiryS: 0, owner: 'u' }); // the script is loaded
+      const before = single ? await scriptCalls(single()) : 0;
+      const claims = await Promise.all([
+        ...ids.map((id, i) => registry.claim(id, 'n/B', { cleanStart: false, will: will(id, 30, `new-${id}`), sessionExpiryS: 600, owner: `owner-${i}`, resume: true })),
+        registry.claim('r-fresh', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'u', resume: true }),
+      ]);
+      if (single) assert.equal((await scriptCalls(single())) - before, 1, 'one claim-client.lua call for the turn (no fence, load, save or PERSIST of their own)');
+      for (const [i, id] of ids.entries()) {
+        const c = claims[i];
+        assert.equal(c.epoch, epochs[i] + 1);
+        assert.deepEqual([c.previousOwner, c.previousWill], ['n/A', 'cancelled'], `${id}: the reconnect cancels the delayed will`);
+        const snap = c.stored;
+        assert.ok(snap && typeof snap === 'object', `${id}: the stored session came with the claim`);
+        assert.equal(snap.clientId, id);
+        assert.equal(snap.epoch, c.epoch, `${id}: fenced at the new epoch`);
+        assert.deepEqual(snap.subscriptions.map((s) => s.filter), [`t/${id}/#`], `${id}: its own subscriptions`);
+        assert.deepEqual(snap.pending.map((p) => p.message.payload.toString()), [`for-${id}`], `${id}: its own pending message`);
+        assert.deepEqual(snap.seen, [`m-${id}`]);
+        const now = await sessions.load(id);
+        assert.deepEqual([now?.epoch, now?.expiryIntervalS, now?.pending.length], [c.epoch, 600, 1], `${id}: stored under the new epoch and expiry`);
+        assert.equal(await redis.client.pttl(keys.session(id)), -1, `${id}: no time to live while connected`);
+        assert.equal(await redis.client.pttl(keys.sessionPending(id)), -1);
+        assert.deepEqual(await storedWill(t, id), { epoch: c.epoch, payload: `new-${id}` }, `${id}: its own new will`);
+        // the older incarnation can no longer append
+        await assert.rejects(sessions.appendPending(id, epochs[i], { message: { topic: 'late', payload: Buffer.from('x'), qos: 1, retain: false, origin: 'x' }, qos: 1, retainFlag: false }), StaleEpochError);
+      }
+      assert.equal(claims[40].stored, 'none', 'no stored session: an empty one is stored');
+      const fresh = await sessions.load('r-fresh');
+      assert.deepEqual([fresh?.epoch, fresh?.expiryIntervalS, fresh?.subscriptions.length, fresh?.pending.length], [claims[40].epoch, 600, 0, 0]);
+    });
+
+    it('a resume by another identity inside a batch is refused and changes nothing of the owner\'s session or will; the others resume, and the owner still can', async () => {
+      const t = setup();
+      const { registry, sessions, redis, keys } = t;
+      const epoch = await storedOffline(t, 'owned', 'alice');
+      await storedOffline(t, 'bobs', 'bob');
+      const ttl = await redis.client.pttl(keys.session('owned'));
+      const results = await Promise.allSettled([
+        registry.claim('bobs', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'bob', resume: true }),
+        registry.claim('owned', 'n/B', { cleanStart: false, will: will('owned', 0, 'mallory'), sessionExpiryS: 600, owner: 'mallory', resume: true }),
+        registry.claim('owned', 'n/B', { cleanStart: true, sessionExpiryS: 0, owner: 'mallory' }),
+      ]);
+      assert.equal(results[0].status, 'fulfilled');
+      assert.equal(typeof (results[0] as PromiseFulfilledResult<ClaimResult>).value.stored, 'object', 'bob resumed in the same batch');
+      for (const r of results.slice(1)) assert.ok(r.status === 'rejected' && r.reason instanceof ClientIdHeldError, 'mallory refused');
+      const kept = await sessions.load('owned');
+      assert.deepEqual([kept?.epoch, kept?.expiryIntervalS, kept?.pending.length], [epoch, 300, 1], 'alice\'s session untouched');
+      const ttlAfter = await redis.client.pttl(keys.session('owned'));
+      assert.ok(ttlAfter > 0 && ttlAfter <= ttl, 'still offline: its time to live runs on');
+      assert.deepEqual(await storedWill(t, 'owned'), { epoch, payload: 'old-owned' }, 'alice\'s will untouched');
+      assert.deepEqual(await registry.owner('owned'), { node: 'n/A', epoch, online: false });
+      // a failed takeover locks nobody out: alice resumes hers
+      const mine = await registry.claim('owned', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'alice', resume: true });
+      assert.equal(typeof mine.stored === 'object' && mine.stored.pending[0]?.message.payload.toString(), 'for-owned');
+    });
+
+    it('the same session resumed twice in one turn: the later claim fences the earlier one, both read it, it is kept at the later epoch', async () => {
+      const t = setup();
+      const { registry, sessions } = t;
+      const epoch = await storedOffline(t, 'race', 'u');
+      const [first, second] = await Promise.all([
+        registry.claim('race', 'n/B', { cleanStart: false, will: will('race', 30, 'first'), sessionExpiryS: 600, owner: 'u', resume: true }),
+        registry.claim('race', 'n/C', { cleanStart: false, will: will('race', 30, 'second'), sessionExpiryS: 900, owner: 'u', resume: true }),
+      ]);
+      assert.deepEqual([first.epoch, second.epoch], [epoch + 1, epoch + 2]);
+      assert.deepEqual([second.previousOwner, second.previousOnline], ['n/B', true], 'the later one takes over from the earlier');
+      assert.ok(typeof first.stored === 'object' && typeof second.stored === 'object');
+      assert.deepEqual([first.stored.epoch, second.stored.epoch], [first.epoch, second.epoch]);
+      assert.deepEqual(second.stored.pending.map((p) => p.message.payload.toString()), ['for-race'], 'nothing lost between the two');
+      const now = await sessions.load('race');
+      assert.deepEqual([now?.epoch, now?.expiryIntervalS], [second.epoch, 900]);
+      assert.deepEqual(await storedWill(t, 'race'), { epoch: second.epoch, payload: 'second' }, 'the later will');
+      assert.equal(second.previousWill, 'cancelled', 'the earlier will, delayed, cancelled by the reconnect (never fired)');
+      await assert.rejects(sessions.appendPending('race', first.epoch, { message: { topic: 'late', payload: Buffer.from('x'), qos: 1, retain: false, origin: 'x' }, qos: 1, retainFlag: false }), StaleEpochError);
+      await assert.rejects(registry.normalDisconnect('race', first.epoch), StaleEpochError);
+    });
+
+    it('a resume that finds a newer incarnation\'s session stored leaves it untouched (stale)', async () => {
+      const t = setup();
+      const { registry, sessions, redis, keys } = t;
+      await registry.claim('newer', 'n/A', { cleanStart: false, sessionExpiryS: 300, owner: 'u' });
+      await sessions.save({ clientId: 'newer', epoch: 50, expiryIntervalS: 300, subscriptions: [], pending: [], incomingQos2: [] });
+      await sessions.setExpiry('newer', 50, 300_000);
+      const c = await registry.claim('newer', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'u', resume: true });
+      assert.equal(c.stored, 'stale');
+      assert.deepEqual([(await sessions.load('newer'))?.epoch, (await sessions.load('newer'))?.expiryIntervalS], [50, 300]);
+      assert.ok((await redis.client.pttl(keys.session('newer'))) > 0, 'its time to live untouched');
     });
 
     it('a stale disconnect in a batch fails alone', async () => {

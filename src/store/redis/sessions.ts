@@ -32,6 +32,44 @@ function incomingFrom(flat: unknown[]): Pick<SessionSnapshot, 'incomingQos2' | '
   return unroutedQos2.length > 0 ? { incomingQos2, unroutedQos2 } : { incomingQos2 };
 }
 
+/**
+ * A stored session as session-load.lua returns it after its 'ok' (claim-client.lua's resume
+ * answers the same), from reply[at]: epoch, expiryS, subscriptions, pending, pending state,
+ * incoming QoS 2, seen ids.
+ */
+export function storedSession(clientId: string, reply: readonly unknown[], at: number): SessionSnapshot {
+  const subsFlat = reply[at + 2] as unknown[];
+  const pendingFlat = reply[at + 3] as unknown[];
+  const stateFlat = reply[at + 4] as unknown[];
+  const states = new Map<number, string>();
+  for (let i = 0; i < stateFlat.length; i += 2) states.set(num(stateFlat[i]), str(stateFlat[i + 1]));
+  const pending: PendingMessage[] = [];
+  for (let i = 0; i < pendingFlat.length; i += 2) {
+    const seq = num(pendingFlat[i]);
+    const p = decodePending(buf(pendingFlat[i + 1])!);
+    p.storeSeq = seq;
+    const state = states.get(seq);
+    if (state) {
+      const [packetId, released] = state.split(':');
+      p.packetId = Number(packetId);
+      p.released = released === '1';
+    }
+    pending.push(p);
+  }
+  pending.sort((a, b) => a.storeSeq! - b.storeSeq!);
+  const subscriptions: Subscription[] = [];
+  for (let i = 1; i < subsFlat.length; i += 2) subscriptions.push(JSON.parse(str(subsFlat[i])) as Subscription);
+  return {
+    clientId,
+    epoch: num(reply[at]),
+    expiryIntervalS: num(reply[at + 1]),
+    subscriptions,
+    pending,
+    ...incomingFrom(reply[at + 5] as unknown[]),
+    seen: ((reply[at + 6] as unknown[] | undefined) ?? []).map(str),
+  };
+}
+
 
 export class RedisSessionStore implements SessionStore {
   constructor(private readonly o: RedisSessionStoreOptions) {}
@@ -52,36 +90,7 @@ export class RedisSessionStore implements SessionStore {
   async load(clientId: string): Promise<SessionSnapshot | undefined> {
     const { status, reply } = await this.run('session-load', 'sessionLoad', this.o.keys.sessionKeys(clientId), [], { clientId });
     if (status === 'none') return undefined;
-    const subsFlat = reply[3] as unknown[];
-    const pendingFlat = reply[4] as unknown[];
-    const stateFlat = reply[5] as unknown[];
-    const states = new Map<number, string>();
-    for (let i = 0; i < stateFlat.length; i += 2) states.set(num(stateFlat[i]), str(stateFlat[i + 1]));
-    const pending: PendingMessage[] = [];
-    for (let i = 0; i < pendingFlat.length; i += 2) {
-      const seq = num(pendingFlat[i]);
-      const p = decodePending(buf(pendingFlat[i + 1])!);
-      p.storeSeq = seq;
-      const state = states.get(seq);
-      if (state) {
-        const [packetId, released] = state.split(':');
-        p.packetId = Number(packetId);
-        p.released = released === '1';
-      }
-      pending.push(p);
-    }
-    pending.sort((a, b) => a.storeSeq! - b.storeSeq!);
-    const subscriptions: Subscription[] = [];
-    for (let i = 1; i < subsFlat.length; i += 2) subscriptions.push(JSON.parse(str(subsFlat[i])) as Subscription);
-    return {
-      clientId,
-      epoch: num(reply[1]),
-      expiryIntervalS: num(reply[2]),
-      subscriptions,
-      pending,
-      ...incomingFrom(reply[6] as unknown[]),
-      seen: ((reply[7] as unknown[] | undefined) ?? []).map(str),
-    };
+    return storedSession(clientId, reply, 1);
   }
 
   async save(s: SessionSnapshot): Promise<number[]> {
