@@ -14,12 +14,10 @@
 // --redis-cpus: where Redis runs (the bench's cluster-qos* put it on the broker CPU, 0).
 // --single: one node without Redis, publishers and subscribers on it (qos0-pairs' layout).
 // Bounded: every run has a fixed window and a 60 s deadline; every process is stopped after it.
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { buildLoadgen, freePort, processCpu, waitForPort } from './lib/brokers.mjs';
+import { buildLoadgen, freePort, launchPinned, processCpu, redisCommandCalls, stopPinned, waitForPort } from './lib/brokers.mjs';
 
 const { values: o } = parseArgs({
   options: {
@@ -51,44 +49,6 @@ function cpuSeconds(pid) {
   return user + system;
 }
 
-async function launch(cpus, command, args, env, cwd, stdout = 'ignore') {
-  const child = spawn('taskset', ['-c', cpus, command, ...args], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', stdout, 'ignore'] });
-  let dead = false;
-  child.on('exit', () => (dead = true));
-  return { child, dead: () => dead };
-}
-
-function stop(p, signal = 'SIGTERM') {
-  if (p.dead()) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      p.child.kill('SIGKILL');
-      resolve();
-    }, 5000);
-    p.child.on('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    p.child.kill(signal);
-  });
-}
-
-/** INFO commandstats as {command: calls}. */
-function commandCalls(port) {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => s.write('INFO commandstats\r\n'));
-    let text = '';
-    s.on('data', (d) => {
-      text += d;
-      const m = /^\$(\d+)\r\n/.exec(text);
-      if (m && Buffer.byteLength(text) >= m[0].length + Number(m[1])) s.end();
-    });
-    s.on('close', () => resolve(Object.fromEntries([...text.matchAll(/cmdstat_(\w+):calls=(\d+)/g)].map((x) => [x[1], Number(x[2])]))));
-    s.on('error', () => resolve({}));
-    s.setTimeout(3000, () => s.destroy());
-  });
-}
-
 async function run(dir) {
   const cwd = path.resolve(dir);
   const procs = [];
@@ -97,7 +57,7 @@ async function run(dir) {
     let redis;
     if (!o.single) {
       redisPort = await freePort();
-      redis = await launch(o['redis-cpus'], 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], {}, cwd);
+      redis = await launchPinned(o['redis-cpus'], 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], {}, cwd);
       procs.push(redis);
       await waitForPort(redisPort, 10000, redis.dead);
     }
@@ -107,7 +67,7 @@ async function run(dir) {
       const port = await freePort();
       const env = { VIGIL_MQTT_PORT: String(port), VIGIL_METRICS_PORT: '0', VIGIL_BIND: '127.0.0.1', VIGIL_LOG_LEVEL: 'warn', VIGIL_SYS_INTERVAL_S: '0', VIGIL_MAX_CONNECTIONS: '100000' };
       if (!o.single) Object.assign(env, { VIGIL_REDIS_URL: `redis://127.0.0.1:${redisPort}`, VIGIL_REDIS_PREFIX: prefix, VIGIL_NODE_ID: `ab-${id}`, VIGIL_NODE_TIMEOUT_MS: '3000', VIGIL_HEARTBEAT_MS: '1000' });
-      const node = await launch(o['broker-cpus'], process.execPath, ['dist/src/cli.js'], env, cwd);
+      const node = await launchPinned(o['broker-cpus'], process.execPath, ['dist/src/cli.js'], env, cwd);
       procs.push(node);
       await waitForPort(port, 15000, node.dead);
       nodes.push({ ...node, port });
@@ -115,10 +75,10 @@ async function run(dir) {
     const [a, b = a] = nodes;
     await sleep(1500); // routes announced, bus streams open
     const args = ['--port', String(a.port), '--sub-port', String(b.port), '--scenario', 'pairs', '--qos', o.qos, '--pubs', '8', '--subs', '8', '--inflight', '64', '--size', '64', '--topic', `bench/ab${o.qos}`, '--warmup-ms', String(WARMUP_MS), '--duration-ms', o.ms, '--setup-timeout-ms', '30000', '--rate', '0', '--turn-us', '0'];
-    const gen = await launch(o['gen-cpus'], loadgen, args, {}, cwd, 'pipe');
+    const gen = await launchPinned(o['gen-cpus'], loadgen, args, {}, cwd, 'pipe');
     procs.push(gen);
     const sides = { a: a.child.pid, ...(o.single ? {} : { b: b.child.pid, redis: redis.child.pid }) };
-    const sample = async () => ({ cpu: Object.fromEntries(Object.entries(sides).map(([k, pid]) => [k, cpuSeconds(pid)])), calls: redisPort ? await commandCalls(redisPort) : {} });
+    const sample = async () => ({ cpu: Object.fromEntries(Object.entries(sides).map(([k, pid]) => [k, cpuSeconds(pid)])), calls: redisPort ? await redisCommandCalls(redisPort) : {} });
     let out = '';
     let start;
     let end;
@@ -149,7 +109,7 @@ async function run(dir) {
     }
     return { msgsPerSec: n / (Number(o.ms) / 1000), p50Us: result.p50Us, usPerMsg, perKmsg, load: readFileSync('/proc/loadavg', 'utf8').split(' ')[0] };
   } finally {
-    for (const p of procs.reverse()) await stop(p);
+    for (const p of procs.reverse()) await stopPinned(p);
   }
 }
 

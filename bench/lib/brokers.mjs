@@ -284,3 +284,46 @@ export function buildLoadgen(prefix) {
   if (r.status !== 0) throw new Error(`gcc failed: ${r.stderr || r.error}`);
   return bin;
 }
+
+/**
+ * A process pinned with `taskset -c cpus` (the A/B scripts' own launcher: cwd is the checkout
+ * under test), stdout ignored or piped: {child, dead()}. Stop it with stopPinned.
+ */
+export function launchPinned(cpus, command, args, env, cwd, stdout = 'ignore') {
+  const child = spawn('taskset', ['-c', cpus, command, ...args], { cwd, env: { ...process.env, ...env }, stdio: ['ignore', stdout, 'ignore'] });
+  let dead = false;
+  child.on('exit', () => (dead = true));
+  return { child, dead: () => dead };
+}
+
+/** Sends `signal`, then SIGKILL after graceMs (a node writing a CPU profile on its way out needs longer). */
+export function stopPinned(p, signal = 'SIGTERM', graceMs = 5000) {
+  if (p.dead()) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      p.child.kill('SIGKILL');
+      resolve();
+    }, graceMs);
+    p.child.on('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    p.child.kill(signal);
+  });
+}
+
+/** A redis-server's INFO commandstats as {command: calls} ({} when it does not answer within 3 s). */
+export function redisCommandCalls(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write('INFO commandstats\r\n'));
+    let text = '';
+    s.on('data', (d) => {
+      text += d;
+      const m = /^\$(\d+)\r\n/.exec(text);
+      if (m && Buffer.byteLength(text) >= m[0].length + Number(m[1])) s.end();
+    });
+    s.on('close', () => resolve(Object.fromEntries([...text.matchAll(/cmdstat_([\w|]+):calls=(\d+)/g)].map((x) => [x[1], Number(x[2])]))));
+    s.on('error', () => resolve({}));
+    s.setTimeout(3000, () => s.destroy());
+  });
+}

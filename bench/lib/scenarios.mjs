@@ -204,7 +204,7 @@ async function cFlowRun(ctx, { procs, pubPort, subPort, cgen }) {
  * Spawns the C generator (argv is for taskset), calls onGo at its {"event":"go"} line and
  * resolves with its result line. Killed after timeoutMs whatever happens.
  */
-function runLoadgen(argv, timeoutMs, onGo, onEvent = () => undefined) {
+export function runLoadgen(argv, timeoutMs, onGo, onEvent = () => undefined) {
   return new Promise((resolve, reject) => {
     const child = spawn('taskset', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
