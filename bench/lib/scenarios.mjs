@@ -681,7 +681,15 @@ function reapTimeline(b, killedAtMs) {
       if (!line.includes('dead node') && !line.includes('overdue node') && !(out.firstFiredMs === undefined && line.includes('will published'))) continue;
       const rec = JSON.parse(line);
       if (rec.time < killedAtMs) continue;
-      if (rec.msg === 'reaping dead node') out.reapStartMs = rec.time - killedAtMs;
+      if (rec.msg === 'reaping dead node') {
+        out.reapStartMs = rec.time - killedAtMs;
+        // the killed node's lease expiry after the kill (Redis and the node share the clock
+        // here): where in the renewal interval the kill landed, and the detection lag after it
+        if (rec.leaseExpiredAtMs !== undefined) {
+          out.leaseExpiryMs = rec.leaseExpiredAtMs - killedAtMs;
+          out.detectLagMs = rec.time - rec.leaseExpiredAtMs;
+        }
+      }
       else if (rec.msg === 'reading the wills of an overdue node ahead') out.readAheadStartMs = rec.time - killedAtMs;
       else if (rec.msg === 'wills of an overdue node read ahead') {
         out.readAheadEndMs = rec.time - killedAtMs;

@@ -68,6 +68,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Fires when the earliest other lease seen expires: a dead member is noticed then, not a heartbeat later. */
   private expiryTimer?: NodeJS.Timeout;
   private renewing = false;
+  /** Lapsed members of the last survey: lease expiry and how long ago it was then (Redis clock), for reap()'s log line. */
+  private lapsedSeen = new Map<string, { readonly expiresAt: number; readonly lapsedForMs: number }>();
   private lastOkSentAt = -Infinity;
   private readonly now: () => number;
 
@@ -145,7 +147,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const reply = (await this.o.redis.run('reapNode', [this.o.keys.nodeLeases, this.o.keys.nodeReapedBy(member)], [member, token])) as unknown[];
     // 'alive' (not expired) or 'gone' (someone else reaped it): not this caller's
     if (scriptStatus('reap-node', reply, { member }) === 'won') {
-      this.o.log?.info({ member }, 'reaping dead node');
+      // when its lease ran out and how long before the survey that noticed it (both on the
+      // Redis clock): whether detection or the reaping is the long pole of a failover
+      const seen = this.lapsedSeen.get(member);
+      this.o.log?.info({ member, leaseExpiredAtMs: seen?.expiresAt, lapsedForMs: seen?.lapsedForMs }, 'reaping dead node');
       return true;
     }
     return false;
@@ -254,11 +259,13 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const overdueBelowMs = this.o.nodeTimeoutMs - this.overdueAfterMs;
     let live = 0;
     let earliest = Number.POSITIVE_INFINITY;
+    const lapsedSeen = new Map<string, { expiresAt: number; lapsedForMs: number }>();
     for (let i = 0; i + 1 < flat.length; i += 2) {
       const member = flat[i]!;
       const expiresAt = Number(flat[i + 1]);
       if (expiresAt <= nowMs) {
         lapsed.push(member);
+        lapsedSeen.set(member, { expiresAt, lapsedForMs: nowMs - expiresAt });
         continue;
       }
       live++;
@@ -267,6 +274,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
       if (member !== this.currentMember && expiresAt < earliest) earliest = expiresAt;
     }
     this.o.metrics?.clusterNodes.set(live);
+    this.lapsedSeen = lapsedSeen;
     clearTimeout(this.expiryTimer);
     this.expiryTimer = undefined;
     if (Number.isFinite(earliest) && this.running) {

@@ -99,12 +99,17 @@ describe('wills read ahead for an overdue member', { timeout: 60000 }, () => {
     // b reaps only once it has held its lease for a node timeout
     await new Promise((r) => setTimeout(r, 1100));
     await a.stop({ leave: false }); // a crash: no goodbye, the renewals just stop
+    const expiry = Number(await redis.client().zscore(b.keys.nodeLeases, a.member));
     await waitFor(() => firedB.length === 200, 20000, 'every will fired by the survivor');
     await waitFor(() => lines.some((l) => l.msg === 'dead node reaped'), 5000, 'reaped');
     const msgs = lines.map((l) => l.msg);
     const ahead = msgs.indexOf('reading the wills of an overdue node ahead');
     assert.ok(ahead >= 0, 'the survivor read ahead');
     assert.ok(ahead < msgs.indexOf('reaping dead node'), 'before the node was declared dead');
+    const reaping = lines.find((l) => l.msg === 'reaping dead node')!;
+    // (a renewal a's stop left in flight may have moved it on once more)
+    assert.ok(typeof reaping.leaseExpiredAtMs === 'number' && reaping.leaseExpiredAtMs >= expiry, `the reaping says when the lease it found lapsed expired: ${String(reaping.leaseExpiredAtMs)} vs ${expiry}`);
+    assert.ok(Number(reaping.lapsedForMs) >= 0, `and how long before it was noticed: ${String(reaping.lapsedForMs)} ms`);
     const reaped = lines.find((l) => l.msg === 'dead node reaped')!;
     assert.equal(reaped.fired, 200);
     assert.ok(Number(reaped.prefetched) > 0, `the reaping used what was read ahead (${String(reaped.prefetched)})`);
