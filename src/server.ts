@@ -18,7 +18,7 @@ import { ClusterNode } from './cluster/node.js';
 import { ClusterBridge } from './cluster/bridge.js';
 import { RedisRevocationList } from './cluster/revocations.js';
 import { hasRedisTarget } from './redis/connection.js';
-import { attachConnection, type ByteStream } from './transport/connection.js';
+import { attachConnection, type ByteStream, type Untrack } from './transport/connection.js';
 import { listenOn, listenersFromConfig, type MqttListener } from './transport/listeners.js';
 import { createAdminHandler, type AdminHandler } from './http/admin.js';
 import { localAdminDeps } from './http/admin-local.js';
@@ -166,7 +166,7 @@ export class VigilServer {
     this.admin = createAdminHandler({ token: config.adminToken, log, deps: this.console ? this.console.withConsole(local) : local });
     this.consolePages = createConsoleHandler(config.adminToken !== '');
     // throws naming the file when a TLS certificate, key or CA cannot be read
-    this.listeners = listenersFromConfig(config, { ctx: this.ctx, admit: (stream, name) => this.admit(stream, name) });
+    this.listeners = listenersFromConfig(config, { ctx: this.ctx, admit: (stream, name) => this.admit(stream, name), untrack: this.untrack });
 
     // noDelay: TCP_NODELAY set on the handle at accept, before the socket's JS setter exists
     this.mqttServer = net.createServer({ noDelay: true }, (socket) => this.acceptSocket(socket, 'tcp'));
@@ -188,10 +188,13 @@ export class VigilServer {
       socket.destroy();
       return;
     }
-    attachConnection(socket, this.ctx, listener);
+    attachConnection(socket, this.ctx, listener, undefined, this.untrack);
   }
 
-  /** Every listener asks here: no new connections while draining or at the limit; tracked for stop(). */
+  /**
+   * Every listener asks here: no new connections while draining or at the limit; tracked for
+   * stop() until the transport, which every admitted stream is attached to, calls untrack.
+   */
   private admit(stream: Duplex, _listener: string): boolean {
     if (this.draining) return false;
     // the address costs a getpeername call: only when the rate limit is on
@@ -206,12 +209,11 @@ export class VigilServer {
       return false;
     }
     this.sockets.add(stream);
-    stream.on('close', this.untrack);
     return true;
   }
 
-  /** One 'close' listener for every stream (`this` is the stream), not a closure per connection. */
-  private readonly untrack = untrackFrom(this.sockets);
+  /** Called by the transport when an admitted stream closes: one function for every stream, not a closure per connection. */
+  private readonly untrack: Untrack = (stream) => void this.sockets.delete(stream);
 
   private async handleHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -273,10 +275,4 @@ export class VigilServer {
       }
     }
   }
-}
-
-function untrackFrom(streams: Set<Duplex>): (this: Duplex) => void {
-  return function (this: Duplex) {
-    streams.delete(this);
-  };
 }

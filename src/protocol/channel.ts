@@ -103,7 +103,8 @@ export class Channel implements SessionLink, LiveConnection {
   /** Superseded because this node lost its cluster lease (the session may stay, see closed()). */
   private leaseLost = false;
   closeReason = 'socket_closed';
-  private backlog: Packet[] = [];
+  /** Made on first use: most connections never wait on an asynchronous step with packets behind it. */
+  private backlog?: Packet[];
   /** An asynchronous step is running: later packets wait in the backlog to keep order. */
   private busy = false;
   private draining = false;
@@ -135,8 +136,9 @@ export class Channel implements SessionLink, LiveConnection {
     if (this.state === 'closing' || this.state === 'closed') return;
     if (this.busy || this.state === 'authenticating') {
       if (packet.cmd === 'connect') return this.protocolError(RC.PROTOCOL_ERROR, 'second CONNECT'); // [MQTT-3.1.0-2]
-      if (this.backlog.length >= MAX_BACKLOG) return this.protocolError(RC.RECEIVE_MAXIMUM_EXCEEDED, 'too many packets while waiting');
-      this.backlog.push(packet);
+      const backlog = (this.backlog ??= []);
+      if (backlog.length >= MAX_BACKLOG) return this.protocolError(RC.RECEIVE_MAXIMUM_EXCEEDED, 'too many packets while waiting');
+      backlog.push(packet);
       return;
     }
     this.dispatch(packet);
@@ -202,10 +204,11 @@ export class Channel implements SessionLink, LiveConnection {
 
   /** Handles packets that waited while an asynchronous step ran. */
   drainBacklog(): void {
-    if (this.draining) return;
+    if (this.draining || this.backlog === undefined) return;
     this.draining = true;
     try {
-      while (this.backlog.length > 0 && !this.busy && this.state !== 'authenticating' && this.state !== 'closing' && this.state !== 'closed') {
+      // closed() drops the backlog: read it anew after each packet
+      while (this.backlog !== undefined && this.backlog.length > 0 && !this.busy && this.state !== 'authenticating' && this.state !== 'closing' && this.state !== 'closed') {
         this.dispatch(this.backlog.shift()!);
       }
     } finally {
@@ -345,7 +348,7 @@ export class Channel implements SessionLink, LiveConnection {
     const wasConnected = this.session !== null;
     this.state = 'closed';
     this.ctx.broker.connections.delete(this);
-    this.backlog = [];
+    this.backlog = undefined;
     this.ctx.metrics.connectionsClosedTotal.inc({ reason: this.closeReason });
     const session = this.session;
     if (!wasConnected || !session || session.link !== this) return;

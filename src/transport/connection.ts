@@ -45,6 +45,12 @@ function listenerCounters(metrics: Metrics, listener: string): ListenerCounters 
 class StreamIO implements ChannelIO {
   private corked = false;
   private pendingBytesOut = 0;
+  /**
+   * The 'drain' listener is added the first time a write is refused (returns false): a stream
+   * emits 'drain' only after that, and most connections (a connect storm's all) never fill
+   * their socket, so they skip a listener per connection.
+   */
+  private drainWatched = false;
 
   constructor(
     private readonly stream: ByteStream,
@@ -97,9 +103,16 @@ class StreamIO implements ChannelIO {
     const held = this.held;
     if (held !== undefined) {
       this.held = undefined;
-      this.stream.write(held);
+      this.put(held);
     }
-    this.stream.write(bytes);
+    this.put(bytes);
+  }
+
+  private put(bytes: Buffer): void {
+    if (!this.stream.write(bytes) && !this.drainWatched) {
+      this.drainWatched = true;
+      this.stream.on('drain', onDrain);
+    }
   }
 
   /** The received chunk is parsed: what it wrote goes out now. */
@@ -112,7 +125,7 @@ class StreamIO implements ChannelIO {
     const held = this.held;
     if (held !== undefined) {
       this.held = undefined;
-      if (!this.stream.destroyed) this.stream.write(held);
+      if (!this.stream.destroyed) this.put(held);
     }
     if (this.corked) {
       this.corked = false;
@@ -244,6 +257,7 @@ class AttachedConnection implements PacketSink {
     readonly parser: StrictMqttParser,
     readonly counters: ListenerCounters,
     private readonly max: number,
+    readonly untrack: Untrack | undefined,
   ) {}
 
   packet(packet: Packet): void {
@@ -300,9 +314,19 @@ function onClose(this: AttachedStream): void {
   // nothing calls this connection's parser again (data() is reached through ATTACHED only);
   // not from inside its own parse, should a stream close synchronously there
   if (!c.io.inChunk) releaseParser(c.parser);
+  // last: a listener that counts its open streams sees one gone only once its channel settled
+  c.untrack?.(this);
 }
 
-export function attachConnection(stream: ByteStream, ctx: ChannelContext, listener: string, certSubject?: string): Channel {
+/**
+ * A listener's bookkeeping of its open streams (the server's, for its connection limit and
+ * stop()), told when one closes: one shared function called from the transport's own 'close'
+ * listener, not a 'close' listener of its own per stream. A second listener turns the
+ * stream's 'close' slot into an array, which every emit copies.
+ */
+export type Untrack = (stream: Duplex) => void;
+
+export function attachConnection(stream: ByteStream, ctx: ChannelContext, listener: string, certSubject?: string, untrack?: Untrack): Channel {
   const counters = listenerCounters(ctx.metrics, listener);
   const io = new StreamIO(stream, counters, listener, certSubject);
   const channel = new Channel(ctx, io);
@@ -312,13 +336,12 @@ export function attachConnection(stream: ByteStream, ctx: ChannelContext, listen
   // a no-op when the server set it at accept (net.createServer({ noDelay: true }))
   stream.setNoDelay?.(true);
 
-  const c = new AttachedConnection(channel, io, parser, counters, ctx.config.maxPacketSize);
+  const c = new AttachedConnection(channel, io, parser, counters, ctx.config.maxPacketSize, untrack);
   parser.sink = c;
   (stream as AttachedStream)[ATTACHED] = c;
   stream.on('data', onData);
-  stream.on('drain', onDrain);
   stream.on('error', ignore); // 'close' follows; nothing a peer does may crash the process
-  stream.on('close', onClose);
+  stream.on('close', onClose); // the only one: the listener's untrack is called from it
   return channel;
 }
 

@@ -10,7 +10,7 @@ import tls from 'node:tls';
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
 import type { Config } from '../config.js';
 import type { ChannelContext } from '../protocol/channel.js';
-import { attachConnection, type ByteStream } from './connection.js';
+import { attachConnection, type ByteStream, type Untrack } from './connection.js';
 
 /** A listener the server starts and stops; `close` also ends connections still open. */
 export interface MqttListener {
@@ -28,6 +28,8 @@ export interface ListenerDeps {
    * false = refused: the listener destroys the stream. Default: every connection is taken.
    */
   readonly admit?: (stream: Duplex, listener: string) => boolean;
+  /** Told when an admitted stream closes (the tracking admit started). */
+  readonly untrack?: Untrack;
 }
 
 /** The WebSocket path clients connect to. */
@@ -80,9 +82,12 @@ class TlsListener implements MqttListener {
   readonly name = 'tls';
   private readonly server: tls.Server;
   private readonly streams = new Set<tls.TLSSocket>();
+  /** The transport tells this listener and the server's admit that a stream closed (no 'close' listener of their own). */
+  private readonly untrack: Untrack;
 
   constructor(private readonly files: TlsFiles, private readonly deps: ListenerDeps) {
     const { ctx } = deps;
+    this.untrack = untrackBoth(this.streams, deps);
     this.server = tls.createServer({
       ...readTlsFiles(files),
       // with a CA, a certificate is asked for; without requireClientCert a client may still go without one
@@ -105,9 +110,9 @@ class TlsListener implements MqttListener {
       return;
     }
     this.streams.add(socket);
-    socket.once('close', () => this.streams.delete(socket));
-    attachConnection(socket as ByteStream, this.deps.ctx, this.name, verifiedCertSubject(socket));
+    attachConnection(socket as ByteStream, this.deps.ctx, this.name, verifiedCertSubject(socket), this.untrack);
   }
+
 
   /** Loads certificate, key and CA again (rotation); connections already open keep theirs. */
   reloadCertificates(): void {
@@ -153,9 +158,11 @@ class WebSocketListener implements MqttListener {
   private readonly server: http.Server;
   private readonly wss: WebSocketServer;
   private readonly streams = new Set<Duplex>();
+  private readonly untrack: Untrack;
 
   constructor(private readonly deps: ListenerDeps) {
     const { ctx } = deps;
+    this.untrack = untrackBoth(this.streams, deps);
     // MQTT-over-WebSocket clients send one packet per message; the MQTT parser enforces the real
     // limit, this one only stops ws from buffering an unbounded frame first.
     const maxPayload = ctx.config.maxPacketSize + 16;
@@ -197,8 +204,7 @@ class WebSocketListener implements MqttListener {
       return;
     }
     this.streams.add(stream);
-    stream.once('close', () => this.streams.delete(stream));
-    attachConnection(stream, this.deps.ctx, this.name);
+    attachConnection(stream, this.deps.ctx, this.name, undefined, this.untrack);
   }
 
   listen(port: number, host: string): Promise<void> {
@@ -235,6 +241,15 @@ export function listenersFromConfig(config: Config, deps: ListenerDeps): { liste
 }
 
 // ---- shared ------------------------------------------------------------------------------
+
+/** A listener's own set of open streams, and the server's tracking behind admit. */
+function untrackBoth(streams: Set<Duplex>, deps: ListenerDeps): Untrack {
+  const server = deps.untrack;
+  return (stream) => {
+    streams.delete(stream);
+    server?.(stream);
+  };
+}
 
 function refuseUpgrade(socket: net.Socket, status: number, text: string): void {
   socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);

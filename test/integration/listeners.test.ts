@@ -10,9 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import WebSocket from 'ws';
-import { createTlsListener, createWebSocketListener, type MqttListener } from '../../src/transport/listeners.js';
+import { createTlsListener, createWebSocketListener, type ListenerDeps, type MqttListener } from '../../src/transport/listeners.js';
 import type { Channel } from '../../src/protocol/channel.js';
 import { createTestContext, type TestContext } from '../helpers/channel-context.js';
+import { waitFor } from '../helpers/mqtt.js';
 
 interface Pki {
   dir: string;
@@ -111,6 +112,42 @@ function channelFor(t: TestContext, clientId: string): Channel | undefined {
 
 const skipTls = haveOpenssl() ? false : 'openssl CLI not found';
 
+/**
+ * The tracking a server does through admit (its open streams, for its connection limit and
+ * stop()) ends when each admitted stream closes: the listener passes untrack to the
+ * transport, which calls it once per stream from its own 'close' listener.
+ */
+async function checkUntrack(make: (deps: ListenerDeps) => MqttListener, url: (port: number) => string, options: IClientOptions, secondAbrupt: boolean): Promise<void> {
+  const t = createTestContext();
+  const open = new Set<unknown>();
+  const untracked: unknown[] = [];
+  const l = make({
+    ctx: t.ctx,
+    admit: (stream) => (open.add(stream), true),
+    untrack: (stream) => {
+      untracked.push(stream);
+      open.delete(stream);
+    },
+  });
+  await l.listen(0, '127.0.0.1');
+  try {
+    const a = await connect(url(l.port), { ...options, clientId: 'tracked-a' });
+    const b = await connect(url(l.port), { ...options, clientId: 'tracked-b' });
+    assert.equal(open.size, 2);
+    a.end();
+    await waitFor(() => open.size === 1, 20_000, 'the first stream to be untracked');
+    // secondAbrupt: no DISCONNECT, the client's socket is destroyed (mqtt.js over WebSocket
+    // does not close its socket on end(true); the server sees that client only at keep alive)
+    b.end(secondAbrupt);
+    await waitFor(() => open.size === 0, 20_000, 'the second stream to be untracked');
+    assert.equal(untracked.length, 2, 'once per stream');
+    assert.notEqual(untracked[0], untracked[1]);
+  } finally {
+    await l.close();
+    t.close();
+  }
+}
+
 describe('TLS listener', { skip: skipTls, timeout: 60_000 }, () => {
   let pki: Pki;
   before(() => {
@@ -146,6 +183,11 @@ describe('TLS listener', { skip: skipTls, timeout: 60_000 }, () => {
       const opened = await t.ctx.metrics.connectionsOpenedTotal.get();
       assert.equal(opened.values.find((v) => v.labels.listener === 'tls')?.value, 2);
       assert.equal(channelFor(t, 'tls-sub')?.identity?.certSubject, undefined, 'no client certificate, no subject');
+    });
+
+    it('tells the admit hook when an admitted TLS stream closes, once per stream', async () => {
+      const files = { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca, requireClientCert: false };
+      await checkUntrack((deps) => createTlsListener(files, deps), (port) => `mqtts://127.0.0.1:${port}`, { ca: readFileSync(pki.ca) }, true);
     });
 
     it('passes the CN of a verified client certificate to authentication', async () => {
@@ -301,6 +343,10 @@ describe('WebSocket listener', { timeout: 60_000 }, () => {
       await gated.close();
       t2.close();
     }
+  });
+
+  it('tells the admit hook when an admitted WebSocket stream closes, once per stream', async () => {
+    await checkUntrack((deps) => createWebSocketListener(deps), (p) => `ws://127.0.0.1:${p}/mqtt`, {}, false);
   });
 
   it('closes connections still open when the listener closes', async () => {

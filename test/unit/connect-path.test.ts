@@ -232,3 +232,64 @@ test("a chunk that writes once writes straight to the stream, uncorked; one that
     t.close();
   }
 });
+
+test("a connection adds one 'close' listener and none for 'drain' until a write is refused; then a drain reaches the channel, and the listener's untrack is told once at close", async () => {
+  /** A peer that takes bytes only when told to: writes beyond the 8-byte mark are refused. */
+  class SlowPeer extends MemoryStream {
+    private readonly waiting: (() => void)[] = [];
+    constructor() {
+      super();
+      (this as unknown as { _writableState: { highWaterMark: number } })._writableState.highWaterMark = 8;
+    }
+    override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+      this.written.push(chunk);
+      this.waiting.push(() => cb());
+    }
+    override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+      for (const c of chunks) this.written.push(c.chunk);
+      this.waiting.push(() => cb());
+    }
+    accept(): void {
+      for (const done of this.waiting.splice(0)) done();
+    }
+  }
+  const t = createTestContext();
+  try {
+    const stream = new SlowPeer();
+    const closeBefore = stream.listenerCount('close');
+    const untracked: unknown[] = [];
+    const ch = attachConnection(stream, t.ctx, 'memory', undefined, (s) => untracked.push(s));
+    assert.equal(stream.listenerCount('close') - closeBefore, 1, "one 'close' listener; untrack is called from it");
+    assert.equal(stream.listenerCount('drain'), 0);
+    let drained = 0;
+    const drainedBefore = ch.drained.bind(ch);
+    ch.drained = () => {
+      drained++;
+      drainedBefore();
+    };
+    await new Promise((r) => setImmediate(r));
+    stream.feed(mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: 'drain-1', keepalive: 0 }));
+    assert.deepEqual(stream.packets().map((p) => p.cmd), ['connack']);
+    assert.equal(stream.listenerCount('drain'), 0, 'the CONNACK fit: no drain listener');
+    const ping = mqttPacket.generate({ cmd: 'pingreq' });
+    stream.feed(Buffer.concat([ping, ping, ping]));
+    assert.equal(stream.listenerCount('drain'), 1, 'past the mark: watched, once');
+    stream.feed(Buffer.concat([ping, ping]));
+    assert.equal(stream.listenerCount('drain'), 1);
+    assert.equal(drained, 0);
+    stream.accept();
+    await new Promise((r) => setImmediate(r));
+    stream.accept();
+    await new Promise((r) => setImmediate(r));
+    assert.ok(drained >= 1, 'the drain reached the channel (which pumps the session)');
+    assert.deepEqual(stream.packets().map((p) => p.cmd), ['connack', 'pingresp', 'pingresp', 'pingresp', 'pingresp', 'pingresp']);
+    assert.deepEqual(untracked, []);
+    const closed = new Promise((r) => stream.once('close', r));
+    stream.feed(Buffer.from([0xe0, 0x00]));
+    stream.accept();
+    await closed;
+    assert.deepEqual(untracked, [stream], 'told once, with the stream');
+  } finally {
+    t.close();
+  }
+});
