@@ -136,7 +136,8 @@ export class ClusterNode {
       // will behind it. By one survivor, the first renewing member: every survivor reading
       // every record would multiply Redis's work by the cluster's size. Only while this node
       // would reap (as 'lapsed' below).
-      if (!this.membership.owner || Date.now() - this.ownerSinceMs < this.o.config.nodeTimeoutMs) return;
+      // (nothing is read ahead in a Redis Cluster: ClientRegistry.prefetchWills)
+      if (this.redis.isCluster || !this.membership.owner || Date.now() - this.ownerSinceMs < this.o.config.nodeTimeoutMs) return;
       if (!renewing.includes(this.member) || renewing.reduce((a, b) => (b < a ? b : a)) !== this.member) return;
       for (const m of members) {
         if (m === this.member || this.reaping.has(m) || this.prefetches.has(m)) continue;
