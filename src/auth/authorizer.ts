@@ -2,10 +2,10 @@
 // when it fires). Deliveries have their own main-thread verdict tables (receive-verdicts.ts).
 //
 // `check` answers synchronously from a main-thread verdict cache; only a miss goes to the
-// pool's evaluateAcl task, and concurrent misses for the same question share that task. The
-// cache is keyed by the Identity object (WeakMap), so a session that re-authenticates gets a
-// new Identity and naturally starts from an empty cache, and a closed session's verdicts are
-// garbage with it. A policy reload or a revocation flushes everything (bumps `generation`).
+// pool (the misses of one turn in one evaluateAcls task), and concurrent misses for the same
+// question share one evaluation. The cache is keyed by the Identity object (WeakMap), so a
+// session that re-authenticates gets a new Identity and naturally starts from an empty cache,
+// and a closed session's verdicts are garbage with it. A policy reload or a revocation flushes everything (bumps `generation`).
 //
 // Authorization uses the identity snapshot proven at CONNECT plus the *current* policy and
 // revocation list. It does not look at the token again: a will firing after the token expired
@@ -116,7 +116,7 @@ export class PolicyAuthorizer implements Authorizer {
       return this.settle(entry, key, version, action, evaluate(policy?.policy ?? null, subject, action, topic));
     }
     const task = this.options.pool
-      .run('evaluateAcl', {
+      .evaluateAcl({
         policy: policy ? { generation: policy.generation, json: policy.json } : null,
         subject,
         action,

@@ -6,11 +6,11 @@ import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import type { Metrics } from '../metrics.js';
 import type { VerificationKey } from './jwt.js';
-import type { EvaluateAclInput, EvaluateAclOutput, TokenPolicy, VerifyTokenInput, VerifyTokenOutput, VerifyTokensInput } from './worker.js';
+import type { EvaluateAclInput, EvaluateAclOutput, EvaluateAclsInput, PolicySnapshot, TokenPolicy, VerifyTokenInput, VerifyTokenOutput, VerifyTokensInput } from './worker.js';
 
 export interface AuthTasks {
   verifyTokens: { input: VerifyTokensInput; output: VerifyTokenOutput[] };
-  evaluateAcl: { input: EvaluateAclInput; output: EvaluateAclOutput };
+  evaluateAcls: { input: EvaluateAclsInput; output: EvaluateAclOutput[] };
 }
 
 export type AuthTaskName = keyof AuthTasks;
@@ -29,6 +29,12 @@ const MAX_BATCH = 64;
 interface PendingVerify {
   readonly input: VerifyTokenInput;
   resolve(output: VerifyTokenOutput): void;
+  reject(err: unknown): void;
+}
+
+interface PendingAcl {
+  readonly input: EvaluateAclInput;
+  resolve(output: EvaluateAclOutput): void;
   reject(err: unknown): void;
 }
 
@@ -76,6 +82,25 @@ function batchInput(items: readonly PendingVerify[]): VerifyTokensInput {
     return { token, alg, nowMs, submittedAtMs, keyIndex, policyIndex };
   });
   return { keys, policies, items: batched };
+}
+
+/** The wire form of a batch of ACL questions: every distinct policy document once (the authorizer sends the same text per generation). */
+function aclBatchInput(items: readonly PendingAcl[]): EvaluateAclsInput {
+  const policies: PolicySnapshot[] = [];
+  const indexOf = new Map<string, number>();
+  const batched = items.map(({ input: { policy, subject, action, topic, submittedAtMs } }) => {
+    let policyIndex = -1;
+    if (policy) {
+      const id = `${policy.generation}:${policy.json}`;
+      policyIndex = indexOf.get(id) ?? -1;
+      if (policyIndex < 0) {
+        policyIndex = policies.push(policy) - 1;
+        indexOf.set(id, policyIndex);
+      }
+    }
+    return { policyIndex, subject, action, topic, submittedAtMs };
+  });
+  return { policies, items: batched };
 }
 
 export class AuthPool {
@@ -223,16 +248,55 @@ export class AuthPool {
     }
   }
 
-  /** Rejects only when a worker dies or the pool is closed; task failures are typed results. */
-  async run(task: 'evaluateAcl', input: EvaluateAclInput): Promise<EvaluateAclOutput> {
+  /**
+   * Evaluates one ACL question. The questions of one turn leave together, in evaluateAcls
+   * tasks of up to MAX_BATCH spread over the threads: a fleet reconnecting with token ACLs asks
+   * one will question per CONNECT, and one task each cost the main thread more than the
+   * evaluation costs a worker (a message, a promise and three metric updates per question), and
+   * answered the CONNECTs one by one, so their claims reached Redis one or two per call. Callers
+   * check `saturated` first. Rejects only when a worker dies or the pool is closed; a question
+   * that fails in the worker is a typed result.
+   */
+  evaluateAcl(input: EvaluateAclInput): Promise<EvaluateAclOutput> {
+    if (this.closed) return Promise.reject(new Error('auth pool closed'));
     this.submitted.evaluateAcl++;
     this.pending++;
+    return new Promise((resolve, reject) => {
+      this.acls.push({ input, resolve, reject });
+      if (this.aclsScheduled) return;
+      this.aclsScheduled = true;
+      setImmediate(this.sendAcls);
+    });
+  }
+
+  /** ACL questions asked this turn, sent together at its end. */
+  private acls: PendingAcl[] = [];
+  private aclsScheduled = false;
+
+  private readonly sendAcls = (): void => {
+    this.aclsScheduled = false;
+    const all = this.acls;
+    this.acls = [];
+    if (all.length === 0) return;
+    const tasks = Math.max(Math.min(this.options.threads, all.length), Math.ceil(all.length / MAX_BATCH));
+    const per = Math.ceil(all.length / tasks);
+    for (let i = 0; i < all.length; i += per) void this.runAcls(all.slice(i, i + per));
+  };
+
+  private async runAcls(items: PendingAcl[]): Promise<void> {
     try {
-      const output = await this.runTask(task, input);
-      this.options.metrics.authPoolWaitSeconds.observe(output.waitMs / 1000);
-      return output;
+      const outputs = await this.runTask('evaluateAcls', aclBatchInput(items));
+      // once per task, as for a token batch: the first question's wait is the batch's
+      if (outputs.length > 0) this.options.metrics.authPoolWaitSeconds.observe(outputs[0]!.waitMs / 1000);
+      for (let k = 0; k < items.length; k++) {
+        const output = outputs[k];
+        if (output) items[k]!.resolve(output);
+        else items[k]!.reject(new Error(`evaluateAcls answered ${outputs.length} of ${items.length} questions`));
+      }
+    } catch (err) {
+      for (const it of items) it.reject(err);
     } finally {
-      this.pending--;
+      this.pending -= items.length;
     }
   }
 
@@ -256,6 +320,10 @@ export class AuthPool {
     this.waitingHead = 0;
     this.waitingBytes = 0;
     for (const it of waiting) it.reject(new Error('auth pool closed'));
+    const acls = this.acls;
+    this.acls = [];
+    for (const it of acls) it.reject(new Error('auth pool closed'));
+    this.pending -= acls.length;
     await this.pool.close();
   }
 }

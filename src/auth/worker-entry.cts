@@ -28,6 +28,6 @@ export async function verifyTokens(input: Parameters<Tasks['verifyTokens']>[0]):
   return (await tasks).verifyTokens(input);
 }
 
-export async function evaluateAcl(input: Parameters<Tasks['evaluateAcl']>[0]): Promise<ReturnType<Tasks['evaluateAcl']>> {
-  return (await tasks).evaluateAcl(input);
+export async function evaluateAcls(input: Parameters<Tasks['evaluateAcls']>[0]): Promise<ReturnType<Tasks['evaluateAcls']>> {
+  return (await tasks).evaluateAcls(input);
 }

@@ -112,7 +112,28 @@ export interface EvaluateAclInput {
 
 export type EvaluateAclOutput = ({ readonly ok: true; readonly decision: AclDecision } | { readonly ok: false; readonly error: string }) & TaskTiming;
 
+/** An ACL question of a batch: its policy by index into the batch's `policies` (-1: none). */
+export interface BatchedAclQuestion extends Omit<EvaluateAclInput, 'policy'> {
+  readonly policyIndex: number;
+}
+
+/** The ACL questions of one turn in one task: each distinct policy snapshot sent once. */
+export interface EvaluateAclsInput {
+  readonly policies: readonly PolicySnapshot[];
+  readonly items: readonly BatchedAclQuestion[];
+}
+
 let compiled: { generation: number; policy: CompiledPolicy } | undefined;
+
+/** One decision per question, in order (evaluateAcl for each). */
+export function evaluateAcls(input: EvaluateAclsInput): EvaluateAclOutput[] {
+  return input.items.map(({ policyIndex, subject, action, topic, submittedAtMs }) => {
+    const policy = policyIndex < 0 ? null : input.policies[policyIndex];
+    // a question naming a policy the batch lacks is a bug on the main thread: an error, never "no policy"
+    if (policy === undefined) return { ok: false, error: `batch has no policy ${policyIndex}`, waitMs: 0, runMs: 0 };
+    return evaluateAcl({ policy, subject, action, topic, submittedAtMs });
+  });
+}
 
 export function evaluateAcl(input: EvaluateAclInput): EvaluateAclOutput {
   const start = preciseNowMs();

@@ -75,6 +75,32 @@ describe('authorizer', () => {
     }
   });
 
+  it('the misses of one turn go to the pool together: 200 identities\' questions in a few evaluateAcls tasks, each answered for its own identity', async () => {
+    const dir = await tempDir();
+    const metrics = testMetrics();
+    const identity = await createIdentity(identityConfig({ auth: 'none', acl: await dir.write('acl.yaml', POLICY_V1) }), metrics, captureLogger().logger);
+    try {
+      const ids = Array.from({ length: 200 }, (_, i) => identityOf(`u${i}`, ['server']));
+      // its own topic (allowed), its own secret (a deny rule), and a neighbour's topic (no rule)
+      const asked = ids.flatMap((id, i) => [
+        identity.authorizer.check(id, 'publish', `trusted/u${i}/state`),
+        identity.authorizer.check(id, 'publish', `trusted/u${i}/secret`),
+        identity.authorizer.check(id, 'publish', `trusted/u${(i + 1) % 200}/state`),
+      ]);
+      assert.ok(asked.every((v) => v instanceof Promise), 'every question is a miss');
+      const verdicts = await Promise.all(asked);
+      assert.deepEqual(verdicts.map((v) => v.allowed), ids.flatMap(() => [true, false, false]));
+      assert.equal(identity.pool.tasksSubmitted('evaluateAcl'), 600, 'questions are counted one by one');
+      const tasks = await metricValue(metrics, 'authPoolTasksTotal', { task: 'evaluateAcls' });
+      assert.ok(tasks >= 1 && tasks <= 12, `600 questions of one turn in a few tasks of up to 64, not one each: ${tasks}`);
+      // and one question alone still gets its answer
+      assert.equal((await identity.authorizer.check(identityOf('late', ['server']), 'publish', 'trusted/late/x')).allowed, true);
+    } finally {
+      await identity.close();
+      await dir.remove();
+    }
+  });
+
   it('flips verdicts when the policy file changes, and keeps the old policy when the new one is broken', async () => {
     const dir = await tempDir();
     const metrics = testMetrics();
