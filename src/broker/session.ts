@@ -34,6 +34,15 @@ interface RetainedSnapshot {
 /** Snapshot messages sent per pump() before yielding the event loop to other clients. */
 const SNAPSHOT_BATCH = 256;
 
+/**
+ * The queue and the snapshot list of every session that never had an entry in them: one
+ * shared empty array each, replaced by a session's own on its first push (most sessions of a
+ * connect storm never queue nor subscribe: two arrays per connection). Frozen, so a push
+ * that skipped the replacement throws instead of sharing entries between sessions.
+ */
+const NO_MESSAGES = Object.freeze([]) as unknown as PendingMessage[];
+const NO_SNAPSHOTS = Object.freeze([]) as unknown as RetainedSnapshot[];
+
 export class Session implements Subscriber {
   // The three maps are made on first use. Most sessions of a connect storm never subscribe,
   // never have a message in flight and never get a QoS 2 PUBLISH: three empty Maps were
@@ -63,9 +72,9 @@ export class Session implements Subscriber {
   get inflightCount(): number {
     return this.inflightMap?.size ?? 0;
   }
-  private queue: PendingMessage[] = [];
+  private queue: PendingMessage[] = NO_MESSAGES;
   /** Retained snapshots being sent, oldest subscribe first. */
-  private snapshots: RetainedSnapshot[] = [];
+  private snapshots: RetainedSnapshot[] = NO_SNAPSHOTS;
   private queueHead = 0;
   /** Bytes (queuedSize) of the messages in `queue` from queueHead on. */
   queuedBytes = 0;
@@ -215,7 +224,7 @@ export class Session implements Subscriber {
       if (!this.overflow(pending, limit, true)) return;
     }
     ownPayload(pending.message);
-    this.queue.push(pending);
+    this.queueOwn().push(pending);
     this.queuedBytes += size;
     budget.used += size;
   }
@@ -234,6 +243,12 @@ export class Session implements Subscriber {
     this.journal?.done(this, pending);
     if (this.limits.overflow === 'disconnect') this.link?.closeForQuota(limit);
     return false;
+  }
+
+  /** The session's own queue, made on the first message queued. */
+  private queueOwn(): PendingMessage[] {
+    if (this.queue === NO_MESSAGES) this.queue = [];
+    return this.queue;
   }
 
   /** Takes the oldest queued message off the queue. */
@@ -309,6 +324,7 @@ export class Session implements Subscriber {
    */
   startSnapshot(key: string, cursor: RetainedCursor, nowMs: number): void {
     this.stopSnapshot(key, 'replaced');
+    if (this.snapshots === NO_SNAPSHOTS) this.snapshots = [];
     this.snapshots.push({ key, cursor });
     this.pump(nowMs);
   }
@@ -334,7 +350,7 @@ export class Session implements Subscriber {
   endSnapshots(how: SnapshotEnd): void {
     if (this.snapshots.length === 0) return; // most sessions never had one: no new array each time
     for (let i = 0; i < this.snapshots.length; i++) this.events.snapshotEnded(how);
-    this.snapshots = [];
+    this.snapshots = NO_SNAPSHOTS;
   }
 
   private pumpSnapshots(link: SessionLink, nowMs: number): void {
@@ -410,7 +426,7 @@ export class Session implements Subscriber {
         p.packetId = undefined;
         p.released = false;
         // restored whole, whatever the limits: they apply to what comes next
-        this.queue.push(p);
+        this.queueOwn().push(p);
         this.queuedBytes += queuedSize(p);
         this.limits.budget.used += queuedSize(p);
       }

@@ -293,3 +293,21 @@ test("a connection adds one 'close' listener and none for 'drain' until a write 
     t.close();
   }
 });
+
+test('sessions that never queued nor ran a retained snapshot share one empty queue and snapshot list; the first message queued gives a session its own', () => {
+  const t = createTestContext();
+  try {
+    const a = t.ctx.broker.newSession('shared-a', 0);
+    const b = t.ctx.broker.newSession('shared-b', 0);
+    const arrays = (s: object) => Object.values(s).filter((v): v is unknown[] => Array.isArray(v));
+    assert.equal(arrays(a).length, 2, 'the queue and the snapshot list');
+    assert.ok(arrays(a).every((v, i) => v === arrays(b)[i] && v.length === 0), 'shared, empty');
+    a.restorePending([{ message: { topic: 'q/1', payload: Buffer.from('m'), qos: 1, retain: false, origin: 'p' }, qos: 1, retainFlag: false }]);
+    assert.equal(a.queued, 1);
+    assert.equal(b.queued, 0, "the other session's queue is untouched");
+    assert.ok(arrays(b).every((v) => v.length === 0));
+    assert.deepEqual(a.pendingMessages().map((p) => p.message.topic), ['q/1']);
+  } finally {
+    t.close();
+  }
+});

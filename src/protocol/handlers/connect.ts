@@ -42,7 +42,7 @@ export function handleConnect(ch: Channel, packet: IConnectPacket): void {
   const verificationsLimited = byAddress.active && byAddress.blockedFor(ch.io.remoteAddress, clock.now()) > 0;
 
   ch.state = 'authenticating';
-  ch.connectReceivedAtMs = clock.now();
+  ch.connectReceivedAtMs = ch.lastRxMs; // when its bytes arrived (Channel.handlePacket)
   const outcome = ch.ctx.authenticator.authenticate(new ConnectAuthRequest(ch, packet, version, verificationsLimited));
   if (outcome instanceof Promise) authenticateLater(ch, packet, outcome);
   else authenticated(ch, packet, outcome);
