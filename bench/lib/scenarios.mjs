@@ -57,6 +57,7 @@ function cpuSampler(procs, warmupMs, measureMs, ctx) {
   const read = () => {
     const split = procs.map((p) => p.cpuSplit());
     return {
+      each: split.map((c) => c.user + c.system),
       broker: split.reduce((a, c) => a + c.user + c.system, 0),
       brokerUser: split.reduce((a, c) => a + c.user, 0),
       brokerSystem: split.reduce((a, c) => a + c.system, 0),
@@ -84,7 +85,11 @@ function cpuSampler(procs, warmupMs, measureMs, ctx) {
       if (start && !end) end = read();
       if (!start || !end || end.at <= start.at) return { brokerCpuPct: NaN, brokerUserPct: NaN, brokerSystemPct: NaN, brokerCpuBusyPct: NaN, genCpuBusyPct: NaN };
       const secs = (end.at - start.at) / 1000;
+      // several processes (the cluster scenarios: node A, node B, Redis): each one's own share,
+      // so a cross-node result says which process is the long pole and what each costs per message
+      const procCpuPct = procs.length > 1 ? Object.fromEntries(procs.map((p, i) => [p.name, (100 * (end.each[i] - start.each[i])) / secs])) : undefined;
       return {
+        ...(procCpuPct ? { procCpuPct } : {}),
         brokerCpuPct: (100 * (end.broker - start.broker)) / secs,
         brokerUserPct: (100 * (end.brokerUser - start.brokerUser)) / secs,
         brokerSystemPct: (100 * (end.brokerSystem - start.brokerSystem)) / secs,
@@ -93,6 +98,17 @@ function cpuSampler(procs, warmupMs, measureMs, ctx) {
       };
     },
   };
+}
+
+/**
+ * A flow run's CPU: `otherLoad`'s fields and CPU per delivered message, of all the measured
+ * processes (`cpuUsPerMsg`) and, when there are several, of each (`cpuUsPerMsg.vigil-a`,
+ * `cpuUsPerMsg.vigil-b`, `cpuUsPerMsg.redis`): flat numbers, so the report's medians cover them.
+ */
+function flowCpu(cpu, gen, msgsPerSec) {
+  const out = { ...otherLoad(cpu, gen), cpuUsPerMsg: (cpu.brokerCpuPct * 1e4) / msgsPerSec };
+  for (const [name, pct] of Object.entries(cpu.procCpuPct ?? {})) out[`cpuUsPerMsg.${name}`] = (pct * 1e4) / msgsPerSec;
+  return out;
 }
 
 /** Load on the benchmark CPUs that is neither the broker nor the generator. */
@@ -158,7 +174,7 @@ async function flowRun(ctx, { flows, subs, procs, pubPort, subPort, cgen }) {
     stalls: results.reduce((a, r) => a + r.stalls, 0),
     generator: 'node',
     ...gen,
-    ...otherLoad(sampler.stats(), gen),
+    ...flowCpu(sampler.stats(), gen, msgsPerSec),
   };
 }
 
@@ -196,7 +212,7 @@ async function cFlowRun(ctx, { procs, pubPort, subPort, cgen }) {
     ackP99Us: r.ackP99Us ?? NaN,
     generator: 'c',
     ...gen,
-    ...otherLoad(sampler.stats(), gen),
+    ...flowCpu(sampler.stats(), gen, msgsPerSec),
   };
 }
 
