@@ -129,8 +129,9 @@ async function run(dir) {
       load: readFileSync('/proc/loadavg', 'utf8').split(' ')[0],
     };
   } finally {
-    // a profiled node writes its profile on the way out: it gets the time to
-    await Promise.all(procs.map((p) => stopPinned(p, 'SIGTERM', o['b-node-args'] ? 30000 : 5000)));
+    // the nodes first (they leave the cluster through Redis); a profiled node writes its
+    // profile on the way out: it gets the time to
+    for (const p of procs.reverse()) await stopPinned(p, 'SIGTERM', o['b-node-args'] ? 30000 : 5000);
   }
 }
 
