@@ -5,8 +5,8 @@
 // CPU), a fresh cluster per run, runs alternating A B A B so each pair runs back to back under
 // the same load. Per run: CONNACKs and the time until the last, and what each process spent per
 // resumed connection from the moment the storm starts until the last CONNACK (user + kernel µs
-// from /proc/<pid>/stat: node B whole, node B's main thread alone, Redis), with the Redis
-// commands per connection (INFO commandstats; a script's inner calls are not counted). Time to
+// from /proc/<pid>/stat: node B whole, node B's main thread alone, node A, Redis), with the Redis
+// commands per connection (INFO commandstats; the calls inside scripts are counted too). Time to
 // the last CONNACK moves with the machine's load; the CPU per connection much less.
 //
 //   npx tsc -p .   (in both checkouts)
@@ -101,8 +101,8 @@ async function run(dir) {
     const primed = await generator(['--port', String(a.port), ...common, '--concurrency', '200', '--duration-ms', '120000'], 150000);
     if (primed.accepted < n) throw new Error(`priming: node A accepted ${primed.accepted}/${n}`);
     await sleep(1000);
-    const pids = { b: b.child.pid, redis: redis.child.pid };
-    const sample = async () => ({ b: processCpu(pids.b), threads: threadsCpu(pids.b), redis: processCpu(pids.redis), calls: await redisCommandCalls(redisPort) });
+    const pids = { a: a.child.pid, b: b.child.pid, redis: redis.child.pid };
+    const sample = async () => ({ a: processCpu(pids.a), b: processCpu(pids.b), threads: threadsCpu(pids.b), redis: processCpu(pids.redis), calls: await redisCommandCalls(redisPort) });
     const begin = await sample();
     let end;
     const r = await generator(['--port', String(b.port), ...common, '--hold', '--hold-ms', '1000', '--duration-ms', '60000'], 90000, (msg) => {
@@ -123,6 +123,8 @@ async function run(dir) {
       bUser: Math.round(per(last.b.user - begin.b.user)),
       bSys: Math.round(per(last.b.system - begin.b.system)),
       bMain: Math.round(per(last.threads.main - begin.threads.main)),
+      // node A shares the broker CPU: it drops its offline copy of each session taken over (the kick)
+      a: Math.round(per(last.a.user + last.a.system - begin.a.user - begin.a.system)),
       redis: Math.round(per(last.redis.user + last.redis.system - begin.redis.user - begin.redis.system)),
       threads: Object.fromEntries(Object.entries(last.threads).map(([k, v]) => [k, Math.round(per(v - (begin.threads[k] ?? 0)))]).filter(([, v]) => v >= 5)),
       cmds,
@@ -146,5 +148,5 @@ for (let i = 0; i < Number(o.pairs); i++) {
 const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 for (const side of ['a', 'b']) {
   const rs = results[side];
-  console.log(`${side} (${o[side]}): node B µs/conn user+sys median ${median(rs.map((r) => r.bUser + r.bSys))} (main thread ${median(rs.map((r) => r.bMain))}), Redis ${median(rs.map((r) => r.redis))} µs/conn, all in ${median(rs.map((r) => r.allInS))} s`);
+  console.log(`${side} (${o[side]}): node B µs/conn user+sys median ${median(rs.map((r) => r.bUser + r.bSys))} (main thread ${median(rs.map((r) => r.bMain))}), node A ${median(rs.map((r) => r.a))}, Redis ${median(rs.map((r) => r.redis))} µs/conn, all in ${median(rs.map((r) => r.allInS))} s`);
 }
