@@ -146,9 +146,11 @@ export class SessionClaims {
         // order (the PERSIST sees the epoch just saved), one round trip. The claim stored a
         // session that is here as loaded already; one with pending messages or incoming QoS 2
         // ids is saved whole still: restoring it may renumber what was in flight, and the
-        // journal addresses its messages by the seqs of a save
+        // journal addresses its messages by the seqs of a save. That save finds the session
+        // still at this epoch, or it writes nothing: a newer CONNECT claimed in the same call
+        // (a Clean Start that ended this session, or a takeover) must not see it written back
         if (!storedByClaim || (snapshot && (snapshot.pending.length > 0 || snapshot.incomingQos2.length > 0))) {
-          await Promise.all([this.journal.saveWhole(session), node.sessions.setExpiry(clientId, epoch, undefined)]);
+          await Promise.all([this.journal.saveWhole(session, storedByClaim), node.sessions.setExpiry(clientId, epoch, undefined)]);
         }
       } else {
         session.journal = undefined;
@@ -162,6 +164,8 @@ export class SessionClaims {
       if (broker.sessions.get(clientId) !== session || session.epoch !== epoch) return { refused: RC.SESSION_TAKEN_OVER, reason: 'session taken over by a newer connection' };
       return { session, present };
     } catch (err) {
+      // a newer incarnation (claimed later, maybe in the same call) holds or ended the session
+      if (err instanceof StaleEpochError) return { refused: RC.SESSION_TAKEN_OVER, reason: 'session taken over by a newer connection' };
       this.redisFailed('session', err);
       return { refused: RC.SERVER_UNAVAILABLE, reason: 'cluster state unavailable' };
     }

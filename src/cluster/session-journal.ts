@@ -74,10 +74,11 @@ export class ClusterSessionJournal implements SessionJournal {
   /**
    * Saves a session whole (CONNECT); later writes of its pending messages address the seqs
    * given. The seqs are those of what was saved (a message added meanwhile has its own append).
+   * `held`: the claim of this epoch fenced and kept the stored session (see SessionStore.save).
    */
-  async saveWhole(session: Session): Promise<void> {
+  async saveWhole(session: Session, held = false): Promise<void> {
     const saving = snapshotOf(session);
-    const seqs = await this.node.sessions.save(saving);
+    const seqs = await this.node.sessions.save(saving, held);
     saving.pending.forEach((p, i) => this.seqs.set(p, Promise.resolve(seqs[i])));
     session.storedWhole(saving.pending);
   }

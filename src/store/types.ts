@@ -134,9 +134,11 @@ export interface SessionStore {
   load(clientId: string): Promise<SessionSnapshot | undefined>;
   /**
    * Replaces the whole session; returns the storeSeq given to each pending message, in order.
-   * The seen ids are kept, and those of the pending messages written are added.
+   * The seen ids are kept, and those of the pending messages written are added. `held`: this
+   * epoch's claim fenced and kept the stored session; refused unless it is still stored at
+   * exactly this epoch (ended or taken by a newer incarnation since).
    */
-  save(snapshot: SessionSnapshot): Promise<number[]>;
+  save(snapshot: SessionSnapshot, held?: boolean): Promise<number[]>;
   /** A new incarnation takes the session: writes of older epochs are refused from now on. */
   fence(clientId: string, epoch: number): Promise<void>;
   /** Ends the session; false when there was none. */

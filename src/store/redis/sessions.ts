@@ -93,7 +93,11 @@ export class RedisSessionStore implements SessionStore {
     return storedSession(clientId, reply, 1);
   }
 
-  async save(s: SessionSnapshot): Promise<number[]> {
+  /**
+   * Replaces the stored session whole. `held`: the claim of this epoch fenced and kept the
+   * stored session (a resume): refused as stale unless it is still stored at exactly this epoch.
+   */
+  async save(s: SessionSnapshot, held = false): Promise<number[]> {
     const args: RedisArg[] = [s.epoch, s.expiryIntervalS, s.subscriptions.length];
     for (const sub of s.subscriptions) args.push(sharedName(sub), JSON.stringify(sub));
     args.push(s.pending.length);
@@ -101,7 +105,7 @@ export class RedisSessionStore implements SessionStore {
     const unrouted = new Map(s.unroutedQos2 ?? []);
     args.push(s.incomingQos2.length);
     for (const packetId of s.incomingQos2) args.push(packetId, unrouted.get(packetId) ?? '');
-    args.push(Date.now());
+    args.push(Date.now(), held ? '1' : '');
     const { reply } = await this.run('session-save', 'sessionSave', this.o.keys.sessionKeys(s.clientId), args, { clientId: s.clientId, epoch: s.epoch });
     const first = num(reply[1]);
     return s.pending.map((_, i) => first + i);

@@ -12,11 +12,16 @@
 -- ARGV[3] n subscriptions, then n pairs (key, encoded subscription),
 -- then m = pending count, then m triples (encoded pending, state or '', message id or ''),
 -- then q = incoming QoS 2 count, then q pairs (packet id, unrouted message id or ''),
--- then now (ms, the score of ids added to the seen set)
+-- then now (ms, the score of ids added to the seen set),
+-- then (last) '1' when the session must be stored at exactly this epoch already (a resume
+--   whose claim fenced and kept it: a session gone or newer since was ended or taken by a
+--   newer incarnation, a Clean Start in the same claim call too, and must not be written
+--   back), else ''
 -- Returns {'ok', firstSeq} (pending i has seq firstSeq + i) | {'stale'}
 local stored = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '-1')
 local epoch = tonumber(ARGV[1])
 if stored > epoch then return {'stale'} end
+if ARGV[#ARGV] == '1' and stored ~= epoch then return {'stale'} end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 local i = 3
