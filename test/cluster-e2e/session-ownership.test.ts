@@ -4,10 +4,10 @@
 // other node is refused and changes nothing; Alice's will fires once when her node is SIGKILLed.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
-import { startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startJwtPair, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { ClientPool, sleep, type Version } from '../helpers/mqtt.js';
-import { jwksDocument, makeKey, signToken, tempDir, type TempDir, type TestKey } from '../helpers/jwt.js';
+import { makeKey, signToken, tempDir, type TempDir, type TestKey } from '../helpers/jwt.js';
 import type { IClientOptions } from 'mqtt';
 
 const POLICY = { roles: { device: { publish: ['status/%u', 'trusted/%u/#'], subscribe: ['trusted/%u/#'] }, monitor: { subscribe: ['status/#'] } } };
@@ -24,15 +24,7 @@ before(async () => {
   redis = await startRedis();
   dir = await tempDir();
   key = await makeKey('K1', 'RS256');
-  const env = {
-    VIGIL_AUTH: 'jwt',
-    VIGIL_JWKS: await dir.write('jwks.json', jwksDocument([key])),
-    VIGIL_ACL: await dir.write('acl.json', POLICY),
-    VIGIL_JWT_ALGORITHMS: 'RS256',
-  };
-  const prefix = randomPrefix('own');
-  [a, b] = await Promise.all([startNode({ redisUrl: redis.url, prefix, nodeId: 'a', env }), startNode({ redisUrl: redis.url, prefix, nodeId: 'b', env })]);
-  await waitUntil(async () => (await a.ready()) && (await b.ready()), 10000, 'nodes ready');
+  [a, b] = await startJwtPair({ redisUrl: redis.url, dir, keys: [key], policy: POLICY, name: 'own' });
 });
 after(async () => {
   await clients.closeAll();

@@ -4,6 +4,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { ClientPool } from './mqtt.js';
+import { jwksDocument, type TempDir, type TestKey } from './jwt.js';
+import { randomPrefix } from './redis.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const live = new Set<ChildProcess>();
@@ -183,4 +185,21 @@ export async function drained(pub: RouteProbeClient, sub: RouteProbeClient, topi
   await waitUntil(() => sub.messages.some((m) => m.topic === topic && m.payload === marker), timeoutMs, `the end marker on ${topic}`);
   const onTopic = sub.messages.filter((m) => m.topic === topic);
   return onTopic.slice(0, onTopic.findIndex((m) => m.payload === marker));
+}
+
+/**
+ * Nodes A and B on one Redis in jwt mode: RS256 tokens of `keys` (a JWKS file in `dir`) and
+ * the ACL `policy` (a file in `dir`), under a fresh prefix named after `name`; both ready.
+ */
+export async function startJwtPair(o: { redisUrl: string; dir: TempDir; keys: readonly TestKey[]; policy: object; name: string }): Promise<[VigilNode, VigilNode]> {
+  const env = {
+    VIGIL_AUTH: 'jwt',
+    VIGIL_JWKS: await o.dir.write('jwks.json', jwksDocument([...o.keys])),
+    VIGIL_ACL: await o.dir.write('acl.json', o.policy),
+    VIGIL_JWT_ALGORITHMS: 'RS256',
+  };
+  const prefix = randomPrefix(o.name);
+  const pair = await Promise.all([startNode({ redisUrl: o.redisUrl, prefix, nodeId: 'a', env }), startNode({ redisUrl: o.redisUrl, prefix, nodeId: 'b', env })]);
+  await waitUntil(async () => (await pair[0].ready()) && (await pair[1].ready()), 10000, 'nodes ready');
+  return pair;
 }
