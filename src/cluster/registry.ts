@@ -25,10 +25,12 @@ export interface ClaimOptions {
   /** VIGIL_SESSION_TAKEOVER=any: another identity's connection, session and will may be taken. */
   readonly takeoverAcrossIdentities?: boolean;
   /**
-   * The claiming node holds no copy of this persistent session (not Clean Start, expiry above
-   * 0): the claim also fences, loads and keeps the stored session (ClaimResult.stored).
+   * A persistent session (not Clean Start, expiry above 0). 'load': the claiming node holds no
+   * copy of it, the claim also fences, loads and keeps the stored session; 'mark': the node
+   * holds the copy and saves it whole after the claim, the claim only marks the stored session
+   * as this epoch's (the save, `held`, writes only while the mark is there). ClaimResult.stored.
    */
-  readonly resume?: boolean;
+  readonly resume?: 'load' | 'mark';
 }
 
 export interface ClaimResult {
@@ -43,11 +45,12 @@ export interface ClaimResult {
   /** The older incarnation's will, to publish now (this caller is the only one holding it). */
   readonly willToFire?: WillRecord;
   /**
-   * With `resume`: the stored session, fenced at the new epoch, as it was loaded, now stored
-   * with the new expiry and no time to live; 'none' when none was stored (an empty one is now);
-   * 'stale' when a newer incarnation's is stored (untouched). Undefined without `resume`.
+   * With `resume` 'load': the stored session, fenced at the new epoch, as it was loaded, now
+   * stored with the new expiry and no time to live; 'none' when none was stored (an empty one
+   * is now). With 'mark': 'marked' (an empty one stored when there was none). Either: 'stale'
+   * when a newer incarnation's is stored (untouched). Undefined without `resume`.
    */
-  readonly stored?: SessionSnapshot | 'none' | 'stale';
+  readonly stored?: SessionSnapshot | 'none' | 'stale' | 'marked';
 }
 
 export type DisconnectOutcome =
@@ -156,7 +159,7 @@ async function oneByOne<T>(group: readonly T[], run: (item: T) => Promise<unknow
 /** One client's arguments to claim-client.lua. */
 function claimArgs(c: QueuedClaim): RedisArg[] {
   const { will, cleanStart, sessionExpiryS, owner, resume } = c.options;
-  return [c.clientId, cleanStart ? '1' : '0', will ? encodeWill(will) : '', will ? Math.max(0, Math.floor(will.delayS)) : 0, Math.max(0, Math.floor(sessionExpiryS)), owner, resume ? '1' : '0'];
+  return [c.clientId, cleanStart ? '1' : '0', will ? encodeWill(will) : '', will ? Math.max(0, Math.floor(will.delayS)) : 0, Math.max(0, Math.floor(sessionExpiryS)), owner, resume === 'load' ? '1' : resume === 'mark' ? '2' : '0'];
 }
 
 /**
@@ -240,7 +243,7 @@ export class ClientRegistry {
     if (previousWill === 'cancelled') this.o.metrics?.willsCancelledTotal.inc({ cause: 'reconnect' });
     if (c.options.will) this.o.metrics?.willsRegisteredTotal.inc();
     const stored = str(r[7]);
-    if (stored !== '' && stored !== 'ok' && stored !== 'none' && stored !== 'stale') return new BatchItemError(new UnexpectedScriptReplyError('claim-client', r));
+    if (stored !== '' && stored !== 'ok' && stored !== 'none' && stored !== 'stale' && stored !== 'marked') return new BatchItemError(new UnexpectedScriptReplyError('claim-client', r));
     return {
       epoch: num(r[1]),
       previousOwner: str(r[2]),

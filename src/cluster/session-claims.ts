@@ -72,8 +72,12 @@ export class SessionClaims {
     const since = node.redis.generation;
     // a persistent session this node holds no usable copy of: the claim fences, loads and keeps
     // the stored one in the same call (claim-client.lua), no three round trips of its own after
+    // A copy held here is saved whole after the claim instead: the claim marks the stored
+    // session as this epoch's, so that save cannot write back what a newer CONNECT claimed in
+    // the same call ended or took (a Clean Start)
     const held = broker.sessions.get(clientId);
-    const resume = !cleanStart && expiryIntervalS > 0 && (!held || held.movedAway || this.heldAtLeaseLoss.has(clientId));
+    const copyHere = !!held && !held.movedAway && !this.heldAtLeaseLoss.has(clientId);
+    const resume = cleanStart || expiryIntervalS === 0 ? undefined : copyHere ? 'mark' : 'load';
     let claim;
     try {
       claim = await node.registry.claim(clientId, node.member, {
@@ -119,7 +123,7 @@ export class SessionClaims {
         // the claim ended the stored session (claim-client.lua)
         if (local) broker.endSession(local);
         local = undefined;
-      } else if (!local && claim.stored !== undefined) {
+      } else if (!local && claim.stored !== undefined && claim.stored !== 'marked') {
         // the claim fenced and loaded it (claim-client.lua): as below, in the same step
         if (claim.stored === 'stale') throw new StaleEpochError(clientId, epoch);
         snapshot = claim.stored === 'none' ? undefined : claim.stored;
@@ -146,11 +150,12 @@ export class SessionClaims {
         // order (the PERSIST sees the epoch just saved), one round trip. The claim stored a
         // session that is here as loaded already; one with pending messages or incoming QoS 2
         // ids is saved whole still: restoring it may renumber what was in flight, and the
-        // journal addresses its messages by the seqs of a save. That save finds the session
-        // still at this epoch, or it writes nothing: a newer CONNECT claimed in the same call
-        // (a Clean Start that ended this session, or a takeover) must not see it written back
+        // journal addresses its messages by the seqs of a save. That save (as the save of a
+        // copy held here) finds this epoch's claim mark on the stored session, or it writes
+        // nothing: a newer CONNECT claimed in the same call (a Clean Start that ended this
+        // session, or a takeover) must not see it written back
         if (!storedByClaim || (snapshot && (snapshot.pending.length > 0 || snapshot.incomingQos2.length > 0))) {
-          await Promise.all([this.journal.saveWhole(session, storedByClaim), node.sessions.setExpiry(clientId, epoch, undefined)]);
+          await Promise.all([this.journal.saveWhole(session, claim.stored !== undefined), node.sessions.setExpiry(clientId, epoch, undefined)]);
         }
       } else {
         session.journal = undefined;

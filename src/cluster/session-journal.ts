@@ -74,7 +74,7 @@ export class ClusterSessionJournal implements SessionJournal {
   /**
    * Saves a session whole (CONNECT); later writes of its pending messages address the seqs
    * given. The seqs are those of what was saved (a message added meanwhile has its own append).
-   * `held`: the claim of this epoch fenced and kept the stored session (see SessionStore.save).
+   * `held`: the claim of this epoch marked the stored session (see SessionStore.save).
    */
   async saveWhole(session: Session, held = false): Promise<void> {
     const saving = snapshotOf(session);

@@ -135,8 +135,8 @@ export interface SessionStore {
   /**
    * Replaces the whole session; returns the storeSeq given to each pending message, in order.
    * The seen ids are kept, and those of the pending messages written are added. `held`: this
-   * epoch's claim fenced and kept the stored session; refused unless it is still stored at
-   * exactly this epoch (ended or taken by a newer incarnation since).
+   * epoch's claim marked the stored session (a resume, or a reconnect to the node holding its
+   * copy); refused unless it still carries that mark (ended or claimed by a newer incarnation since).
    */
   save(snapshot: SessionSnapshot, held?: boolean): Promise<number[]>;
   /** A new incarnation takes the session: writes of older epochs are refused from now on. */

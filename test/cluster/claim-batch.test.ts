@@ -218,8 +218,8 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
       await registry.claim('warm', 'n/B', { cleanStart: true, sessionExpiryS: 0, owner: 'u' }); // the script is loaded
       const before = single ? await scriptCalls(single()) : 0;
       const claims = await Promise.all([
-        ...ids.map((id, i) => registry.claim(id, 'n/B', { cleanStart: false, will: will(id, 30, `new-${id}`), sessionExpiryS: 600, owner: `owner-${i}`, resume: true })),
-        registry.claim('r-fresh', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'u', resume: true }),
+        ...ids.map((id, i) => registry.claim(id, 'n/B', { cleanStart: false, will: will(id, 30, `new-${id}`), sessionExpiryS: 600, owner: `owner-${i}`, resume: 'load' })),
+        registry.claim('r-fresh', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'u', resume: 'load' }),
       ]);
       if (single) assert.equal((await scriptCalls(single())) - before, 1, 'one claim-client.lua call for the turn (no fence, load, save or PERSIST of their own)');
       for (const [i, id] of ids.entries()) {
@@ -253,8 +253,8 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
       await storedOffline(t, 'bobs', 'bob');
       const ttl = await redis.client.pttl(keys.session('owned'));
       const results = await Promise.allSettled([
-        registry.claim('bobs', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'bob', resume: true }),
-        registry.claim('owned', 'n/B', { cleanStart: false, will: will('owned', 0, 'mallory'), sessionExpiryS: 600, owner: 'mallory', resume: true }),
+        registry.claim('bobs', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'bob', resume: 'load' }),
+        registry.claim('owned', 'n/B', { cleanStart: false, will: will('owned', 0, 'mallory'), sessionExpiryS: 600, owner: 'mallory', resume: 'load' }),
         registry.claim('owned', 'n/B', { cleanStart: true, sessionExpiryS: 0, owner: 'mallory' }),
       ]);
       assert.equal(results[0].status, 'fulfilled');
@@ -267,7 +267,7 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
       assert.deepEqual(await storedWill(t, 'owned'), { epoch, payload: 'old-owned' }, 'alice\'s will untouched');
       assert.deepEqual(await registry.owner('owned'), { node: 'n/A', epoch, online: false });
       // a failed takeover locks nobody out: alice resumes hers
-      const mine = await registry.claim('owned', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'alice', resume: true });
+      const mine = await registry.claim('owned', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'alice', resume: 'load' });
       assert.equal(typeof mine.stored === 'object' && mine.stored.pending[0]?.message.payload.toString(), 'for-owned');
     });
 
@@ -276,8 +276,8 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
       const { registry, sessions } = t;
       const epoch = await storedOffline(t, 'race', 'u');
       const [first, second] = await Promise.all([
-        registry.claim('race', 'n/B', { cleanStart: false, will: will('race', 30, 'first'), sessionExpiryS: 600, owner: 'u', resume: true }),
-        registry.claim('race', 'n/C', { cleanStart: false, will: will('race', 30, 'second'), sessionExpiryS: 900, owner: 'u', resume: true }),
+        registry.claim('race', 'n/B', { cleanStart: false, will: will('race', 30, 'first'), sessionExpiryS: 600, owner: 'u', resume: 'load' }),
+        registry.claim('race', 'n/C', { cleanStart: false, will: will('race', 30, 'second'), sessionExpiryS: 900, owner: 'u', resume: 'load' }),
       ]);
       assert.deepEqual([first.epoch, second.epoch], [epoch + 1, epoch + 2]);
       assert.deepEqual([second.previousOwner, second.previousOnline], ['n/B', true], 'the later one takes over from the earlier');
@@ -292,13 +292,41 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
       await assert.rejects(registry.normalDisconnect('race', first.epoch), StaleEpochError);
     });
 
+    it('a reconnect to the node holding the copy marks the stored session without fencing it; a Clean Start claimed after it in the same call ends it, and the reconnect\'s save of its copy then writes nothing', async () => {
+      const t = setup();
+      const { registry, sessions } = t;
+      await storedOffline(t, 'local', 'u');
+      const [again, clean] = await Promise.all([
+        registry.claim('local', 'n/A', { cleanStart: false, sessionExpiryS: 600, owner: 'u', resume: 'mark' }),
+        registry.claim('local', 'n/A', { cleanStart: true, sessionExpiryS: 0, owner: 'u' }),
+      ]);
+      assert.equal(again.stored, 'marked');
+      assert.equal(clean.epoch, again.epoch + 1);
+      assert.equal(await sessions.load('local'), undefined, 'the Clean Start ended the session');
+      const copy = { clientId: 'local', epoch: again.epoch, expiryIntervalS: 600, subscriptions: [], pending: [], incomingQos2: [] };
+      await assert.rejects(sessions.save(copy, true), StaleEpochError, 'the superseded reconnect does not write the ended session back');
+      assert.equal(await sessions.load('local'), undefined);
+
+      // without a newer claim the marked save goes through; the mark fences nothing: the copy's own appends in flight still land
+      const epoch2 = await storedOffline(t, 'local2', 'u');
+      const mine = await registry.claim('local2', 'n/A', { cleanStart: false, sessionExpiryS: 600, owner: 'u', resume: 'mark' });
+      assert.equal(mine.stored, 'marked');
+      assert.notEqual(await sessions.appendPending('local2', epoch2, { message: { topic: 't/late', payload: Buffer.from('late'), qos: 1, retain: false, origin: 'x' }, qos: 1, retainFlag: false }), undefined, 'an append of the copy\'s epoch still lands');
+      await sessions.save({ ...copy, clientId: 'local2', epoch: mine.epoch }, true);
+      assert.deepEqual([(await sessions.load('local2'))?.epoch, (await sessions.load('local2'))?.expiryIntervalS], [mine.epoch, 600]);
+      // a marked save of an older claim after a newer one marked it: refused
+      const newer = await registry.claim('local2', 'n/A', { cleanStart: false, sessionExpiryS: 600, owner: 'u', resume: 'mark' });
+      await assert.rejects(sessions.save({ ...copy, clientId: 'local2', epoch: mine.epoch }, true), StaleEpochError);
+      await sessions.save({ ...copy, clientId: 'local2', epoch: newer.epoch }, true);
+    });
+
     it('a resume that finds a newer incarnation\'s session stored leaves it untouched (stale)', async () => {
       const t = setup();
       const { registry, sessions, redis, keys } = t;
       await registry.claim('newer', 'n/A', { cleanStart: false, sessionExpiryS: 300, owner: 'u' });
       await sessions.save({ clientId: 'newer', epoch: 50, expiryIntervalS: 300, subscriptions: [], pending: [], incomingQos2: [] });
       await sessions.setExpiry('newer', 50, 300_000);
-      const c = await registry.claim('newer', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'u', resume: true });
+      const c = await registry.claim('newer', 'n/B', { cleanStart: false, sessionExpiryS: 600, owner: 'u', resume: 'load' });
       assert.equal(c.stored, 'stale');
       assert.deepEqual([(await sessions.load('newer'))?.epoch, (await sessions.load('newer'))?.expiryIntervalS], [50, 300]);
       assert.ok((await redis.client.pttl(keys.session('newer'))) > 0, 'its time to live untouched');

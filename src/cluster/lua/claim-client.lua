@@ -38,14 +38,19 @@
 --   order above; else ''
 -- then per client, 7 values from ARGV[6]: client id, clean start ('1'/'0'), new will record
 --   (encoded WillRecord, '' for none), new will delay (s), new session expiry interval (s),
---   claiming identity (auth/session-owner.ts), resume ('1': fence, load and keep the stored
---   session under the new epoch and expiry; only with clean start '0' and an expiry above 0)
+--   claiming identity (auth/session-owner.ts), resume (only with clean start '0' and an
+--   expiry above 0; '0' none): '1' fence, load and keep the stored session under the new epoch
+--   and expiry; '2' (the claiming node holds the session's copy and saves it whole after the
+--   claim) only mark it as this epoch's claim, its epoch untouched (the copy's own appends in
+--   flight still land); either way the session hash gets claim = the new epoch, and
+--   session-save.lua of that epoch ('held') writes only while the mark is still there
 -- Returns one reply per client, in order, each
 --   {'ok', epoch, previousNode, previousOnline ('1'/'0'), oldWill, oldWillOutcome, oldWillEpoch,
 --    stored, ...}
 --   oldWill: the encoded record to fire now, or '' ; oldWillOutcome: 'none'|'fire'|'cancelled'
 --   stored: '' (no resume asked) | 'none' (no stored session: an empty one is stored now)
---     | 'stale' (a newer epoch is stored: nothing of the session changed) | 'ok' followed by
+--     | 'stale' (a newer epoch is stored: nothing of the session changed) | 'marked' (resume
+--     '2': the stored session, or an empty one stored now, is marked) | 'ok' followed by
 --     the session as session-load.lua returns it after its 'ok' (epoch, expiryS, subscriptions,
 --     pending, pending state, incoming QoS 2, seen ids)
 --   | {'not_owner'} when another identity holds the client id (nothing was changed for it)
@@ -77,18 +82,37 @@ local function keysOf(i, id)
   return ks
 end
 
--- the stored session of a resume: fenced at the new epoch (an older incarnation's appends
--- are refused from now on), read, then kept under the new epoch and expiry, without a time
--- to live while connected. Its outcome goes into the client's reply from reply[8] on
-local function resume(ks, epoch, expiryS, reply)
+-- a new empty session, as session-save.lua stores one (the seen ids are kept), marked as
+-- this epoch's claim
+local function emptySession(ks, epoch, expiryS)
+  local session = ks[3]
+  local seq = redis.call('HGET', session, 'seq') or '0'
+  redis.call('DEL', session, ks[4], ks[5], ks[6], ks[7])
+  redis.call('HSET', session, 'epoch', epoch, 'expiryS', expiryS, 'seq', seq, 'claim', epoch)
+end
+
+-- the stored session of a resume ('1', load): fenced at the new epoch (an older incarnation's
+-- appends are refused from now on), read, then kept under the new epoch and expiry, without a
+-- time to live while connected. Of a reconnect to the node holding its copy ('2'): only
+-- marked as this epoch's claim, its epoch untouched (the copy's appends in flight still land;
+-- the copy is saved whole after the claim). Either way a newer incarnation's is left alone,
+-- and none stored gets an empty one. The outcome goes into the client's reply from reply[8] on
+local function resume(ks, epoch, expiryS, reply, load)
   local session = ks[3]
   local stored = redis.call('HGET', session, 'epoch')
   if stored and tonumber(stored) > epoch then
     reply[8] = 'stale'
     return
   end
-  if stored then
-    redis.call('HSET', session, 'epoch', epoch)
+  if not stored then
+    emptySession(ks, epoch, expiryS)
+    reply[8] = load and 'none' or 'marked'
+  elseif not load then
+    redis.call('HSET', session, 'claim', epoch)
+    reply[8] = 'marked'
+    return
+  else
+    redis.call('HSET', session, 'epoch', epoch, 'claim', epoch)
     reply[8] = 'ok'
     reply[9] = epoch
     reply[10] = redis.call('HGET', session, 'expiryS')
@@ -98,14 +122,10 @@ local function resume(ks, epoch, expiryS, reply)
     reply[14] = redis.call('HGETALL', ks[7])
     reply[15] = redis.call('ZRANGE', ks[8], 0, -1)
     redis.call('HSET', session, 'expiryS', expiryS)
-  else
-    -- a new empty session, as session-save.lua stores one (the seen ids are kept)
-    local seq = redis.call('HGET', session, 'seq') or '0'
-    redis.call('DEL', session, ks[4], ks[5], ks[6], ks[7])
-    redis.call('HSET', session, 'epoch', epoch, 'expiryS', expiryS, 'seq', seq)
-    reply[8] = 'none'
   end
-  for j = 3, 8 do redis.call('PERSIST', ks[j]) end
+  if load then
+    for j = 3, 8 do redis.call('PERSIST', ks[j]) end
+  end
 end
 
 local function claim(i)
@@ -141,8 +161,8 @@ local function claim(i)
   local reply = {'ok', epoch, prev[1] or '', prev[2] or '0', fire, outcome, old[5] or '0', ''}
   if clean == '1' then
     redis.call('DEL', session, ks[4], ks[5], ks[6], ks[7], ks[8])
-  elseif ARGV[a + 7] == '1' and tonumber(expiryS) > 0 then
-    resume(ks, epoch, expiryS, reply)
+  elseif (ARGV[a + 7] == '1' or ARGV[a + 7] == '2') and tonumber(expiryS) > 0 then
+    resume(ks, epoch, expiryS, reply, ARGV[a + 7] == '1')
   end
   return reply
 end

@@ -94,8 +94,9 @@ export class RedisSessionStore implements SessionStore {
   }
 
   /**
-   * Replaces the stored session whole. `held`: the claim of this epoch fenced and kept the
-   * stored session (a resume): refused as stale unless it is still stored at exactly this epoch.
+   * Replaces the stored session whole. `held`: the claim of this epoch marked the stored
+   * session (a resume, or a reconnect to the node holding its copy): refused as stale unless
+   * it still carries that mark.
    */
   async save(s: SessionSnapshot, held = false): Promise<number[]> {
     const args: RedisArg[] = [s.epoch, s.expiryIntervalS, s.subscriptions.length];

@@ -1,7 +1,7 @@
 -- Replaces a client's whole persistent session (CONNECT of a new incarnation, or a full
 -- checkpoint). Refused when a newer incarnation already saved. Pending messages get new
 -- sequence numbers (the counter never goes back, so an old ack cannot hit a new entry).
--- KEYS[1] session HASH (epoch, expiryS, seq)
+-- KEYS[1] session HASH (epoch, expiryS, seq; claim: see the last ARGV)
 -- KEYS[2] subscriptions HASH
 -- KEYS[3] pending HASH (seq -> encoded PendingMessage)
 -- KEYS[4] pending state HASH (seq -> "packetId:released")
@@ -13,15 +13,16 @@
 -- then m = pending count, then m triples (encoded pending, state or '', message id or ''),
 -- then q = incoming QoS 2 count, then q pairs (packet id, unrouted message id or ''),
 -- then now (ms, the score of ids added to the seen set),
--- then (last) '1' when the session must be stored at exactly this epoch already (a resume
---   whose claim fenced and kept it: a session gone or newer since was ended or taken by a
---   newer incarnation, a Clean Start in the same claim call too, and must not be written
---   back), else ''
+-- then (last) '1' when the session must still carry this epoch's claim mark (field claim,
+--   set by claim-client.lua for a resume or a reconnect to the node holding the session's
+--   copy): a session whose mark is gone or another was ended (a Clean Start, also one claimed
+--   in the same claim call) or claimed by a newer incarnation since, and must not be written
+--   back; else ''
 -- Returns {'ok', firstSeq} (pending i has seq firstSeq + i) | {'stale'}
 local stored = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '-1')
 local epoch = tonumber(ARGV[1])
 if stored > epoch then return {'stale'} end
-if ARGV[#ARGV] == '1' and stored ~= epoch then return {'stale'} end
+if ARGV[#ARGV] == '1' and tonumber(redis.call('HGET', KEYS[1], 'claim') or '-1') ~= epoch then return {'stale'} end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 local i = 3
