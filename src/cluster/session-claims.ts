@@ -158,9 +158,13 @@ export class SessionClaims {
           await Promise.all([this.journal.saveWhole(session, claim.stored !== undefined), node.sessions.setExpiry(clientId, epoch, undefined)]);
         }
       } else {
+        // expiry 0: the session ends with this connection, also the stored one it resumed — a
+        // loaded snapshot, or the copy held here of a persistent session (it writes through to
+        // Redis: its journal), whose stored session another node would resume otherwise
+        const stored = !!snapshot || (!!local && session.journal !== undefined);
         session.journal = undefined;
         session.seen = undefined;
-        if (snapshot) await node.sessions.delete(clientId, epoch).catch(() => false);
+        if (stored) await node.sessions.delete(clientId, epoch).catch(() => false);
       }
       await node.redis.replicated(since);
       // a newer CONNECT of the client here (claimed after this one, maybe in the same batch)

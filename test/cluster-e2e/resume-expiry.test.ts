@@ -90,4 +90,21 @@ describe('cluster: session expiry of a session resumed on another node', { timeo
     const { connack: again } = await open(a, 'rex-zero', false, 300);
     assert.equal(again.sessionPresent, false, 'nothing to resume on either node');
   });
+
+  it('expiry 0 on a reconnect to the node holding the offline copy: the stored session ends with that connection too', async () => {
+    const { client: first } = await open(b, 'rex-copy', false, 300);
+    first.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'rex-copy/t', qos: 1 }] });
+    await first.next('suback');
+    first.send({ cmd: 'disconnect' });
+    await first.waitForClose();
+    await waitUntil(async () => (await probe().pttl(keys.session('rex-copy'))) > 0, 20_000, 'the session stored, offline');
+    const { client: c, connack } = await open(b, 'rex-copy', false, 0);
+    assert.equal(connack.sessionPresent, true, 'B resumes its copy');
+    c.send({ cmd: 'disconnect' });
+    await c.waitForClose();
+    await waitUntil(async () => (await probe().hget(keys.clientOwner('rex-copy'), 'online')) === '0', 20_000, 'the disconnect recorded');
+    assert.equal(await probe().exists(keys.session('rex-copy')), 0, 'no stored session left for another node to resume');
+    const { connack: elsewhere } = await open(a, 'rex-copy', false, 300);
+    assert.equal(elsewhere.sessionPresent, false, 'the session ended with the expiry-0 connection');
+  });
 });
