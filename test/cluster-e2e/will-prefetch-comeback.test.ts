@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
-import { startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { logged, startNode, upForNodeTimeout, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { ClientPool } from '../helpers/mqtt.js';
 import { ClusterKeys } from '../../src/cluster/keys.js';
 
@@ -36,8 +36,6 @@ after(async () => {
   await redis?.stop();
 });
 
-const logged = (n: VigilNode, msg: string) => n.logs.filter((l) => l.msg === msg);
-
 test('an overdue node that renews again keeps its clients and wills; a later crash fires each remaining will once', async () => {
   const watcher = await clients.connect(b.url, { protocolVersion: 5, clientId: 'wpc-watch' });
   await watcher.mqtt.subscribeAsync('state/#', { qos: 1 });
@@ -45,8 +43,7 @@ test('an overdue node that renews again keeps its clients and wills; a later cra
   const stays = await clients.connect(a.url, { protocolVersion: 5, clientId: 'wpc-stays', will: willOf('wpc-stays') });
   const leaves = await clients.connect(a.url, { protocolVersion: 5, clientId: 'wpc-leaves', will: willOf('wpc-leaves') });
   // B reads ahead only once it has been a cluster owner for a node timeout
-  const upAt = Number(b.logs.find((l) => l.msg === 'vigil listening')!.time);
-  await waitUntil(() => Date.now() - upAt > 3500, 20_000, 'node B a cluster owner for a node timeout');
+  await upForNodeTimeout(b, 3000);
 
   process.kill(a.pid, 'SIGSTOP');
   try {

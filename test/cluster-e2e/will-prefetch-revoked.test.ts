@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
-import { startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { logged, startNode, upForNodeTimeout, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { ClientPool } from '../helpers/mqtt.js';
 
 const ADMIN = 'k'.repeat(40);
@@ -29,8 +29,6 @@ after(async () => {
   await redis?.stop();
 });
 
-const logged = (n: VigilNode, msg: string) => n.logs.filter((l) => l.msg === msg);
-
 test('a will read ahead for an overdue node, whose identity is revoked before the reaping, is denied when it fires', async () => {
   const watcher = await clients.connect(b.url, { protocolVersion: 5, clientId: 'wpr-watch' });
   await watcher.mqtt.subscribeAsync('state/#', { qos: 1 });
@@ -38,8 +36,7 @@ test('a will read ahead for an overdue node, whose identity is revoked before th
   await clients.connect(a.url, { protocolVersion: 5, clientId: 'wpr-ok', username: 'wpr-ok', will: { topic: 'state/wpr-ok', payload: Buffer.from('down'), qos: 1, retain: false } });
   await clients.connect(a.url, { protocolVersion: 5, clientId: 'wpr-dev', username: 'wpr-dev', will: { topic: 'state/wpr-dev', payload: Buffer.from('down'), qos: 1, retain: false } });
   // B reads ahead only once it has been a cluster owner for a node timeout
-  const upAt = Number(b.logs.find((l) => l.msg === 'vigil listening')!.time);
-  await waitUntil(() => Date.now() - upAt > 4500, 20_000, 'node B a cluster owner for a node timeout');
+  await upForNodeTimeout(b, 4000);
 
   await a.kill('SIGKILL');
   await waitUntil(() => logged(b, 'wills of an overdue node read ahead').some((l) => l.wills === 2), 30_000, 'B read both wills of A ahead');

@@ -127,6 +127,22 @@ export async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutM
   }
 }
 
+/** A node's log lines with this message, in order. */
+export function logged(n: VigilNode, msg: string): VigilNode['logs'] {
+  return n.logs.filter((l) => l.msg === msg);
+}
+
+/**
+ * Waits until the node has been up for longer than its node timeout: a member reads a peer's
+ * wills ahead or reaps it only after it has been a cluster owner for one node timeout, so a
+ * peer stopped sooner would be reaped late, not read ahead. The node logs when it started
+ * listening; the wait is a lower bound, with no upper bound on a busy machine.
+ */
+export async function upForNodeTimeout(n: VigilNode, nodeTimeoutMs: number): Promise<void> {
+  const upAt = Number(n.logs.find((l) => l.msg === 'vigil listening')!.time);
+  await waitUntil(() => Date.now() - upAt > nodeTimeoutMs + 500, 20_000, `node ${n.url} up for a node timeout`);
+}
+
 /** The two clients the route helpers below need (mqtt.ts's TestClient fits). */
 interface RouteProbeClient {
   readonly mqtt: { subscribeAsync(topic: string, opts: { qos: 0 | 1 | 2 }): Promise<unknown>; publishAsync(topic: string, payload: string, opts: { qos: 0 | 1 | 2 }): Promise<unknown> };
