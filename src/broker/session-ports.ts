@@ -87,8 +87,10 @@ export interface SessionJournal {
    * An incoming QoS 2 packet id was received (stored with the message id before routing),
    * routed (before PUBREC) or released (PUBREL). A retransmission to another node after a
    * crash is then routed again under the same id, or only acknowledged: never delivered twice.
+   * False: a newer incarnation of the session holds it elsewhere (the write was refused as
+   * stale); the caller routes and acknowledges nothing more under this packet id.
    */
-  incomingQos2(session: Session, packetId: number, state: 'received' | 'routed' | 'released', messageId?: string): Promise<unknown>;
+  incomingQos2(session: Session, packetId: number, state: 'received' | 'routed' | 'released', messageId?: string): Promise<boolean>;
   /** A cluster-wide id for a message received from this session's client. */
   newMessageId(): string;
 }

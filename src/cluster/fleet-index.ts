@@ -155,7 +155,7 @@ export class ClusterFleet implements FleetSource, FleetObserver {
     const { client } = this.o.redis;
     const k = this.o.keys;
     const [owner, info, will, session, subs, pending, last] = await Promise.all([
-      client.hmget(k.clientOwner(clientId), 'node', 'epoch', 'online', 'identity'),
+      client.hmget(k.clientOwner(clientId), 'node', 'epoch', 'online', 'identity', 'orphan'),
       client.hgetall(k.clientInfo(clientId)),
       client.hmget(k.clientWill(clientId), 'epoch', 'dueAt'),
       client.hmget(k.session(clientId), 'epoch', 'expiryS'),
@@ -163,7 +163,7 @@ export class ClusterFleet implements FleetSource, FleetObserver {
       client.hlen(k.sessionPending(clientId)),
       client.get(k.clientLastWill(clientId)),
     ]);
-    const [ownerNode, ownerEpoch, online, ownerIdentity] = owner;
+    const [ownerNode, ownerEpoch, online, ownerIdentity] = connectionEpochOf(owner);
     if (!ownerNode && !ownerEpoch) return undefined;
     const connected = online === '1';
     const sameIncarnation = info.epoch !== undefined && info.epoch === ownerEpoch;
@@ -246,4 +246,16 @@ export class ClusterFleet implements FleetSource, FleetObserver {
       leaseExpiresAtMs: lease === null ? undefined : Number(lease),
     };
   }
+}
+
+/**
+ * The owner record's fields with the epoch of the client's last connection: a reaper's orphan
+ * claim is an incarnation of its own, one above that connection's (orphan-client.lua fences
+ * the dead node's writes with it), and its "<token>:<epoch>" stays in the record until the
+ * next claim. The view is of the connection, its info, will and decision.
+ */
+function connectionEpochOf(owner: (string | null)[]): (string | null)[] {
+  const [node, epoch, online, identity, orphan] = owner;
+  const orphanEpoch = orphan ? orphan.slice(orphan.lastIndexOf(':') + 1) : undefined;
+  return [node, epoch !== null && orphanEpoch === epoch ? String(Number(epoch) - 1) : epoch, online, identity];
 }

@@ -231,7 +231,7 @@ export class ClusterSessionJournal implements SessionJournal {
     return `${this.node.member}.${(++this.messageSeq).toString(36)}`;
   }
 
-  incomingQos2(session: Session, packetId: number, state: 'received' | 'routed' | 'released', messageId?: string): Promise<unknown> {
+  incomingQos2(session: Session, packetId: number, state: 'received' | 'routed' | 'released', messageId?: string): Promise<boolean> {
     const { clientId, epoch } = session;
     const { sessions, redis } = this.node;
     const since = redis.generation;
@@ -240,12 +240,22 @@ export class ClusterSessionJournal implements SessionJournal {
     // received / routed / released decide what a PUBLISH under this packet id does on any node
     // after a failover: they must be on the replicas before the routing, the PUBREC or the PUBCOMP
     const write = written.then(() => redis.replicated(since));
-    return write.catch((err) => {
-      if (err instanceof StaleEpochError) return; // the session moved: the new incarnation answers for it
-      // the caller refuses the publish; what is in memory now reaches Redis with a checkpoint
-      this.markDirty(session);
-      throw err;
-    });
+    return write.then(
+      () => true,
+      (err) => {
+        if (err instanceof StaleEpochError) {
+          // A newer incarnation holds the session: a CONNECT elsewhere, or a reaper that took
+          // this node's clients while it still served them. That one answers for this packet
+          // id (it has what Redis had); here nothing more is routed or acknowledged under it,
+          // and the link ends, so the client retransmits there.
+          if (this.broker.sessions.get(clientId) === session) this.moves.movedAway(session);
+          return false;
+        }
+        // the caller refuses the publish; what is in memory now reaches Redis with a checkpoint
+        this.markDirty(session);
+        throw err;
+      },
+    );
   }
 
   private withSeq(session: Session, pending: PendingMessage, write: (seq: number) => Promise<unknown>): void {

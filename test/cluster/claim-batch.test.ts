@@ -86,8 +86,20 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
       assert.equal(await redis.client.zcard(keys.dueWills), 200, 'every scheduled will in the due index');
       const indexed = new Set(await redis.client.smembers(keys.nodeClients('reaper/1')));
       assert.ok(ids.every((id) => indexed.has(id)), 'every orphaned client id in the reaper index');
-      for (const id of [ids[0], ids[1], ids[599]]) assert.deepEqual(await registry.owner(id), { node: 'reaper/1', epoch: 1, online: false });
+      // the orphan claim is an incarnation of its own (epoch 2): the dead member's writes under 1 are refused
+      for (const id of [ids[0], ids[1], ids[599]]) assert.deepEqual(await registry.owner(id), { node: 'reaper/1', epoch: 2, online: false });
       assert.deepEqual(await registry.owner('o-moved'), { node: 'alive/1', epoch: 2, online: true });
+      // the stored sessions are fenced at it: a write the dead member still makes (a member
+      // reaped while it served its clients, a command it queued while Redis was away) is refused
+      for (const id of stored) {
+        assert.equal((await sessions.load(id))?.epoch, 2, `${id}: stored session fenced at the orphan claim's epoch`);
+        await assert.rejects(sessions.addIncomingQos2(id, 1, 7, 'late'), StaleEpochError, `${id}: the dead member's late write`);
+      }
+      assert.equal(await redis.client.exists(keys.session(ids[0])), 0, 'no session is made for a client that had none');
+      // the client's next CONNECT is a newer incarnation still: it resumes the fenced session
+      const back = await registry.claim(stored[0], 'alive/1', { cleanStart: false, sessionExpiryS: 3600, owner: 'u', resume: 'load' });
+      assert.equal(back.epoch, 3);
+      assert.notEqual(back.stored, 'stale');
       // a second reaper's pass over the same index (re-created) finds nothing of the dead member's
       await redis.client.sadd(keys.nodeClients(dead), ...ids);
       const again: string[] = [];
@@ -140,7 +152,7 @@ function suite(name: string, target: () => RedisTarget, single?: () => TestRedis
         assert.equal(sentAtFirstFire, 3, 'the first reply is published while the next two calls are in Redis');
         assert.equal(sent.reduce((a, b) => a + b, 0), 900, 'each client in one call');
         assert.deepEqual([...keysPerCall], [1], 'a call declares the reaper index only: the script builds the clients\' keys from their ids');
-        for (const id of [...odd, ids[0]]) assert.deepEqual(await registry.owner(id), { node: 'reaper/1', epoch: 1, online: false }, `${id}: the keys the script built are keys.ts's`);
+        for (const id of [...odd, ids[0]]) assert.deepEqual(await registry.owner(id), { node: 'reaper/1', epoch: 2, online: false }, `${id}: the keys the script built are keys.ts's`);
         // a whole 250-client reply in one turn held up the reaper's lease renewal on a busy machine
         assert.ok(Math.max(...perTurn.values()) <= 50, `at most 50 wills published per turn of the event loop: ${Math.max(...perTurn.values())}`);
       });

@@ -204,6 +204,11 @@ export async function runAudit(o: AuditOptions): Promise<AuditResult> {
         const client = mqtt.connect(persistent(j + qos, name, o.nodes));
         clients.push(client);
         client.on('error', () => undefined);
+        // where a publisher went after a failure: a duplicate or a loss is read against it
+        let connects = 0;
+        client.on('connect', (p) => {
+          if (connects++ > 0) mark(`${name} reconnected to :${(client.options as { port?: number }).port} (session present ${p.sessionPresent})`);
+        });
         publisherLoops.push(
           (async () => {
             for (let seq = 0; publishing; seq++) {

@@ -4,9 +4,16 @@
 -- owner is still that member (it may have reconnected elsewhere). The client goes offline,
 -- owned (offline) by the reaper, which adopts its persistent session; its will is scheduled
 -- exactly as on an abnormal disconnect (an already scheduled one keeps its dueAt and is
--- re-reported, for the due index). The epoch does not change. Each reply says whether the
--- client has a stored persistent session: the reaper loads only those (a fleet of clean
--- sessions costs no session reads).
+-- re-reported, for the due index). The claim is a new incarnation: the owner's epoch goes up
+-- by one, and a stored session is fenced at it, so whatever the dead member still writes for
+-- the client under the old epoch is refused as stale — a member reaped while it still served
+-- its clients (the promoted replica of a Redis failover lacked its latest renewals) or commands
+-- it queued while Redis was away that run after the reaper loaded the session. Before, they
+-- landed behind the reaper's load at the same epoch: the adopted copy lacked them, and a QoS 2
+-- PUBLISH the dead member had routed was routed again under a new id when the client
+-- retransmitted it to the reaper (delivered twice). The will record keeps the epoch it was
+-- registered under. Each reply says whether the client has a stored persistent session: the
+-- reaper loads only those (a fleet of clean sessions costs no session reads).
 -- The claim's token is kept in the owner record (with the epoch it took), and a fired will in
 -- the client's marker for a minute, so the same call run again (ioredis re-sends a script
 -- whose reply died with its connection) answers as the first run did instead of 'not_owner':
@@ -23,7 +30,8 @@
 --   KEYS[b+2] client will HASH (rec, epoch, delayS, expiryS, dueAt)
 --   KEYS[b+3] client's will-claim marker HASH (orphan, orphanRec, orphanWillEpoch: the will
 --     this script fired; token and rec are claim-due-will's; expires)
---   KEYS[b+4] session HASH (exists while a persistent session is stored; only read)
+--   KEYS[b+4] session HASH (exists while a persistent session is stored; its epoch is set to
+--     the claim's)
 -- ARGV[1] dead node member id
 -- ARGV[2] reaper member id
 -- ARGV[3] leading index keys: 1 or 0
@@ -80,7 +88,9 @@ local function orphan(i)
     if not same then return {'not_owner'} end
     -- the first run's outcome again: the will record (or its absence) tells it
   else
-    redis.call('HSET', owner, 'online', '0', 'node', reaper, 'orphan', tokenAt .. (o[2] or ''))
+    local epoch = redis.call('HINCRBY', owner, 'epoch', 1)
+    redis.call('HSET', owner, 'online', '0', 'node', reaper, 'orphan', tokenAt .. epoch)
+    if session() == 1 then redis.call('HSET', sessionKey, 'epoch', epoch) end
   end
   local w = redis.call('HMGET', willKey, 'rec', 'epoch', 'delayS', 'expiryS', 'dueAt')
   if not w[1] then return {'none', session()} end

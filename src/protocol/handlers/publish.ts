@@ -14,6 +14,12 @@ const PUBREC = 0x50;
 const PUBCOMP = 0x70;
 const SYS_IS_THE_BROKERS: Verdict = { allowed: false, reason: '$SYS is the broker\'s' };
 
+/**
+ * Cluster: a newer incarnation of the publisher's session holds it elsewhere (a QoS 2 mark was
+ * refused as stale). It answers for the packet id; this link routes and acknowledges nothing more.
+ */
+class SessionMovedOn extends Error {}
+
 export function handlePublish(ch: Channel, packet: IPublishPacket): void {
   const { config, metrics, authorizer } = ch.ctx;
   const session = ch.session!;
@@ -114,12 +120,15 @@ function routeAndAck(ch: Channel, packet: IPublishPacket, message: StoredMessage
     message.id = journal.newMessageId();
     session.incomingQos2.set(id, message.id);
     const received = journal.incomingQos2(session, id, 'received', message.id).then(
-      () => undefined,
+      (kept) => (kept ? undefined : new SessionMovedOn()),
       (err: Error) => err,
     );
     ch.waitFor(received, (err) => {
       if (err === undefined) return route(ch, packet, message);
       session.incomingQos2.delete(id);
+      // moved: routed here it would be routed again under another id by the session's new
+      // incarnation, which has no record of it, when the client retransmits it there
+      if (err instanceof SessionMovedOn) return movedOn(ch);
       refuseUnstored(ch, packet, message, err);
     });
     return;
@@ -134,7 +143,11 @@ function route(ch: Channel, packet: IPublishPacket, message: StoredMessage): voi
   if (packet.qos === 2 && journal) {
     // routed (forwards and sessions stored): a retransmission is only acknowledged from now on
     const id = packet.messageId!;
-    stored = (stored ?? Promise.resolve()).then(() => journal.incomingQos2(session, id, 'routed')).then(() => undefined);
+    stored = (stored ?? Promise.resolve())
+      .then(() => journal.incomingQos2(session, id, 'routed'))
+      .then((kept) => {
+        if (!kept) throw new SessionMovedOn();
+      });
   }
   if (stored === undefined && ch.acksWaiting === 0) return acknowledge(ch, packet);
   // cluster: acknowledge only once other nodes and persistent sessions have it, in the order
@@ -148,8 +161,17 @@ function route(ch: Channel, packet: IPublishPacket, message: StoredMessage): voi
       ch.acksWaiting--;
       if (ch.state === 'closing' || ch.state === 'closed') return;
       if (err === undefined) return acknowledge(ch, packet);
+      // no PUBREC: the client retransmits to the session's new node, which routes it again
+      // under the same id (its 'received' mark landed before the move) or as new (it did not)
+      if (err instanceof SessionMovedOn) return movedOn(ch);
       refuseUnstored(ch, packet, message, err);
   });
+}
+
+/** The session lives on elsewhere now: this link ends (if the move has not ended it already). */
+function movedOn(ch: Channel): void {
+  if (ch.state === 'closing' || ch.state === 'closed') return;
+  ch.supersede(RC.SESSION_TAKEN_OVER, 'session taken over on another node');
 }
 
 /** Nothing is acknowledged that could not be stored: 5.0 says so, 3.1.1 can only drop the connection. */
@@ -206,7 +228,11 @@ export function handlePubrel(ch: Channel, packet: IPubrelPacket): void {
   // a crash or failover finds the id still in use and takes the next PUBLISH under it for a
   // retransmission: acknowledged and never routed. Reading goes on meanwhile.
   journal.incomingQos2(session, id, 'released').then(
-    () => {
+    (kept) => {
+      // moved: no PUBCOMP, which would free the id here while the session's new incarnation
+      // still holds it (a new message under it would be taken for a retransmission there);
+      // the client sends the PUBREL again to that node, which releases it [MQTT-4.4.0-1]
+      if (!kept) return movedOn(ch);
       if (ch.state !== 'closing' && ch.state !== 'closed') ch.io.write(ack(PUBCOMP, id));
     },
     (err: Error) => {
