@@ -45,6 +45,8 @@ type StreamReply = [Buffer, [Buffer, Buffer[]][]][] | null;
 export class MessageBus {
   private selfMember: string;
   private reader?: RedisConnection;
+  /** Readers whose stream was found gone with the lease: said once per reader. */
+  private readonly reapedLogged = new WeakSet<RedisConnection>();
   private running = false;
   private loop?: Promise<void>;
   private handler?: BusHandler;
@@ -220,7 +222,28 @@ export class MessageBus {
     this.loop = this.readLoop(reader, key, drops);
   }
 
+  /**
+   * This member's stream is gone. Recreated only while the member's lease is still in the
+   * leases ZSET (Redis lost the stream, not the member). Without it the member was reaped: the
+   * reaper took the stream, and a stream made again here would take forwards that NOMKSTREAM
+   * refuses for a dead member, acknowledged to their publishers and read by nobody once this
+   * node rejoins as a new member (a node reaped while it still served, until its renewal
+   * answers 'reaped'). The loop retries until the rejoin replaces this reader. A reap between
+   * the check and the XGROUP can still recreate it (the keys are in different slots).
+   */
+  private async streamVanished(key: string, member: string, reader: RedisConnection): Promise<void> {
+    const leased = await this.o.redis.client.zscore(this.o.keys.nodeLeases, member).catch(() => null);
+    if (leased === null) {
+      if (!this.reapedLogged.has(reader)) this.o.log?.warn({ key, member }, 'bus stream gone with the member\'s lease (reaped): not recreated; waiting for the rejoin');
+      this.reapedLogged.add(reader);
+      return;
+    }
+    this.o.log?.error({ key }, 'bus stream vanished; recreating');
+    await this.o.redis.client.xgroup('CREATE', key, GROUP, '$', 'MKSTREAM').catch(() => undefined);
+  }
+
   private async readLoop(reader: RedisConnection, key: string, drops: { count: number }): Promise<void> {
+    const member = this.selfMember; // whose stream `key` is (open() built it just now)
     // first our own pending entries (read before, never acknowledged), then new ones
     let from = '0';
     let acking: Promise<unknown> = Promise.resolve();
@@ -234,8 +257,7 @@ export class MessageBus {
       } catch (err) {
         if (!this.running || this.reader !== reader) return;
         if (/NOGROUP/.test((err as Error).message)) {
-          this.o.log?.error({ key }, 'bus stream vanished (reaped?); recreating');
-          await this.o.redis.client.xgroup('CREATE', key, GROUP, '$', 'MKSTREAM').catch(() => undefined);
+          await this.streamVanished(key, member, reader);
         } else {
           this.o.log?.warn({ err: (err as Error).message }, 'bus read failed');
         }

@@ -191,4 +191,38 @@ describe('cross-node bus', { timeout: 60000 }, () => {
     assert.equal(await a.forward('B/1', message('t', 'x'), { normal: true }), false);
     assert.equal(await redis.client().exists(keys.nodeBus('B/1')), 0);
   });
+
+  /** A bus whose log lines the test reads. */
+  async function loggedBus(keys: ReturnType<typeof newKeys>, member: string, lines: string[]): Promise<MessageBus> {
+    const record = (_o: unknown, msg: string) => void lines.push(msg);
+    const log = { error: record, warn: record, info: record, debug: record } as never;
+    const b = new MessageBus({ redis: closer.redis({ url: redis.url }), keys, member, blockMs: 200, log });
+    await b.start(() => {});
+    closer.add(b, (x) => x.stop());
+    return b;
+  }
+
+  it("a member's stream lost while its lease runs is made again; one gone with its lease (reaped) is not, so forwards to the dead member still fail", async () => {
+    const keys = newKeys();
+    const client = redis.client();
+    await client.zadd(keys.nodeLeases, Date.now() + 600_000, 'L/1');
+    const liveLines: string[] = [];
+    await loggedBus(keys, 'L/1', liveLines);
+    await client.del(keys.nodeBus('L/1'));
+    await waitFor(async () => (await client.exists(keys.nodeBus('L/1'))) === 1, 10_000, 'the live member\'s stream made again');
+    assert.ok(liveLines.includes('bus stream vanished; recreating'));
+
+    const reapedLines: string[] = [];
+    const reaped = await loggedBus(keys, 'R/1', reapedLines); // no lease in the ZSET: reaped
+    const sender = await bus(keys, 'S/1', () => {});
+    await client.del(keys.nodeBus('R/1')); // the reaper took the stream
+    await waitFor(() => reapedLines.some((l) => l.startsWith('bus stream gone with the member')), 10_000, 'the reaped member\'s loop saw its stream gone');
+    assert.equal(await client.exists(keys.nodeBus('R/1')), 0, 'not made again by the reaped member');
+    assert.equal(await sender.forward('R/1', message('t', 'x'), { normal: true }), false, 'a forward to the dead member is refused, not acknowledged into a stream nobody reads');
+    assert.ok(!reapedLines.includes('bus stream vanished; recreating'));
+    // the rejoin (a new member id) opens the new member's stream
+    await client.zadd(keys.nodeLeases, Date.now() + 600_000, 'R/2');
+    await reaped.rejoined('R/2');
+    assert.equal(await client.exists(keys.nodeBus('R/2')), 1);
+  });
 });
