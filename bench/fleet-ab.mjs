@@ -41,7 +41,7 @@ if (!o.a || !o.b) {
 const n = Number(o.clients);
 const loadgen = o.loadgen ?? buildLoadgen('fleet-ab-');
 const work = mkdtempSync(path.join(os.tmpdir(), 'fleet-ab-'));
-const tokens = makeJwtMaterial(work, n, { subPrefix: 'fleet', name: 'fleet-tokens', claims: (sub) => ({ acl: { publish: [`fleet/${sub}/state`] } }) });
+const tokens = await makeJwtMaterial(work, n, { subPrefix: 'fleet', name: 'fleet-tokens', claims: (sub) => ({ acl: { publish: [`fleet/${sub}/state`] } }) });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** CPU seconds of each thread of a process, by thread name and id (/proc/<pid>/task/<tid>/comm). */

@@ -300,7 +300,7 @@ async function main() {
   let jwt = null;
   if (scenarios.some((s) => s.needs === 'jwt') && brokers.includes('vigil')) {
     log(`signing ${prof.jwtTokens} distinct RS256 tokens`);
-    jwt = makeJwtMaterial(work, prof.jwtTokens);
+    jwt = await makeJwtMaterial(work, prof.jwtTokens);
   }
 
   summary = {
