@@ -69,10 +69,16 @@ export function tableRows(summary) {
     if (s.id === 'fleet-reconnect') {
       rows.push({ scenario: '', metric: 'all connected after', values: byBroker(summary, (b) => m(b).allConnectedMs), unit: 'ms', ratios: false });
       rows.push({ scenario: '', metric: 'node B RSS (fleet connected)', values: byBroker(summary, (b) => m(b).rssMb), unit: 'MB', ratios: false });
+      rows.push({ scenario: '', metric: 'accept queue overflows (kernel; SYN retried after 1 s, 3 s)', values: byBroker(summary, (b) => m(b).listenOverflows), unit: '', ratios: false });
     }
     if (s.id.endsWith('-sweep')) {
       rows.push({ scenario: '', metric: 'best window', values: byBroker(summary, (b) => m(b).bestWindow), unit: '', ratios: false });
       rows.push({ scenario: '', metric: 'generator CPU, max over windows', values: byBroker(summary, (b) => m(b).genCpuMaxPct), unit: '%', ratios: false });
+    }
+    if (s.id === 'retained-snapshot') {
+      // a broker that truncates the snapshot finishes sooner: the time alone would rank it first
+      rows.push({ scenario: '', metric: 'messages received', values: byBroker(summary, (b) => m(b).received), unit: '', ratios: false });
+      rows.push({ scenario: '', metric: 'peak RSS', values: byBroker(summary, (b) => m(b).peakRssMb), unit: 'MB', ratios: false });
     }
     if (s.id === 'idle-memory') {
       rows.push({ scenario: '', metric: 'RSS at 10k conns', values: byBroker(summary, (b) => m(b).rssMb), unit: 'MB', ratios: false });
@@ -246,7 +252,11 @@ export function goals(summary) {
     const p99 = get(summary, 'fleet-reconnect', 'vigil', 'p99Us');
     const rss = get(summary, 'fleet-reconnect', 'vigil', 'rssMb');
     const ok = Number.isFinite(n) && Number.isFinite(c) ? (c >= n ? 1 : 0) : NaN;
-    const measured = Number.isFinite(n) ? `${fmt(c, '')}/${fmt(n, '')} CONNACKs, p50 ${fmt(p50 / 1000, 'ms')}, p99 ${fmt(p99 / 1000, 'ms')}, node RSS ${fmt(rss, 'MB')}` : '—';
+    const overflows = get(summary, 'fleet-reconnect', 'vigil', 'listenOverflows');
+    const somaxconn = get(summary, 'fleet-reconnect', 'vigil', 'somaxconn');
+    // a tail made by the kernel's full accept queue (SYN retried 1 s, 3 s later), said as such
+    const queue = overflows > 0 ? `; ${fmt(overflows, '')} connections overflowed the kernel's accept queue (net.core.somaxconn ${fmt(somaxconn, '')}) and retried their SYN` : '';
+    const measured = Number.isFinite(n) ? `${fmt(c, '')}/${fmt(n, '')} CONNACKs, p50 ${fmt(p50 / 1000, 'ms')}, p99 ${fmt(p99 / 1000, 'ms')}, node RSS ${fmt(rss, 'MB')}${queue}` : '—';
     g.push({ goal: 'Fleet reconnect: every client (JWT, will, persistent session) gets a CONNACK from one cluster node', measured, status: verdict(ok, (x) => x === 1) });
     g[g.length - 1].sources = ['fleet-reconnect'];
   }
@@ -376,6 +386,7 @@ export function markdown(summary) {
         if (run.refused) notes.push(`${run.refused} refused`);
         if (run.errors) notes.push(`${run.errors} socket errors`);
         if (run.tokensRanOut) notes.push('tokens ran out before the window ended (raise jwtTokens)');
+        if (Number.isFinite(run.received) && Number.isFinite(run.topics) && run.received < run.topics) notes.push(`received ${fmtInt.format(run.received)} of ${fmtInt.format(run.topics)} (the time is to the last that came)`);
         if (Number.isFinite(run.publishedPerSec) && run.publishedPerSec > 0 && s.id !== 'fanout') {
           const lost = 1 - run.msgsPerSec / run.publishedPerSec;
           if (lost > 0.01) notes.push(`${(lost * 100).toFixed(1)} % of published not delivered in window`);

@@ -920,6 +920,7 @@ async function fleetRun(ctx) {
     let connected = null;
     const sampler = cpuSampler([a, b, redis], 0, 0, ctx);
     sampler.begin();
+    const overflowsBefore = listenOverflows();
     // phase 2: every client at once to node B, held while B's memory is read
     const r = await runLoadgen(['-c', ctx.genCpus, ctx.gen.bin, '--port', String(b.port), ...common, '--hold', '--hold-ms', '3000', '--duration-ms', '60000'], 120000, () => undefined, (msg) => {
       if (msg.event !== 'connected') return;
@@ -927,6 +928,7 @@ async function fleetRun(ctx) {
       sampler.finish();
       connectedKb = b.rssKb();
     });
+    const overflows = listenOverflows() - overflowsBefore;
     for (const p of procs) if (p.exited) throw new Error(`${p.name} exited during the fleet reconnect\n${p.logTail()}`);
     const c = connected ?? r;
     // fewer than n is reported (the goal is then not met), not thrown: the numbers still tell how far it got
@@ -945,11 +947,38 @@ async function fleetRun(ctx) {
       refused: c.refused,
       errors: c.errors,
       late: r.errors - c.errors,
+      listenOverflows: overflows,
+      somaxconn: readSysctl('net/core/somaxconn'),
       ...gen,
       ...otherLoad(sampler.stats(), gen),
     };
   } finally {
     await stopAll(procs);
+  }
+}
+
+/**
+ * The kernel's count of connections it dropped because a listener's accept queue was full
+ * (TcpExt ListenOverflows, all listeners of the machine): a fleet arriving faster than the
+ * queue (the listen backlog, capped by net.core.somaxconn) drains retries its SYN 1 s later,
+ * then 3 s, which is the tail of the connect latency, not the broker. NaN where unreadable.
+ */
+function listenOverflows() {
+  try {
+    const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n').filter((l) => l.startsWith('TcpExt:'));
+    const names = lines[0].split(/\s+/);
+    const values = lines[1].split(/\s+/);
+    return Number(values[names.indexOf('ListenOverflows')]);
+  } catch {
+    return NaN;
+  }
+}
+
+function readSysctl(name) {
+  try {
+    return Number(readFileSync(`/proc/sys/${name}`, 'utf8').trim());
+  } catch {
+    return NaN;
   }
 }
 
