@@ -91,7 +91,7 @@ export const SETTINGS = {
   queueOverflow: oneOf('VIGIL_QUEUE_OVERFLOW', ['drop-oldest', 'drop-new', 'disconnect'] as const, 'drop-oldest', 'What happens when a session queue is full, by count or bytes, or the node budget is spent (QoS 0 is always dropped first)'),
   connectTimeoutS: int('VIGIL_CONNECT_TIMEOUT_S', 10, 'Seconds a socket may stay open without a CONNECT', 1, 3600),
   connectAdmissionTimeoutS: int('VIGIL_CONNECT_ADMISSION_TIMEOUT_S', 120, 'Seconds a received CONNECT may wait for the broker (admission queue, token verification, session claim) before the socket is closed', 1, 3600),
-  listenBacklog: int('VIGIL_LISTEN_BACKLOG', 4096, 'Pending TCP connections the kernel queues per listener before accepting (capped by net.core.somaxconn); a fleet reconnecting at once needs more than the usual 511', 1, 65535),
+  listenBacklog: int('VIGIL_LISTEN_BACKLOG', 65535, 'Pending TCP connections the kernel queues per listener before accepting (capped by net.core.somaxconn, so raising that sysctl is what counts); a fleet reconnecting at once needs more than the usual 511', 1, 65535),
   maxKeepaliveS: int('VIGIL_MAX_KEEPALIVE_S', 65535, 'Largest keep alive granted; 5.0 clients asking for more get Server Keep Alive', 1, 65535),
   maxSessionExpiryS: int('VIGIL_MAX_SESSION_EXPIRY_S', 4294967295, 'Largest session expiry interval granted, seconds', 0, 4294967295),
   topicAliasMax: int('VIGIL_TOPIC_ALIAS_MAX', 64, 'Topic Alias Maximum offered to 5.0 clients', 0, 65535),

@@ -3,7 +3,7 @@
 // CONNECT, write a fixed CONNACK (3.1.1, accepted), close the socket on DISCONNECT (as Vigil
 // and Mosquitto do: destroy(), a plain close(2), nothing is owed after it), end it on EOF.
 // No MQTT parsing, no session, no metrics. Not a broker: it answers every first chunk with
-// CONNACK whatever it holds. Same socket options as Vigil (noDelay, backlog 4096).
+// CONNACK whatever it holds. Same socket options as Vigil (noDelay, backlog 65535).
 // Usage: node bench/brokers/bare-node-floor.mjs <port> [host]
 import { createServer } from 'node:net';
 
@@ -24,6 +24,6 @@ const server = createServer({ noDelay: true }, (socket) => {
   socket.on('error', () => undefined);
 });
 server.maxConnections = Infinity;
-server.listen({ port, host, backlog: 4096 }, () => process.stderr.write(`bare node floor listening on ${host}:${port}\n`));
+server.listen({ port, host, backlog: 65535 }, () => process.stderr.write(`bare node floor listening on ${host}:${port}\n`));
 process.on('SIGTERM', () => process.exit(0));
 process.on('SIGINT', () => process.exit(0));
