@@ -11,6 +11,7 @@ import type { StoredMessage } from '../store/types.js';
 import type { ClusterKeys } from './keys.js';
 import type { RedisConnection, VigilRedis } from '../redis/connection.js';
 import { BatchWriter, decodeEntry, type BusEnvelope, type PublishEnvelope } from './bus-codec.js';
+import { scriptStatus } from '../store/errors.js';
 
 export type BusHandler = (envelope: BusEnvelope) => void | Promise<void>;
 
@@ -228,18 +229,29 @@ export class MessageBus {
    * reaper took the stream, and a stream made again here would take forwards that NOMKSTREAM
    * refuses for a dead member, acknowledged to their publishers and read by nobody once this
    * node rejoins as a new member (a node reaped while it still served, until its renewal
-   * answers 'reaped'). The loop retries until the rejoin replaces this reader. A reap between
-   * the check and the XGROUP can still recreate it (the keys are in different slots).
+   * answers 'reaped'). The loop retries until the rejoin replaces this reader. On one Redis
+   * the check and the create are one script (bus-reopen.lua), so a reap cannot fall between
+   * them; in a Redis Cluster the two keys are in different slots and a reap between the
+   * check and the XGROUP can still recreate it.
    */
   private async streamVanished(key: string, member: string, reader: RedisConnection): Promise<void> {
-    const leased = await this.o.redis.client.zscore(this.o.keys.nodeLeases, member).catch(() => null);
-    if (leased === null) {
+    const redis = this.o.redis;
+    let reopened: boolean;
+    if (redis.isCluster) {
+      reopened = (await redis.client.zscore(this.o.keys.nodeLeases, member).catch(() => null)) !== null;
+      if (reopened) await redis.client.xgroup('CREATE', key, GROUP, '$', 'MKSTREAM').catch(() => undefined);
+    } else {
+      const reply = await redis.run('busReopen', [this.o.keys.nodeLeases, key], [member, GROUP]).catch(() => undefined);
+      // a failed call (Redis away): the read loop runs into NOGROUP again and retries
+      if (reply === undefined) return;
+      reopened = scriptStatus('bus-reopen', reply, { member }) !== 'gone';
+    }
+    if (!reopened) {
       if (!this.reapedLogged.has(reader)) this.o.log?.warn({ key, member }, 'bus stream gone with the member\'s lease (reaped): not recreated; waiting for the rejoin');
       this.reapedLogged.add(reader);
       return;
     }
     this.o.log?.error({ key }, 'bus stream vanished; recreating');
-    await this.o.redis.client.xgroup('CREATE', key, GROUP, '$', 'MKSTREAM').catch(() => undefined);
   }
 
   private async readLoop(reader: RedisConnection, key: string, drops: { count: number }): Promise<void> {

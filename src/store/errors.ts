@@ -59,6 +59,7 @@ export class UnexpectedScriptReplyError extends StoreError {
 
 /** Per script: the statuses that are outcomes for its caller (everything else is a failure). */
 export const SCRIPT_OUTCOMES = {
+  'bus-reopen': ['created', 'exists', 'gone'],
   'claim-client': ['ok'],
   'claim-due-will': ['fire', 'not_due', 'none'],
   'leave-cluster': ['ok', 'gone'],

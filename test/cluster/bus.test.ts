@@ -225,4 +225,22 @@ describe('cross-node bus', { timeout: 60000 }, () => {
     await reaped.rejoined('R/2');
     assert.equal(await client.exists(keys.nodeBus('R/2')), 1);
   });
+
+  it('bus-reopen.lua checks the lease and makes the stream in one step: gone without a lease (nothing made), created with one, exists once the group is there', async () => {
+    const keys = newKeys();
+    const conn = closer.redis({ url: redis.url });
+    const client = redis.client();
+    const reopen = async (member: string) => String((await conn.run('busReopen', [keys.nodeLeases, keys.nodeBus(member)], [member, 'vigil']) as unknown[])[0]);
+    assert.equal(await reopen('X/1'), 'gone');
+    assert.equal(await client.exists(keys.nodeBus('X/1')), 0, 'no lease: no stream');
+    await client.zadd(keys.nodeLeases, Date.now() + 600_000, 'X/1');
+    assert.equal(await reopen('X/1'), 'created');
+    assert.deepEqual((await client.xinfo('GROUPS', keys.nodeBus('X/1')) as unknown[][]).map((g) => String(g[1])), ['vigil']);
+    assert.equal(await reopen('X/1'), 'exists');
+    // reaped (ZREM) and its stream taken: not made again
+    await client.zrem(keys.nodeLeases, 'X/1');
+    await client.del(keys.nodeBus('X/1'));
+    assert.equal(await reopen('X/1'), 'gone');
+    assert.equal(await client.exists(keys.nodeBus('X/1')), 0);
+  });
 });
