@@ -42,6 +42,14 @@ async function main(argv: string[]): Promise<void> {
     }
     throw err;
   }
+  // A rejection nothing handled is a bug; Node's default ends the process, and with it every
+  // connection (whose wills a survivor then fires). It is logged with its stack and counted
+  // (vigil_unhandled_errors_total), and the broker goes on: a rejected promise has unwound no
+  // synchronous state. A thrown exception still ends the process (Node's default).
+  process.on('unhandledRejection', (reason) => {
+    server.metrics.unhandledErrorsTotal.inc({ kind: 'unhandled_rejection' });
+    server.log.error({ err: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason) }, 'unhandled promise rejection (a bug); going on');
+  });
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;

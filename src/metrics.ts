@@ -171,6 +171,8 @@ export function createMetrics(nodeId: string, options: { processMetrics?: boolea
     willsRegisteredTotal: new Counter({ name: 'vigil_wills_registered_total', help: 'Wills stored at CONNECT', registers: r }),
     willsFiredTotal: new Counter({ name: 'vigil_wills_fired_total', help: 'Wills published', registers: r }),
     willsDeniedTotal: new Counter({ name: 'vigil_wills_denied_total', help: 'Wills not published, by reason', labelNames: ['reason'], registers: r }),
+    unhandledErrorsTotal: new Counter({ name: 'vigil_unhandled_errors_total', help: 'Promise rejections no code handled (a bug): logged with their stack, the broker goes on', labelNames: ['kind'], registers: r }),
+    willRetriesTotal: new Counter({ name: 'vigil_will_retries_total', help: 'Wills routed again because a QoS 1/2 copy could not be stored (a journal or another node\'s bus stream: Redis failing over, routes resyncing); one that still fails after 60 s counts in vigil_messages_dropped_total{reason="will_not_stored"}', registers: r }),
     willsCancelledTotal: new Counter({ name: 'vigil_wills_cancelled_total', help: 'Wills discarded without publishing, by cause (normal, reconnect)', labelNames: ['cause'], registers: r }),
     willsPending: new Gauge({ name: 'vigil_wills_pending', help: 'Wills waiting for their delay to end', registers: r }),
     willFireLatencySeconds: new Histogram({ name: 'vigil_will_fire_latency_seconds', help: 'Time from the holding node\'s death to the will being published', buckets: [0.1, 0.5, 1, 2, 3, 4, 5, 7.5, 10, 30], registers: r }),

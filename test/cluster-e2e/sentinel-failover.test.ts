@@ -87,7 +87,14 @@ async function diagnosed(body: () => Promise<void>): Promise<void> {
     await body();
   } catch (err) {
     const out = [`FAILED: ${(err as Error).message}`, `now ${new Date().toISOString()}`];
-    for (const n of nodes) out.push(`node ${n.nodeId} ready: ${await n.ready()}`);
+    for (const n of nodes) {
+      const ready = await n.ready();
+      out.push(`node ${n.nodeId} ready: ${ready}`);
+      // a node that is not ready: what its main thread is doing (a stuck event loop shows here)
+      const exit = n.exit();
+      if (exit) out.push(`node ${n.nodeId} exited: code ${exit.code} signal ${exit.signal}; stderr:`, ...exit.stderrTail.split('\n').map((l) => `  ${l}`));
+      else if (!ready) out.push(`node ${n.nodeId} main thread now:`, ...((await n.stack()) ?? 'no report').split('\n').map((l) => `  ${l}`));
+    }
     for (const n of nodes) out.push(...logDigest(n));
     out.push(await group.describe().catch((e: Error) => `sentinel group not described: ${e.message}`));
     process.stdout.write(out.map((l) => l.split('\n').map((x) => `# ${x}`).join('\n')).join('\n') + '\n');

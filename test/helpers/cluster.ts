@@ -1,6 +1,9 @@
 // Vigil nodes as real processes (node dist/src/cli.js) on one Redis, for cluster tests:
 // each listens on free loopback ports and can be stopped gracefully or SIGKILLed.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { ClientPool } from './mqtt.js';
@@ -25,6 +28,15 @@ export interface VigilNode {
   stop(): Promise<void>;
   ready(): Promise<boolean>;
   metric(name: string, labels?: Record<string, string>): Promise<number>;
+  /**
+   * What the node's main thread is doing now, for a failure's diagnosis: the JavaScript stack
+   * and the libuv handles of a Node diagnostic report (SIGUSR2, `--report-on-signal`). V8
+   * writes it between two JS instructions, so a node whose event loop is stuck in a loop
+   * answers too. undefined when no report came within 5 s (or the node has exited).
+   */
+  stack(): Promise<string | undefined>;
+  /** How the process ended (undefined while it runs) and the end of what it wrote to stderr: a crash says why there. */
+  exit(): { code: number | null; signal: NodeJS.Signals | null; stderrTail: string } | undefined;
 }
 
 export interface NodeOptions {
@@ -53,13 +65,18 @@ export async function startNode(o: NodeOptions, timeoutMs = 15000): Promise<Vigi
     ...o.env,
   };
   // VIGIL_TEST_NODE_ARGS: extra node flags for every node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p"
-  const proc = spawn(process.execPath, [...(process.env.VIGIL_TEST_NODE_ARGS ? process.env.VIGIL_TEST_NODE_ARGS.split(' ') : []), CLI], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const reports = mkdtempSync(join(tmpdir(), 'vigil-node-report-'));
+  const reportArgs = ['--report-on-signal', '--report-signal=SIGUSR2', `--report-directory=${reports}`];
+  const proc = spawn(process.execPath, [...reportArgs, ...(process.env.VIGIL_TEST_NODE_ARGS ? process.env.VIGIL_TEST_NODE_ARGS.split(' ') : []), CLI], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
-  proc.stderr!.on('data', (d) => (stderr += d));
+  proc.stderr!.on('data', (d) => (stderr = (stderr + d).slice(-65536)));
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  void exited.then(() => live.delete(proc));
+  void exited.then(() => {
+    live.delete(proc);
+    rmSync(reports, { recursive: true, force: true });
+  });
   const listening = new Promise<Record<string, unknown>>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`node ${o.nodeId} did not start: ${stderr}`)), timeoutMs);
     void exited.then(() => reject(new Error(`node ${o.nodeId} exited: ${stderr}`)));
@@ -96,6 +113,32 @@ export async function startNode(o: NodeOptions, timeoutMs = 15000): Promise<Vigi
       const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
       await exited;
       clearTimeout(timer);
+    },
+    exit() {
+      if (proc.exitCode === null && proc.signalCode === null) return undefined;
+      return { code: proc.exitCode, signal: proc.signalCode, stderrTail: stderr.slice(-4000) };
+    },
+    async stack() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return undefined;
+      const before = new Set(readdirSync(reports));
+      proc.kill('SIGUSR2');
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline) {
+        const file = readdirSync(reports).find((f) => !before.has(f) && f.endsWith('.json'));
+        if (file) {
+          try {
+            const r = JSON.parse(readFileSync(join(reports, file), 'utf8')) as { javascriptStack?: { message?: string; stack?: string[] }; libuv?: { type: string; is_active?: boolean }[] };
+            const handles = new Map<string, number>();
+            for (const h of r.libuv ?? []) if (h.is_active) handles.set(h.type, (handles.get(h.type) ?? 0) + 1);
+            const frames = r.javascriptStack?.stack ?? [];
+            return [frames.length === 0 || /No stack/i.test(frames[0] ?? '') ? 'javascript: idle (no JavaScript running)' : `javascript: ${r.javascriptStack?.message ?? ''}`, ...frames.map((f) => `  ${f}`), `active libuv handles: ${[...handles].map(([t, n]) => `${t} ${n}`).join(', ')}`].join('\n');
+          } catch {
+            // still being written
+          }
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return undefined;
     },
     async ready() {
       try {
