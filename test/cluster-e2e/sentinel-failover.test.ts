@@ -128,7 +128,10 @@ async function willsOn(holder: VigilNode, watcherNode: VigilNode): Promise<{ fir
   }
   return {
     async firedOnce() {
-      await waitUntil(() => topics.every((t) => seen.has(t)), 20_000, 'every will of the dead node');
+      await waitUntil(() => topics.every((t) => seen.has(t)), 20_000, 'every will of the dead node').catch((err: Error) => {
+        // which wills, and whether the watcher is connected (it reconnects to its own node)
+        throw new Error(`${err.message}: missing ${topics.filter((t) => !seen.has(t)).join(', ')}; watcher ${watcher.mqtt.connected ? 'connected' : 'not connected'}`);
+      });
       await sleep(500); // room for a second copy to show up
       for (const t of topics) assert.equal(seen.get(t), 1, `will ${t} fired ${seen.get(t)} times`);
     },
