@@ -10,7 +10,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
-import { startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { startNode, untilRouted, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { ClientPool } from '../helpers/mqtt.js';
 import { ClusterKeys } from '../../src/cluster/keys.js';
 
@@ -56,10 +56,7 @@ describe("a dead node's message for a client that moved", () => {
     const onX = await clients.connect(x.url, session);
     await onX.mqtt.subscribeAsync('oh/c', { qos: 1 });
     const publisher = await clients.connect(r.url, { clientId: 'oh-pub', protocolVersion: 5 });
-    await waitUntil(async () => {
-      await publisher.mqtt.publishAsync('oh/c', 'probe', { qos: 1 });
-      return onX.messages.some((m) => m.payload === 'probe');
-    }, 10_000, 'node R routes to C on node X');
+    await untilRouted(publisher, onX, 'oh/c', 'node R routes to C on node X');
 
     // X frozen: the message for C waits in X's bus stream
     freeze(x);

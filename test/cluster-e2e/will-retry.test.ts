@@ -9,7 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
-import { startNode, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { startNode, untilRouted, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { ClientPool } from '../helpers/mqtt.js';
 import { ClusterKeys } from '../../src/cluster/keys.js';
 
@@ -55,10 +55,7 @@ async function run(): Promise<void> {
     await monitor.mqtt.subscribeAsync('fleet/+/state', { qos: 1 });
     // node A knows the monitor's route once a QoS 1 publish from A reaches it
     const probe = await clients.connect(a.url, { clientId: 'wr-probe', protocolVersion: 5 });
-    await waitUntil(async () => {
-      await probe.mqtt.publishAsync('fleet/probe/state', 'probe', { qos: 1 });
-      return monitor.messages.some((m) => m.topic === 'fleet/probe/state');
-    }, 10_000, 'node A routes to the monitor on node B');
+    await untilRouted(probe, monitor, 'fleet/probe/state', 'node A routes to the monitor on node B');
 
     const device = await clients.connect(a.url, { clientId: 'wr-device', protocolVersion: 5, will: { topic: 'fleet/wr-device/state', payload: Buffer.from('down'), qos: 1, retain: false } });
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { ClientPool } from './mqtt.js';
+import type { ClientPool, TestClient } from './mqtt.js';
 import { jwksDocument, type TempDir, type TestKey } from './jwt.js';
 import { randomPrefix } from './redis.js';
 
@@ -168,6 +168,18 @@ export async function waitUntil(cond: () => boolean | Promise<boolean>, timeoutM
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/**
+ * Until the publisher's node routes `topic` to the subscriber (on another node: its route
+ * reaches the publisher's node through Redis): a QoS 1 'probe' is published again until one
+ * arrives. The subscriber must be subscribed to `topic` already.
+ */
+export async function untilRouted(publisher: TestClient, subscriber: TestClient, topic: string, what: string): Promise<void> {
+  await waitUntil(async () => {
+    await publisher.mqtt.publishAsync(topic, 'probe', { qos: 1 });
+    return subscriber.messages.some((m) => m.topic === topic && m.payload === 'probe');
+  }, 10_000, what);
 }
 
 /** A node's log lines with this message, in order. */
