@@ -17,6 +17,7 @@ import type { ClusterSessionJournal } from './session-journal.js';
 const MAX_HOPS = 3;
 /** A dead node's message for a moved client that could not be stored is handed on again after this, then twice as long (deliverOrphaned). */
 const HAND_ON_RETRY_FIRST_MS = 250;
+const HAND_ON_RETRY_MAX_DELAY_MS = 5000;
 const HAND_ON_RETRY_FOR_MS = 30_000;
 
 export class Forwarder implements RemoteRoutes {
@@ -188,7 +189,7 @@ export class Forwarder implements RemoteRoutes {
   /**
    * A dead node's undelivered message for a client that moved, whose forward stored nothing:
    * handed on (the client's node looked up again) HAND_ON_RETRY_FIRST_MS later, then twice as
-   * long each time, for at most HAND_ON_RETRY_FOR_MS; then counted dropped (node_gone) and
+   * long each time up to HAND_ON_RETRY_MAX_DELAY_MS, for at most HAND_ON_RETRY_FOR_MS; then counted dropped (node_gone) and
    * logged. Nobody else has the message: the dead node's stream is deleted after this.
    */
   private handOnUntilStored(clientId: string, message: StoredMessage, firstAtMs: number, delayMs: number): void {
@@ -196,7 +197,7 @@ export class Forwarder implements RemoteRoutes {
       this.handOn(clientId, message, 1).then(
         () => undefined,
         (err: unknown) => {
-          if (Date.now() - firstAtMs + delayMs * 2 <= HAND_ON_RETRY_FOR_MS) return this.handOnUntilStored(clientId, message, firstAtMs, Math.min(delayMs * 2, 5000));
+          if (Date.now() - firstAtMs + delayMs * 2 <= HAND_ON_RETRY_FOR_MS) return this.handOnUntilStored(clientId, message, firstAtMs, Math.min(delayMs * 2, HAND_ON_RETRY_MAX_DELAY_MS));
           this.metrics.messagesDroppedTotal.inc({ reason: 'node_gone' });
           this.log.error({ clientId, topic: message.topic, err: (err as Error)?.message ?? String(err) }, 'undelivered message of a dead node could not be handed on; dropped');
         },
