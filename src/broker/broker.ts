@@ -17,13 +17,13 @@ import type { BrokerCluster, BrokerDeps, LiveConnection, OpenResult } from './po
 import { WillManager } from './wills.js';
 import type { FleetObserver } from './fleet-events.js';
 import { sessionOwner } from '../auth/session-owner.js';
+import { retryWithBackoff, type Backoff } from '../limits/retry.js';
+import { LineBudget } from '../log.js';
 
 export const NEVER_EXPIRES = 0xffffffff;
 const ONCE = { once: true } as const;
-/** A will whose copies could not all be stored is routed again after this, then twice as long each time (Broker.publishWill). */
-const WILL_RETRY_FIRST_MS = 250;
-const WILL_RETRY_MAX_DELAY_MS = 5000;
-const WILL_RETRY_FOR_MS = 60_000;
+/** A will whose copies could not all be stored is routed again (Broker.publishWill). */
+const WILL_RETRY: Backoff = { firstMs: 250, maxDelayMs: 5000, forMs: 60_000 };
 const WILL_RETRY_LINES_PER_S = 10;
 const VERSION = '0.1.0';
 
@@ -151,60 +151,40 @@ export class Broker {
     return this.route(message, once);
   }
 
+  /** Lines about wills routed again: a fleet's wills fail together (a failover during a reaping). */
+  private readonly willRetryLines = new LineBudget(WILL_RETRY_LINES_PER_S);
+
   /**
    * A will. Nobody sends a will again, so its QoS 1/2 copies that could not be stored (a
    * persistent session's journal or another node's bus stream: Redis failing over, the route
    * table resyncing after a reconnect, a node's stream gone) are routed again, with the same
-   * message id so that the sessions that have it drop the copy, WILL_RETRY_FIRST_MS apart and
-   * doubling, for at most WILL_RETRY_FOR_MS; then it is logged and counted as dropped
+   * message id so that the sessions that have it drop the copy, 250 ms apart and doubling up to
+   * 5 s, for at most 60 s (WILL_RETRY); then it is logged and counted as dropped
    * (will_not_stored). Before, the failed copies' rejection went unhandled, and Node ended the
    * process: a reaper firing a dead node's wills during a Sentinel failover died with them.
    */
   private publishWill(message: StoredMessage, writerEpoch: number | undefined): void {
     const stored = this.publish(message, writerEpoch, true);
-    if (stored) stored.catch((err: unknown) => this.willNotStored(message, err, this.deps.clock.now(), WILL_RETRY_FIRST_MS));
-  }
-
-  private willNotStored(message: StoredMessage, err: unknown, firstFailedAtMs: number, delayMs: number): void {
+    if (!stored) return;
     const { log, metrics, clock } = this.deps;
-    const why = (err as Error)?.message ?? String(err);
-    if (clock.now() - firstFailedAtMs + delayMs > WILL_RETRY_FOR_MS) {
-      metrics.messagesDroppedTotal.inc({ reason: 'will_not_stored' });
-      log.error({ topic: message.topic, clientId: message.origin, err: why, forMs: clock.now() - firstFailedAtMs }, 'will not stored for every subscriber; given up');
-      return;
-    }
-    metrics.willRetriesTotal.inc();
-    // a fleet's wills fail together (a failover during a reaping): lines are limited, the metric counts each
-    if (delayMs === WILL_RETRY_FIRST_MS && this.willRetryLine()) log.warn({ topic: message.topic, clientId: message.origin, err: why }, 'will not stored for every subscriber; routing it again');
-    clock.setTimeout(() => {
-      let again: void | Promise<void>;
-      try {
-        // the retained copy was written the first time (retained.set reports its own failures)
-        again = this.route(message, true);
-      } catch (e) {
-        again = Promise.reject(e);
-      }
-      const next = Math.min(delayMs * 2, WILL_RETRY_MAX_DELAY_MS);
-      Promise.resolve(again).then(
-        () => {
-          if (this.willRetryLine()) log.info({ topic: message.topic, clientId: message.origin, afterMs: clock.now() - firstFailedAtMs }, 'will stored after being routed again');
+    const about = { topic: message.topic, clientId: message.origin };
+    stored.catch((err: unknown) =>
+      // the retained copy was written the first time (retained.set reports its own failures)
+      retryWithBackoff(clock, WILL_RETRY, () => this.route(message, true), err, {
+        retrying: (e, delayMs) => {
+          metrics.willRetriesTotal.inc();
+          // lines are limited, the metric counts each
+          if (delayMs === WILL_RETRY.firstMs && this.willRetryLines.take(clock.now())) log.warn({ ...about, err: errorText(e) }, 'will not stored for every subscriber; routing it again');
         },
-        (e: unknown) => this.willNotStored(message, e, firstFailedAtMs, next),
-      );
-    }, delayMs);
-  }
-
-  private readonly willRetryLog = { startMs: 0, lines: 0 };
-
-  /** At most WILL_RETRY_LINES_PER_S lines a second about wills routed again. */
-  private willRetryLine(): boolean {
-    const now = this.deps.clock.now();
-    const w = this.willRetryLog;
-    if (now - w.startMs >= 1000) {
-      w.startMs = now;
-      w.lines = 0;
-    }
-    return w.lines++ < WILL_RETRY_LINES_PER_S;
+        succeeded: (afterMs) => {
+          if (this.willRetryLines.take(clock.now())) log.info({ ...about, afterMs }, 'will stored after being routed again');
+        },
+        gaveUp: (e, forMs) => {
+          metrics.messagesDroppedTotal.inc({ reason: 'will_not_stored' });
+          log.error({ ...about, err: errorText(e), forMs }, 'will not stored for every subscriber; given up');
+        },
+      }),
+    );
   }
 
   /** Delivers here and forwards to the other nodes; a promise while QoS 1/2 copies are stored. */
@@ -525,6 +505,10 @@ export class Broker {
 }
 
 function noop(): void {}
+
+function errorText(err: unknown): string {
+  return (err as Error)?.message ?? String(err);
+}
 
 /** Both completions, or the one there is. */
 function both(a: Promise<void> | undefined, b: void | Promise<void>): void | Promise<void> {

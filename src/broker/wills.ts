@@ -5,7 +5,7 @@
 import type { Authenticator, Authorizer, Verdict } from '../auth/types.js';
 import type { WillRecord, StoredMessage } from '../store/types.js';
 import type { Clock } from '../clock.js';
-import type { Logger } from '../log.js';
+import { LineBudget, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 
 export type WillAuthzMode = 'connect+fire' | 'fire' | 'connect';
@@ -43,7 +43,8 @@ export class WillManager {
   private readonly pending = new Map<string, PendingWill>();
 
   /** Per-will "will published" lines of the current second, and the ones left out (see logPublished). */
-  private readonly logWindow = { startMs: -Infinity, lines: 0, left: 0 };
+  private readonly publishedLines = new LineBudget(PUBLISHED_LINES_PER_S);
+  private publishedLeftOut = 0;
 
   constructor(private readonly deps: WillDeps) {}
 
@@ -177,22 +178,16 @@ export class WillManager {
    * always logged one by one (there are few, and each says why).
    */
   private logPublished(record: WillRecord): void {
-    const w = this.logWindow;
     const now = this.deps.clock.now();
-    if (now - w.startMs >= 1000) {
-      w.startMs = now;
-      w.lines = 0;
-    }
-    if (w.lines < PUBLISHED_LINES_PER_S) {
-      w.lines++;
+    if (this.publishedLines.take(now)) {
       this.deps.log.info({ clientId: record.clientId, username: record.identity.username, topic: record.message.topic }, 'will published');
       return;
     }
-    if (w.left++ === 0) {
+    if (this.publishedLeftOut++ === 0) {
       this.deps.clock.setTimeout(() => {
-        this.deps.log.info({ count: w.left }, 'more wills published (one line per will is kept to the first 100 a second)');
-        w.left = 0;
-      }, 1000 - (now - w.startMs));
+        this.deps.log.info({ count: this.publishedLeftOut }, 'more wills published (one line per will is kept to the first 100 a second)');
+        this.publishedLeftOut = 0;
+      }, this.publishedLines.msLeft(now));
     }
   }
 }

@@ -12,13 +12,13 @@ import type { BusEnvelope, PublishEnvelope } from './bus-codec.js';
 import type { ClusterNode } from './node.js';
 import type { SessionClaims } from './session-claims.js';
 import type { ClusterSessionJournal } from './session-journal.js';
+import { systemClock } from '../clock.js';
+import { retryWithBackoff, type Backoff } from '../limits/retry.js';
 
 /** How often a message may be handed on after its session (a client moving twice at once). */
 const MAX_HOPS = 3;
-/** A dead node's message for a moved client that could not be stored is handed on again after this, then twice as long (deliverOrphaned). */
-const HAND_ON_RETRY_FIRST_MS = 250;
-const HAND_ON_RETRY_MAX_DELAY_MS = 5000;
-const HAND_ON_RETRY_FOR_MS = 30_000;
+/** A dead node's message for a moved client that could not be stored is handed on again (deliverOrphaned). */
+const HAND_ON_RETRY: Backoff = { firstMs: 250, maxDelayMs: 5000, forMs: 30_000 };
 
 export class Forwarder implements RemoteRoutes {
   constructor(
@@ -163,47 +163,32 @@ export class Forwarder implements RemoteRoutes {
     byMember.delete(this.node.member);
     const writes: (void | Promise<unknown>)[] = [];
     // a forward that stored nothing (the client's node has no stream yet: it is rejoining, or
-    // Redis failed): handed on client by client, again, until stored (below); before, it was
+    // Redis failed): handed on client by client, the client's node looked up anew, 250 ms later
+    // and doubling, for up to 30 s (HAND_ON_RETRY), then counted node_gone; before, it was
     // dropped here without a word
     const unstored: { clientId: string; message: StoredMessage }[] = [];
     for (const e of envelopes) {
       writes.push(this.broker.deliverForwarded(e.message, e.normal, e.shared, local));
       for (const [member, only] of byMember) {
+        const stored = this.node.bus.forward(member, e.message, { normal: e.normal, only }).catch(() => false);
         writes.push(
-          this.node.bus.forward(member, e.message, { normal: e.normal, only }).then(
-            (ok) => {
-              if (!ok) for (const clientId of only) unstored.push({ clientId, message: e.message });
-            },
-            () => {
-              for (const clientId of only) unstored.push({ clientId, message: e.message });
-            },
-          ),
+          stored.then((ok) => {
+            if (!ok) for (const clientId of only) unstored.push({ clientId, message: e.message });
+          }),
         );
       }
     }
     await Promise.allSettled(writes);
     this.log.info({ messages: envelopes.length, adopted: adopted.length, moved: moved.length, retrying: unstored.length }, 'undelivered messages of a dead node handed on');
-    for (const u of unstored) this.handOnUntilStored(u.clientId, u.message, Date.now(), HAND_ON_RETRY_FIRST_MS);
-  }
-
-  /**
-   * A dead node's undelivered message for a client that moved, whose forward stored nothing:
-   * handed on (the client's node looked up again) HAND_ON_RETRY_FIRST_MS later, then twice as
-   * long each time up to HAND_ON_RETRY_MAX_DELAY_MS, for at most HAND_ON_RETRY_FOR_MS; then counted dropped (node_gone) and
-   * logged. Nobody else has the message: the dead node's stream is deleted after this.
-   */
-  private handOnUntilStored(clientId: string, message: StoredMessage, firstAtMs: number, delayMs: number): void {
-    const timer = setTimeout(() => {
-      this.handOn(clientId, message, 1).then(
-        () => undefined,
-        (err: unknown) => {
-          if (Date.now() - firstAtMs + delayMs * 2 <= HAND_ON_RETRY_FOR_MS) return this.handOnUntilStored(clientId, message, firstAtMs, Math.min(delayMs * 2, HAND_ON_RETRY_MAX_DELAY_MS));
+    // nobody else has these: the dead node's stream is deleted after this
+    for (const { clientId, message } of unstored) {
+      retryWithBackoff(systemClock, HAND_ON_RETRY, () => this.handOn(clientId, message, 1), new Error('not stored'), {
+        gaveUp: (err) => {
           this.metrics.messagesDroppedTotal.inc({ reason: 'node_gone' });
           this.log.error({ clientId, topic: message.topic, err: (err as Error)?.message ?? String(err) }, 'undelivered message of a dead node could not be handed on; dropped');
         },
-      );
-    }, delayMs);
-    timer.unref();
+      });
+    }
   }
 
   private redisFailed(what: string, err: unknown): void {

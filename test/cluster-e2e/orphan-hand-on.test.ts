@@ -10,9 +10,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
-import { startNode, untilRouted, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { busStreamKey, startNode, untilRouted, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { ClientPool } from '../helpers/mqtt.js';
-import { ClusterKeys } from '../../src/cluster/keys.js';
 
 let redis: TestRedis;
 let r: VigilNode;
@@ -68,11 +67,9 @@ describe("a dead node's message for a client that moved", () => {
 
     // Y frozen with its stream gone: R's forward of X's leftovers to C's node finds no stream
     const redisClient = redis.client();
-    const keys = new ClusterKeys(prefix);
-    const yMember = (await redisClient.zrange(keys.nodeLeases, 0, -1)).find((m) => m.startsWith('y/'));
-    assert.ok(yMember, "node Y's lease");
+    const busKey = await busStreamKey(redisClient, prefix, 'y');
     freeze(y);
-    assert.equal(await redisClient.del(keys.nodeBus(yMember)), 1, "node Y's bus stream deleted");
+    assert.equal(await redisClient.del(busKey), 1, "node Y's bus stream deleted");
     await x.kill('SIGKILL');
     frozen.delete(x.pid);
     const handedOn = () => r.logs.find((l) => l.msg === 'undelivered messages of a dead node handed on');

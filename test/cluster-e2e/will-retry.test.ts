@@ -9,9 +9,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startRedis, randomPrefix, type TestRedis } from '../helpers/redis.js';
-import { startNode, untilRouted, waitUntil, type VigilNode } from '../helpers/cluster.js';
+import { busStreamKey, startNode, untilRouted, waitUntil, type VigilNode } from '../helpers/cluster.js';
 import { ClientPool } from '../helpers/mqtt.js';
-import { ClusterKeys } from '../../src/cluster/keys.js';
 
 let redis: TestRedis;
 let a: VigilNode;
@@ -61,12 +60,10 @@ async function run(): Promise<void> {
 
     // node B frozen with its bus stream gone: node A's forward of the will finds no stream
     const redisClient = redis.client();
-    const keys = new ClusterKeys(prefix);
-    const bMember = (await redisClient.zrange(keys.nodeLeases, 0, -1)).find((m) => m.startsWith('b/'));
-    assert.ok(bMember, "node B's lease");
+    const busKey = await busStreamKey(redisClient, prefix, 'b');
     process.kill(b.pid, 'SIGSTOP');
     stopped = b.pid;
-    assert.equal(await redisClient.del(keys.nodeBus(bMember)), 1, "node B's bus stream deleted");
+    assert.equal(await redisClient.del(busKey), 1, "node B's bus stream deleted");
 
     device.mqtt.stream.destroy(); // the connection ends without DISCONNECT: the will fires on node A
     await waitUntil(() => a.logs.some((l) => l.msg === 'will not stored for every subscriber; routing it again'), 10_000, 'node A routes the will again');

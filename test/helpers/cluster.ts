@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import type { ClientPool, TestClient } from './mqtt.js';
 import { jwksDocument, type TempDir, type TestKey } from './jwt.js';
 import { randomPrefix } from './redis.js';
+import type { Redis } from 'ioredis';
+import { ClusterKeys } from '../../src/cluster/keys.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 const live = new Set<ChildProcess>();
@@ -182,6 +184,14 @@ export async function untilRouted(publisher: TestClient, subscriber: TestClient,
     await publisher.mqtt.publishAsync(topic, 'probe', { qos: 1 });
     return subscriber.messages.some((m) => m.topic === topic && m.payload === 'probe');
   }, 10_000, what);
+}
+
+/** The bus stream key of a node's current member (read from the leases); throws when the node has no lease. */
+export async function busStreamKey(redis: Redis, prefix: string, nodeId: string): Promise<string> {
+  const keys = new ClusterKeys(prefix);
+  const member = (await redis.zrange(keys.nodeLeases, 0, -1)).find((m) => m.startsWith(`${nodeId}/`));
+  if (!member) throw new Error(`node ${nodeId} has no lease`);
+  return keys.nodeBus(member);
 }
 
 /** A node's log lines with this message, in order. */
